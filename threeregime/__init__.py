@@ -1,0 +1,51 @@
+"""threeregime: the statistical mechanics of neural-network pruning.
+
+Train families of dense models while varying temperature-like hyperparameters (epochs, batch
+size, learning rate, SAM rho) and load-like ones (density, training-set size); prune, retrain
+with several seeds, measure linear mode connectivity, CKA and the Hessian, and assign every grid
+point to Regime I, II-A or II-B (Zhou et al., ICML 2023).
+
+Importing this package does not import torch: heavy modules load on first use, so notebooks
+that only read results start fast.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    # specs (no torch)
+    "DataSpec": "spec", "ModelSpec": "spec", "TrainSpec": "spec", "PruneSpec": "spec",
+    "MeasureSpec": "spec", "PointSpec": "spec", "SweepSpec": "spec", "load_yaml": "spec",
+    "dump_yaml": "spec", "spec_hash": "spec",
+    # errors
+    "ThreeRegimeError": "_errors", "SpecError": "_errors", "DataError": "_errors",
+    "ResultsError": "_errors", "ThreeRegimeWarning": "_errors",
+    # torch side
+    "load_data": "data", "build_model": "models", "prunable_names": "models",
+    "compute_masks": "prune", "fit": "train", "run_point": "sweep", "run_sweep": "sweep",
+    "sweep_status": "sweep",
+    # results side (no torch)
+    "open_sweep": "storage", "export": "storage", "classify": "regimes",
+    "PhaseDiagram": "plotting", "advise": "advise", "Advice": "advise",
+    "select_model_to_prune": "advise", "tune_temperature": "advise",
+}
+
+__all__ = sorted([*_LAZY, "__version__", "metrics"])
+
+
+def __getattr__(name: str) -> Any:
+    if name == "metrics":
+        return importlib.import_module(".metrics", __name__)
+    try:
+        mod = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'threeregime' has no attribute {name!r}") from None
+    return getattr(importlib.import_module(f".{mod}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

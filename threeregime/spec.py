@@ -1,0 +1,606 @@
+"""Frozen, typed specifications of every piece of work, and their content hashes.
+
+A run is a frozen spec and its hash is its address: :func:`canonical_json` writes a spec with
+sorted keys and *fields equal to their default left out*, so adding a new field with a default
+renames nothing already stored.  :func:`spec_hash` is the first 16 hex digits of the SHA-256 of
+that JSON.
+
+Specs are validated on construction; a bad value raises :class:`~threeregime.SpecError` with a
+one-line message naming the field, the value and what is allowed.  :func:`load_yaml` reads a
+sweep or point file and prefixes the file name; unknown keys get a did-you-mean.
+
+This module imports no torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from ._errors import SpecError, did_you_mean
+
+__all__ = [
+    "DataSpec", "ModelSpec", "TrainSpec", "PruneSpec", "MeasureSpec", "PointSpec", "SweepSpec",
+    "AXES", "canonical_json", "spec_hash", "load_yaml", "dump_yaml", "from_dict", "to_dict",
+]
+
+PRUNE_METHODS = ("magnitude", "global", "lamp", "random", "nm")
+SCHEDULES = ("step", "cosine", "constant")
+RETRAIN_MODES = ("finetune", "rewind", "reinit")
+CKA_INPUTS = ("test", "train")
+
+
+# --------------------------------------------------------------------------- helpers
+def _err(field_name: str, value: Any, allowed: str) -> SpecError:
+    return SpecError(f"{field_name} must be {allowed}; got {value!r}")
+
+
+def _check_pos_int(name: str, v: Any, *, allow_none: bool = False, minimum: int = 1) -> None:
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise _err(name, v, f"an integer >= {minimum}" + (" or null" if allow_none else ""))
+
+
+def _check_float(name: str, v: Any, lo: float, hi: float, *, lo_open: bool = False,
+                 hi_open: bool = False) -> None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if ok:
+        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        lb = "(" if lo_open else "["
+        rb = ")" if hi_open else "]"
+        hi_s = "inf" if hi == math.inf else f"{hi:g}"
+        raise _err(name, v, f"a number in {lb}{lo:g}, {hi_s}{rb}")
+
+
+def _check_choice(name: str, v: Any, choices: tuple[str, ...]) -> None:
+    if v not in choices:
+        raise SpecError(f"{name} must be one of {', '.join(choices)}; got {v!r}"
+                        f"{did_you_mean(str(v), choices)}")
+
+
+# --------------------------------------------------------------------------- specs
+@dataclass(frozen=True)
+class DataSpec:
+    """Which data, how much of it, and how it is sampled.
+
+    Attributes
+    ----------
+    name : registered data source: ``mnist1d``, ``digits``, ``teacher_student``, ``cifar10``.
+    train_size : number of training examples, drawn by a seeded subsample (the data-size load
+        axis); ``None`` keeps the source's full training set.
+    test_size : likewise for the test set.
+    seed : seed of generation and subsampling.
+    root : folder of files the user provides (``cifar10``: the python-pickle batches).
+    augment : apply the source's training augmentation (``cifar10``: random crop + flip).
+    options : source-specific keyword arguments (e.g. ``label_noise`` for teacher_student).
+    """
+
+    name: str = "mnist1d"
+    train_size: int | None = None
+    test_size: int | None = None
+    seed: int = 0
+    root: str | None = None
+    augment: bool = False
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise _err("name", self.name, "a registered data source name")
+        _check_pos_int("train_size", self.train_size, allow_none=True)
+        _check_pos_int("test_size", self.test_size, allow_none=True)
+        _check_pos_int("seed", self.seed, minimum=0)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which architecture.
+
+    Attributes
+    ----------
+    name : registered model: ``mlp``, ``cnn1d``, ``preresnet20``, ``vgg``.
+    width : width factor multiplying every hidden size / channel count.
+    batchnorm : insert BatchNorm layers (where the architecture makes it optional).
+    prune_classifier : whether the final classifier layer is prunable (reference: no).
+    options : architecture-specific keyword arguments (e.g. ``hidden`` for mlp).
+    """
+
+    name: str = "cnn1d"
+    width: float = 1.0
+    batchnorm: bool = False
+    prune_classifier: bool = False
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise _err("name", self.name, "a registered model name")
+        _check_float("width", self.width, 0.0, math.inf, lo_open=True)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One run of SGD (optionally SAM) with a learning-rate schedule.
+
+    The budget is ``epochs`` passes over the training set, or, when ``iterations`` is set, a
+    fixed number of optimizer steps (the batch-size axis keeps iterations fixed, as the
+    reference does).  Schedule milestones are fractions of the budget.  ``snapshots`` are the
+    epochs at which checkpoints are kept, so that one run serves a whole epochs axis.
+    """
+
+    epochs: int = 40
+    iterations: int | None = None
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    schedule: str = "step"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    sam_rho: float = 0.0
+    snapshots: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_pos_int("epochs", self.epochs)
+        _check_pos_int("iterations", self.iterations, allow_none=True)
+        _check_pos_int("batch_size", self.batch_size)
+        _check_float("lr", self.lr, 0.0, math.inf, lo_open=True)
+        _check_float("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        _check_float("weight_decay", self.weight_decay, 0.0, math.inf)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+        for i, m in enumerate(self.milestones):
+            _check_float(f"milestones[{i}]", m, 0.0, 1.0, lo_open=True, hi_open=True)
+        _check_float("gamma", self.gamma, 0.0, 1.0, lo_open=True)
+        _check_float("sam_rho", self.sam_rho, 0.0, math.inf)
+        object.__setattr__(self, "snapshots", tuple(sorted(set(self.snapshots))))
+        for i, s in enumerate(self.snapshots):
+            _check_pos_int(f"snapshots[{i}]", s, minimum=0)
+            if self.iterations is None and s > self.epochs:
+                raise SpecError(f"snapshots[{i}] must be <= train.epochs ({self.epochs}); "
+                                f"got {s}")
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        """Optimizer steps per epoch (the last partial batch is dropped)."""
+        return max(1, n_train // self.batch_size)
+
+    def total_steps(self, n_train: int) -> int:
+        return self.iterations if self.iterations is not None else \
+            self.epochs * self.steps_per_epoch(n_train)
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """One-shot pruning.
+
+    Attributes
+    ----------
+    method : ``magnitude`` (layer-uniform magnitude, the reference), ``global`` (global
+        magnitude), ``lamp`` (layer-adaptive magnitude scores), ``random``, ``nm`` (N:M
+        structured magnitude, e.g. 2:4).
+    density : fraction of prunable weights kept, in (0, 1]; for ``nm`` it must equal N/M.
+    nm : ``"N:M"`` for ``method: nm``.
+    """
+
+    method: str = "magnitude"
+    density: float = 0.1
+    nm: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("method", self.method, PRUNE_METHODS)
+        _check_float("density", self.density, 0.0, 1.0, lo_open=True)
+        if self.method == "nm":
+            n, m = self.nm_pair()
+            if abs(self.density - n / m) > 1e-9:
+                raise SpecError(f"density must equal N/M = {n}/{m} = {n / m:g} for "
+                                f"method nm; got {self.density!r}")
+        elif self.nm is not None:
+            raise SpecError(f"nm is only used with method nm; got nm={self.nm!r} with "
+                            f"method {self.method!r}")
+
+    def nm_pair(self) -> tuple[int, int]:
+        try:
+            n_s, m_s = str(self.nm).split(":")
+            n, m = int(n_s), int(m_s)
+            if not 0 < n <= m:
+                raise ValueError
+        except ValueError:
+            raise SpecError(f"nm must be 'N:M' with 0 < N <= M (e.g. '2:4'); "
+                            f"got {self.nm!r}") from None
+        return n, m
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    """What is measured on the retrained sparse models.
+
+    LMC and CKA are computed on every pair of retraining seeds; the Hessian (optional, costly)
+    on every retrained model.
+    """
+
+    lmc: bool = True
+    lmc_points: int = 11
+    lmc_test: bool = True
+    cka: bool = True
+    cka_inputs: str = "test"
+    cka_n: int | None = None
+    hessian: bool = False
+    hessian_probes: int = 20
+    hessian_n: int = 512
+    hessian_top_k: int = 1
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        _check_pos_int("lmc_points", self.lmc_points, minimum=2)
+        _check_choice("cka_inputs", self.cka_inputs, CKA_INPUTS)
+        _check_pos_int("cka_n", self.cka_n, allow_none=True, minimum=2)
+        _check_pos_int("hessian_probes", self.hessian_probes)
+        _check_pos_int("hessian_n", self.hessian_n)
+        _check_pos_int("hessian_top_k", self.hessian_top_k)
+        _check_pos_int("eval_batch_size", self.eval_batch_size)
+
+
+@dataclass(frozen=True)
+class PointSpec:
+    """One grid point: dense training -> prune -> K retrainings -> measurements.
+
+    ``snapshot_epoch`` selects the dense checkpoint at that epoch of the dense run (the epochs
+    temperature axis); ``None`` uses the end of the run.  ``retrain_mode`` is ``finetune``
+    (from the pruned weights, the reference), ``rewind`` (to the dense checkpoint at
+    ``rewind_epoch``, lottery-ticket style) or ``reinit`` (random re-initialisation with the same
+    mask, the "Rethinking the Value of Network Pruning" baseline).
+    """
+
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    dense: TrainSpec = field(default_factory=TrainSpec)
+    prune: PruneSpec = field(default_factory=PruneSpec)
+    retrain: TrainSpec = field(default_factory=TrainSpec)
+    retrain_mode: str = "finetune"
+    rewind_epoch: int = 0
+    measure: MeasureSpec = field(default_factory=MeasureSpec)
+    dense_seed: int = 0
+    retrain_seeds: tuple[int, ...] = (0, 1, 2)
+    snapshot_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("retrain_mode", self.retrain_mode, RETRAIN_MODES)
+        _check_pos_int("rewind_epoch", self.rewind_epoch, minimum=0)
+        _check_pos_int("dense_seed", self.dense_seed, minimum=0)
+        object.__setattr__(self, "retrain_seeds", tuple(self.retrain_seeds))
+        if not self.retrain_seeds:
+            raise SpecError("retrain_seeds must list at least one seed; got []")
+        if len(set(self.retrain_seeds)) != len(self.retrain_seeds):
+            raise SpecError(f"retrain_seeds must be distinct; got {list(self.retrain_seeds)}")
+        for i, s in enumerate(self.retrain_seeds):
+            _check_pos_int(f"retrain_seeds[{i}]", s, minimum=0)
+        _check_pos_int("snapshot_epoch", self.snapshot_epoch, allow_none=True, minimum=0)
+        if self.snapshot_epoch is not None and self.dense.iterations is None \
+                and self.snapshot_epoch > self.dense.epochs:
+            raise SpecError(f"snapshot_epoch must be <= dense.epochs ({self.dense.epochs}); "
+                            f"got {self.snapshot_epoch}")
+        if self.retrain_mode == "rewind" and self.dense.iterations is None \
+                and self.rewind_epoch > self.dense.epochs:
+            raise SpecError(f"rewind_epoch must be <= dense.epochs ({self.dense.epochs}); "
+                            f"got {self.rewind_epoch}")
+
+
+@dataclass(frozen=True)
+class Axis:
+    """What a sweep axis varies, its role and which way is hotter."""
+
+    name: str
+    role: str                 # "temperature" | "load"
+    hotter: str | None        # "increasing" | "decreasing" | None for load axes
+    field: str                # dotted path into PointSpec
+    long_name: str
+    units: str
+    kind: type                # int or float
+
+
+#: The axes a sweep may vary.  Fewer epochs, a smaller batch, a larger lr and a larger SAM rho
+#: all mean a hotter dense run (SPEC.md section 1).
+AXES: dict[str, Axis] = {
+    "epochs": Axis("epochs", "temperature", "decreasing", "snapshot_epoch",
+                   "dense training epochs (snapshot)", "epoch", int),
+    "batch_size": Axis("batch_size", "temperature", "decreasing", "dense.batch_size",
+                       "dense training batch size", "1", int),
+    "lr": Axis("lr", "temperature", "increasing", "dense.lr", "dense training learning rate",
+               "1", float),
+    "sam_rho": Axis("sam_rho", "temperature", "increasing", "dense.sam_rho",
+                    "SAM radius rho of dense training", "1", float),
+    "density": Axis("density", "load", None, "prune.density",
+                    "fraction of prunable weights kept", "1", float),
+    "train_size": Axis("train_size", "load", None, "data.train_size",
+                       "number of training examples", "1", int),
+}
+
+
+def _replace_path(obj: Any, path: str, value: Any) -> Any:
+    head, _, rest = path.partition(".")
+    if not rest:
+        return dataclasses.replace(obj, **{head: value})
+    return dataclasses.replace(obj, **{head: _replace_path(getattr(obj, head), rest, value)})
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A grid over temperature-like and load-like axes around a base point.
+
+    ``axes`` maps axis names (keys of :data:`AXES`) to lists of values; exactly one temperature
+    axis and one load axis make a phase diagram, but any number >= 1 is accepted.
+    ``dense_seeds`` are the dense-run replicates; the retraining seeds are ``base.retrain_seeds``.
+    """
+
+    name: str = "sweep"
+    base: PointSpec = field(default_factory=PointSpec)
+    axes: dict = field(default_factory=dict)
+    dense_seeds: tuple[int, ...] = (0,)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.replace("_", "").replace(
+                "-", "").isalnum():
+            raise _err("name", self.name, "a non-empty name of letters, digits, '_' or '-'")
+        if not self.axes:
+            raise SpecError("axes must name at least one axis; got {}; allowed: "
+                            + ", ".join(AXES))
+        axes: dict[str, tuple] = {}
+        for k, vals in self.axes.items():
+            if k not in AXES:
+                raise SpecError(f"axes.{k} is not a sweepable axis{did_you_mean(k, AXES)}; "
+                                f"allowed: {', '.join(AXES)}")
+            if isinstance(vals, (str, bytes)) or not isinstance(vals, (list, tuple)):
+                raise _err(f"axes.{k}", vals, "a non-empty list of values")
+            if len(vals) == 0:
+                raise SpecError(f"axes.{k} must list at least one value; got []")
+            kind = AXES[k].kind
+            out = []
+            for i, v in enumerate(vals):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or (
+                        kind is int and not float(v).is_integer()):
+                    raise _err(f"axes.{k}[{i}]", v, "an integer" if kind is int else "a number")
+                out.append(kind(v))
+            if len(set(out)) != len(out):
+                dup = sorted({v for v in out if out.count(v) > 1})
+                raise SpecError(f"axes.{k} has duplicate values {dup}; each value must appear "
+                                "once")
+            axes[k] = tuple(sorted(out))
+            # validate every value through the point spec it produces
+            for i, v in enumerate(axes[k]):
+                try:
+                    self._apply(self.base, k, v)
+                except SpecError as e:
+                    raise SpecError(f"axes.{k}[{i}]: {e}") from None
+        object.__setattr__(self, "axes", axes)
+        object.__setattr__(self, "dense_seeds", tuple(self.dense_seeds))
+        if not self.dense_seeds or len(set(self.dense_seeds)) != len(self.dense_seeds):
+            raise SpecError(f"dense_seeds must be a non-empty list of distinct seeds; got "
+                            f"{list(self.dense_seeds)}")
+        if "epochs" in axes and self.base.dense.iterations is not None:
+            raise SpecError("axes.epochs needs an epoch budget; got base.dense.iterations="
+                            f"{self.base.dense.iterations} (remove it)")
+
+    # -- grid -------------------------------------------------------------------------------
+    def _apply(self, point: PointSpec, axis: str, value: Any) -> PointSpec:
+        if axis == "epochs":
+            dense = point.dense
+            if value > dense.epochs:
+                raise SpecError(f"epochs value {value} exceeds base.dense.epochs "
+                                f"({dense.epochs}): the epochs axis takes snapshots of one run")
+            return dataclasses.replace(point, snapshot_epoch=int(value))
+        if axis == "batch_size" and point.dense.iterations is None:
+            raise SpecError("the batch_size axis keeps the iteration budget fixed: set "
+                            "base.dense.iterations (e.g. epochs x steps per epoch at the base "
+                            "batch size)")
+        return _replace_path(point, AXES[axis].field, value)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(v) for v in self.axes.values())
+
+    def points(self) -> list[tuple[dict, PointSpec]]:
+        """Expand the grid deterministically: ``[(coords, point_spec), ...]``.
+
+        Coordinates are in axis order, then dense seed (last, fastest).  For an epochs axis,
+        the dense run of every point snapshots all the axis values, so one run serves them all.
+        """
+        import itertools
+
+        names = list(self.axes)
+        base = self.base
+        if "epochs" in self.axes:
+            snaps = tuple(sorted(set(base.dense.snapshots) | set(self.axes["epochs"])))
+            base = dataclasses.replace(base, dense=dataclasses.replace(base.dense,
+                                                                       snapshots=snaps))
+        out = []
+        for combo in itertools.product(*(self.axes[n] for n in names)):
+            for seed in self.dense_seeds:
+                p = dataclasses.replace(base, dense_seed=seed)
+                for n, v in zip(names, combo):
+                    p = self._apply(p, n, v)
+                coords = dict(zip(names, combo))
+                coords["dense_seed"] = seed
+                out.append((coords, p))
+        return out
+
+
+# --------------------------------------------------------------------------- dict / YAML
+def to_dict(spec: Any, *, drop_defaults: bool = False) -> Any:
+    """Plain-data form of a spec (tuples become lists)."""
+    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        out = {}
+        for f in dataclasses.fields(spec):
+            v = getattr(spec, f.name)
+            if drop_defaults:
+                default = f.default if f.default is not dataclasses.MISSING else (
+                    f.default_factory() if f.default_factory is not dataclasses.MISSING
+                    else dataclasses.MISSING)
+                if _normalise(v) == _normalise(default):
+                    continue
+            out[f.name] = to_dict(v, drop_defaults=drop_defaults)
+        return out
+    if isinstance(spec, Mapping):
+        return {str(k): to_dict(v, drop_defaults=drop_defaults) for k, v in spec.items()}
+    if isinstance(spec, (list, tuple)):
+        return [to_dict(v, drop_defaults=drop_defaults) for v in spec]
+    return spec
+
+
+def _normalise(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return json.dumps(to_dict(v, drop_defaults=True), sort_keys=True)
+    if isinstance(v, (list, tuple)):
+        return [_normalise(x) for x in v]
+    if isinstance(v, Mapping):
+        return {k: _normalise(x) for k, x in v.items()}
+    return v
+
+
+def canonical_json(spec: Any) -> str:
+    """Sorted-key JSON with fields equal to their default left out (the hashed form)."""
+    return json.dumps(to_dict(spec, drop_defaults=True), sort_keys=True, separators=(",", ":"),
+                      allow_nan=False)
+
+
+def spec_hash(spec: Any, *, length: int = 16) -> str:
+    """Content address of a spec (hex digest of :func:`canonical_json`)."""
+    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:length]
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        last: SpecError | None = None
+        for a in non_none:
+            try:
+                return _coerce(a, value, path)
+            except SpecError as e:
+                last = e
+        assert last is not None
+        raise last
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise SpecError(f"{path} must be a mapping of {tp.__name__} fields; got {value!r}")
+        return from_dict(tp, value, path=path)
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise SpecError(f"{path} must be a list; got {value!r}")
+        item_t = args[0] if args else Any
+        return tuple(_coerce(item_t, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is Any:
+        return value
+    if tp is dict or origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise SpecError(f"{path} must be a mapping; got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SpecError(f"{path} must be true or false; got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise SpecError(f"{path} must be an integer; got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-4" as a string
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(f"{path} must be a number; got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise SpecError(f"{path} must be a string; got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: Mapping, *, path: str = "") -> Any:
+    """Build spec ``cls`` from plain data, checking keys and types (did-you-mean on typos)."""
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{path or cls.__name__} must be a mapping; got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            raise SpecError(f"{where}: unknown key{did_you_mean(str(key), fields)}; allowed: "
+                            f"{', '.join(sorted(fields))}")
+        kwargs[key] = _coerce(hints[key], value, where)
+    try:
+        return cls(**kwargs)
+    except SpecError as e:
+        msg = str(e)
+        first = msg.split(" ", 1)[0].split("[", 1)[0].rstrip(":")
+        if path and first in fields:
+            msg = f"{path}.{msg}"
+        elif path:
+            msg = f"{path}: {msg}"
+        raise SpecError(msg) from None
+
+
+_KINDS: dict[str, type] = {"sweep": SweepSpec, "point": PointSpec}
+
+
+def load_yaml(path: str | Path, kind: str | None = None) -> Any:
+    """Read a sweep (has ``axes``) or point spec from YAML; errors name the file."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"{p}: spec file not found")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{p}: malformed YAML{where}: {problem}") from None
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{p}: must contain a mapping of spec fields; got {type(raw).__name__}")
+    if kind is None:
+        kind = "sweep" if "axes" in raw else "point"
+    cls = _KINDS[kind]
+    try:
+        return from_dict(cls, raw)
+    except SpecError as e:
+        raise SpecError(f"{p}: {e}") from None
+
+
+def dump_yaml(spec: Any, path: str | Path | None = None, *, drop_defaults: bool = True) -> str:
+    """Write a spec as YAML (defaults left out unless ``drop_defaults=False``)."""
+    import yaml
+
+    text = yaml.safe_dump(to_dict(spec, drop_defaults=drop_defaults), sort_keys=False)
+    if path is not None:
+        Path(path).write_text(text)
+    return text
+
+
+
