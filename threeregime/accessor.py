@@ -1,0 +1,72 @@
+"""The ``ds.threeregime`` xarray accessor: classify and plot results in place.
+
+Registered when any of :mod:`threeregime.storage`, :mod:`threeregime.regimes`,
+:mod:`threeregime.plotting` or this module is imported (``threeregime.open_sweep`` does it).
+Extends Datasets without subclassing them (STYLE rule 4).  No torch, no matplotlib at import.
+
+Examples
+--------
+>>> ds = threeregime.open_sweep("runs/quick")                 # doctest: +SKIP
+>>> ds = ds.threeregime.classify(tau_lmc=0.01)                # doctest: +SKIP
+>>> ds.threeregime.plot("lmc")                                # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import xarray as xr
+
+__all__ = ["ThreeRegimeAccessor"]
+
+
+@xr.register_dataset_accessor("threeregime")
+class ThreeRegimeAccessor:
+    """Three-regime methods on a results Dataset (``ds.threeregime``)."""
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self._ds = ds
+
+    def dims(self, var: str = "lmc") -> dict[str, list[str]]:
+        """``{"cells": [...], "temperature": [...], "load": [...]}`` of ``var``."""
+        from .regimes import find_dims
+
+        cell, temps, loads = find_dims(self._ds, var)
+        return {"cells": cell, "temperature": temps, "load": loads}
+
+    def classify(self, **kwargs: Any) -> xr.Dataset:
+        """Return a copy of the Dataset with the regime variables (re)computed.
+
+        Keyword arguments go to :func:`threeregime.regimes.classify`; its output variables
+        (``regime``, ``regime_confidence``, ``lmc_mean``, ...) replace any existing ones.
+        """
+        from .regimes import classify
+
+        reg = classify(self._ds, **kwargs)
+        out = self._ds.copy()
+        for name in reg.data_vars:
+            out[name] = reg[name]
+        return out
+
+    def phase_diagram(self, var: str = "test_error", *, x: str | None = None,
+                      y: str | None = None, **kwargs: Any) -> Any:
+        """Compute a :class:`threeregime.plotting.PhaseDiagram` of ``var`` (nothing drawn)."""
+        from .plotting import PhaseDiagram
+
+        return PhaseDiagram.from_dataset(self._ds, x=x, y=y, var=var, **kwargs)
+
+    def plot(self, var: str = "test_error", *, x: str | None = None, y: str | None = None,
+             ax: Any = None, **plot_kwargs: Any) -> Any:
+        """Draw the phase diagram of ``var``; returns its :class:`PhaseDiagramArtists`."""
+        return self.phase_diagram(var, x=x, y=y).plot(ax=ax, **plot_kwargs)
+
+    def plot_all(self, **kwargs: Any) -> Any:
+        """The paper's four panels (:func:`threeregime.plotting.plot_phase_diagrams`)."""
+        from .plotting import plot_phase_diagrams
+
+        return plot_phase_diagrams(self._ds, **kwargs)
+
+    def export(self, path: Any, format: str = "netcdf") -> Any:
+        """Write the Dataset (:func:`threeregime.storage.export`)."""
+        from .storage import export
+
+        return export(self._ds, path, format=format)

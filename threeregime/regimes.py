@@ -1,0 +1,432 @@
+"""Assign grid cells to Regime I, II-A or II-B from LMC and CKA (numpy / xarray only).
+
+The rule (SPEC.md section 4; the paper draws its boundaries by hand, so every threshold is an
+explicit argument):
+
+1. **I vs II** by linear mode connectivity: a cell is Regime I when its mean ``mc`` (train-error
+   scale, fraction; negative = barrier) is below ``-tau_lmc``, else Regime II.
+2. **II-A vs II-B** by CKA of the outputs, among the Regime II cells only:
+
+   - ``cka_rule="relative"`` (default): within each load column (all cells sharing the values
+     of every non-temperature dim), split at the midpoint of the column's [min, max] mean CKA:
+     II-B at or above it, II-A below.  When the column's CKA range is below ``min_cka_spread``
+     temperature does not change the outputs measurably and every Regime II cell of the column
+     is II-B (keep).
+   - ``cka_rule="absolute"``: II-B when mean CKA >= ``tau_cka``.
+
+3. **Undetermined** (label -1) when the data cannot decide: no point of the cell computed yet,
+   every point diverged or failed, fewer than ``min_pairs`` valid pairs (finite LMC and CKA),
+   or *collapse* -- the retrained models failed to train, which looks like perfect connectivity
+   and similarity (PROBE.md: at 3 % density collapsed pairs had mc ~ 0 and CKA 0.9999): the
+   cell's mean test error exceeds its column's best by more than ``collapse_margin``, or its
+   mean train error is at least ``chance_fraction`` x the chance error ``1 - 1/num_classes``.
+   Undetermined cells are left out of the CKA range of their column.
+
+Confidence.  The cell mean of LMC (CKA) is treated as normal with its standard error ``sem``
+(sample std over the valid pairs of all dense seeds / sqrt(n)).  For I vs II the probability of
+the chosen side is ``Phi(|mean + tau_lmc| / sem)``; for II-A vs II-B ``Phi(|cka - split| / sem)``
+(relative rule; for a flat column ``Phi((min_cka_spread - range) / sqrt(sem_max^2 +
+sem_min^2))``), and a Regime II cell's confidence is the product of the two.  ``sem = 0`` gives
+1.  Fewer than two valid pairs give no spread and a NaN confidence (the label stands, the
+certainty is unknown); so do undetermined cells.  Pairs of one dense seed share models, so the
+sem is somewhat optimistic; dense-seed replicates make it honest.
+
+How the defaults were chosen
+----------------------------
+``tau_lmc = 0.02`` (2 % train error).  The CPU probe (PROBE.md) measured well-connected cells at
+mc between -0.5 % and 0 and clear barriers from -2.4 % (5 % density, hottest snapshot) to -31 %.
+The one intermediate value, -1.4 % (10 % density, batch 16), belongs to a cell that is already
+hotter than its column's best temperature (batch 32), i.e. it behaves like Regime II; a 1 %
+threshold would call it Regime I and advise heating a cell that is already too hot.  2 % sits
+between that cell and the weakest clear barrier.
+``min_cka_spread = 0.01``.  The probe's weakest CKA rise across a Regime II column, 0.93 -> 0.95
+(50 % density, more epochs), came with a real test-error gain from cooling (5.0 % -> 3.4 %), so
+the default must still split a 0.02 range; columns flatter than 0.01 are treated as noise.
+``collapse_margin = 0.30`` (30 points of test error).  Genuine Regime I cells are much worse than
+their column's best (the probe: up to +24 points at 5 % density), so the margin must exceed that;
+the collapsed cells of the probe sat at 76 % test error.  ``chance_fraction = 0.9``: train error
+within 10 % of chance.  ``min_pairs = 1``: one pair decides the label; its confidence is NaN.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ._errors import ResultsError, SpecError
+from .storage import REPLICATE_DIMS, STATUS
+
+__all__ = ["classify", "decode", "find_dims", "REGIMES", "regime_names", "REGIME_I", "REGIME_II_A",
+           "REGIME_II_B", "UNDETERMINED", "FLAG_VALUES", "FLAG_MEANINGS", "REASONS",
+           "DEFAULTS"]
+
+REGIME_I, REGIME_II_A, REGIME_II_B, UNDETERMINED = 0, 1, 2, -1
+#: code -> display name
+REGIMES: dict[int, str] = {REGIME_I: "I", REGIME_II_A: "II-A", REGIME_II_B: "II-B",
+                           UNDETERMINED: "undetermined"}
+#: the three regime names, in code order
+regime_names: tuple[str, ...] = ("I", "II-A", "II-B")
+FLAG_VALUES = np.array([0, 1, 2, -1], dtype=np.int8)
+FLAG_MEANINGS = "regime_I regime_II_A regime_II_B undetermined"
+#: why a cell is undetermined (``undetermined_reason`` flags)
+REASONS: dict[str, int] = {"none": 0, "not_computed": 1, "diverged_or_failed": 2,
+                           "too_few_valid_pairs": 3, "collapsed": 4}
+DEFAULTS: dict[str, Any] = {"tau_lmc": 0.02, "cka_rule": "relative", "tau_cka": None,
+                            "min_cka_spread": 0.01, "collapse_margin": 0.30,
+                            "chance_fraction": 0.9, "min_pairs": 1}
+_CKA_RULES = ("relative", "absolute")
+
+
+def decode(regime: Any) -> Any:
+    """Map regime codes to names (``"I"``, ``"II-A"``, ``"II-B"``, ``"undetermined"``).
+
+    A DataArray gives a DataArray of strings with the same dims and coords; anything else an
+    ndarray of strings.
+    """
+    names = np.array([REGIMES[c] for c in (0, 1, 2)] + [REGIMES[-1]], dtype=object)
+
+    def _map(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a)
+        out = np.full(a.shape, "undetermined", dtype=object)
+        for code in (0, 1, 2):
+            out[a == code] = names[code]
+        return out.astype(str)
+
+    if isinstance(regime, xr.DataArray):
+        return xr.DataArray(_map(regime.values), dims=regime.dims, coords=regime.coords,
+                            name=regime.name, attrs={"long_name": "regime", "units": "1"})
+    return _map(regime)
+
+
+# --------------------------------------------------------------------------- dims
+def _role_of(ds: xr.Dataset, dim: str) -> str | None:
+    from .spec import AXES
+
+    if dim in ds.coords and ds[dim].attrs.get("role") in ("temperature", "load"):
+        return ds[dim].attrs["role"]
+    if dim in AXES:
+        return AXES[dim].role
+    return None
+
+
+def _as_list(x: str | Sequence[str] | None) -> list[str] | None:
+    if x is None:
+        return None
+    return [x] if isinstance(x, str) else list(x)
+
+
+def find_dims(ds: xr.Dataset, var: str = "lmc", temperature: str | Sequence[str] | None = None,
+              load: str | Sequence[str] | None = None) -> tuple[list[str], list[str], list[str]]:
+    """Return ``(cell_dims, temperature_dims, load_dims)`` of ``ds[var]``.
+
+    Cell dims are the dims of ``var`` other than the replicate dims (``dense_seed``,
+    ``retrain_seed``, ``pair``).  Temperature and load dims come from the coordinates' ``role``
+    attr, else from the names in :data:`threeregime.spec.AXES`; explicit names override.
+    """
+    if var not in ds:
+        raise ResultsError(f"dataset has no variable {var!r}; variables: "
+                           f"{', '.join(map(str, ds.data_vars)) or 'none'}")
+    cell = [str(d) for d in ds[var].dims if d not in REPLICATE_DIMS]
+    temps = _as_list(temperature)
+    loads = _as_list(load)
+    for label, given in (("temperature", temps), ("load", loads)):
+        for d in given or []:
+            if d not in cell:
+                raise ResultsError(f"{label}={d!r} is not a dim of {var}; allowed: "
+                                   f"{', '.join(cell) or 'none'}")
+    if temps is None:
+        temps = [d for d in cell if _role_of(ds, d) == "temperature" and d not in (loads or [])]
+    if loads is None:
+        loads = [d for d in cell if _role_of(ds, d) == "load" and d not in temps]
+    if not temps:
+        raise ResultsError(f"cannot find a temperature dim of {var} (dims: "
+                           f"{', '.join(cell) or 'none'}): no coordinate has attrs "
+                           f"role='temperature'; pass temperature=<dim name>")
+    if set(temps) & set(loads):
+        raise ResultsError(f"a dim cannot be both temperature and load; got temperature={temps}"
+                           f", load={loads}")
+    return cell, temps, loads
+
+
+# --------------------------------------------------------------------------- helpers
+def _cells(da: xr.DataArray, cell: list[str]) -> np.ndarray:
+    """(*cell, n_replicates) float array: replicate dims flattened last (added if absent)."""
+    rep = [d for d in da.dims if d not in cell]
+    missing = [d for d in cell if d not in da.dims]
+    if missing:
+        raise ResultsError(f"variable {da.name} lacks dims {missing} of the cells")
+    vals = np.asarray(da.transpose(*cell, *rep).values, dtype=np.float64)
+    return vals.reshape(vals.shape[:len(cell)] + (-1,))
+
+
+def _broadcast_status(ds: xr.Dataset, da: xr.DataArray) -> xr.DataArray | None:
+    if "status" not in ds:
+        return None
+    st = ds["status"]
+    if not set(st.dims) <= set(da.dims):
+        return None
+    return st.broadcast_like(da)
+
+
+def _mean_sem(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ok = np.isfinite(samples)
+    n = ok.sum(-1)
+    with np.errstate(all="ignore"):
+        s = np.where(ok, samples, 0.0)
+        mean = np.where(n > 0, s.sum(-1) / np.maximum(n, 1), np.nan)
+        dev = np.where(ok, samples - mean[..., None], 0.0)
+        var = (dev ** 2).sum(-1) / np.maximum(n - 1, 1)
+        sem = np.where(n >= 2, np.sqrt(var / np.maximum(n, 1)), np.nan)
+    return mean, sem, n
+
+
+def _phi_conf(distance: np.ndarray, sem: np.ndarray) -> np.ndarray:
+    """P(chosen side) = Phi(|distance| / sem); 1 where sem == 0; NaN where sem is NaN."""
+    from scipy.special import ndtr
+
+    with np.errstate(all="ignore"):
+        z = np.abs(distance) / sem
+        out = np.where(sem == 0, 1.0, ndtr(z))
+    return np.where(np.isnan(sem), np.nan, out)
+
+
+def _to_columns(a: np.ndarray, cell: list[str], temps: list[str]) -> tuple[np.ndarray, Any]:
+    """Reshape a cell array to (n_columns, n_temperature_cells) and return the inverse."""
+    cols = [d for d in cell if d not in temps]
+    perm = [cell.index(d) for d in cols + temps]
+    t = np.transpose(a, perm)
+    shape_t = t.shape
+    n_temp = int(np.prod([a.shape[cell.index(d)] for d in temps]))
+    flat = t.reshape(-1, n_temp)
+    inv = np.argsort(perm)
+
+    def back(b: np.ndarray) -> np.ndarray:
+        return np.transpose(b.reshape(shape_t), inv)
+
+    return flat, back
+
+
+def _check_args(tau_lmc: Any, cka_rule: Any, tau_cka: Any, min_cka_spread: Any,
+                collapse_margin: Any, chance_fraction: Any, min_pairs: Any) -> None:
+    def num(name: str, v: Any, allow_none: bool = False) -> None:
+        if v is None and allow_none:
+            return
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(v) or v < 0:
+            raise SpecError(f"{name} must be a finite number >= 0"
+                            f"{' or None' if allow_none else ''}; got {v!r}")
+
+    num("tau_lmc", tau_lmc)
+    if cka_rule not in _CKA_RULES:
+        raise SpecError(f"cka_rule must be one of {', '.join(_CKA_RULES)}; got {cka_rule!r}")
+    if cka_rule == "absolute":
+        if tau_cka is None:
+            raise SpecError("tau_cka must be a number in [0, 1] with cka_rule='absolute'; "
+                            "got None")
+        num("tau_cka", tau_cka)
+    num("min_cka_spread", min_cka_spread)
+    num("collapse_margin", collapse_margin, allow_none=True)
+    num("chance_fraction", chance_fraction, allow_none=True)
+    if isinstance(min_pairs, bool) or not isinstance(min_pairs, (int, np.integer)) \
+            or min_pairs < 1:
+        raise SpecError(f"min_pairs must be an integer >= 1; got {min_pairs!r}")
+
+
+# --------------------------------------------------------------------------- classify
+def classify(ds: xr.Dataset, *, tau_lmc: float = DEFAULTS["tau_lmc"],
+             cka_rule: str = DEFAULTS["cka_rule"], tau_cka: float | None = None,
+             min_cka_spread: float = DEFAULTS["min_cka_spread"],
+             collapse_margin: float | None = DEFAULTS["collapse_margin"],
+             chance_fraction: float | None = DEFAULTS["chance_fraction"],
+             num_classes: int | None = None, min_pairs: int = DEFAULTS["min_pairs"],
+             temperature: str | Sequence[str] | None = None,
+             load: str | Sequence[str] | None = None) -> xr.Dataset:
+    """Label every cell Regime I, II-A, II-B or undetermined (rule in the module docstring).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Needs ``lmc`` and ``cka`` (fractions) over a temperature dim (and usually a load dim),
+        with or without the replicate dims ``pair`` / ``dense_seed`` (averaged; their spread
+        gives the sem).  Without replicate dims, ``lmc_sem`` / ``cka_sem`` variables are used
+        when present.  Optional: ``status`` (non-ok points are left out), ``test_error`` and
+        ``train_error`` (collapse check), attr ``num_classes``.
+    tau_lmc : float
+        LMC threshold on the train-error scale: Regime I when mean mc < -tau_lmc.
+    cka_rule : {"relative", "absolute"}
+    tau_cka : float, optional
+        CKA threshold of the absolute rule.
+    min_cka_spread : float
+        Relative rule: a column whose Regime II CKA range is below this is all II-B.
+    collapse_margin : float or None
+        Undetermined when the cell's mean test error exceeds its column's best by more than
+        this (None: no check).
+    chance_fraction : float or None
+        Undetermined when mean train error >= chance_fraction x (1 - 1/num_classes).
+    num_classes : int, optional
+        Default ``ds.attrs["num_classes"]``; without it the chance check is skipped.
+    min_pairs : int
+        Minimum number of valid pairs (finite LMC and CKA of ok points) per cell.
+    temperature, load : str or list of str, optional
+        Dim names overriding the ``role`` attrs.
+
+    Returns
+    -------
+    xarray.Dataset
+        Over the cell dims: ``regime`` (int8, CF flags), ``regime_confidence``, ``lmc_mean``,
+        ``lmc_sem``, ``cka_mean``, ``cka_sem``, ``n_valid_pairs``, ``undetermined_reason``
+        (int8 flags); attrs ``regime_rule`` (JSON of the rule and thresholds).
+
+    Raises
+    ------
+    ResultsError
+        ``lmc``/``cka`` missing or no temperature dim found.
+    SpecError
+        A threshold argument is invalid.
+    """
+    _check_args(tau_lmc, cka_rule, tau_cka, min_cka_spread, collapse_margin, chance_fraction,
+                min_pairs)
+    src_l = "lmc" if "lmc" in ds else ("lmc_mean" if "lmc_mean" in ds else None)
+    src_c = "cka" if "cka" in ds else ("cka_mean" if "cka_mean" in ds else None)
+    if src_l is None or src_c is None:
+        raise ResultsError("classify needs variables lmc and cka (or lmc_mean and cka_mean); "
+                           f"got {', '.join(map(str, ds.data_vars)) or 'none'}")
+    cell, temps, loads = find_dims(ds, src_l, temperature, load)
+    lmc_da, cka_da = ds[src_l], ds[src_c]
+    lmc_da, cka_da = xr.broadcast(lmc_da, cka_da)
+    status = _broadcast_status(ds, lmc_da)
+    if status is not None:
+        ok = status == STATUS["ok"]
+        lmc_da, cka_da = lmc_da.where(ok), cka_da.where(ok)
+    lmc_s, cka_s = _cells(lmc_da, cell), _cells(cka_da, cell)
+    both = np.isfinite(lmc_s) & np.isfinite(cka_s)
+    lmc_s, cka_s = np.where(both, lmc_s, np.nan), np.where(both, cka_s, np.nan)
+    lmc_mean, lmc_sem, n_valid = _mean_sem(lmc_s)
+    cka_mean, cka_sem, _ = _mean_sem(cka_s)
+    has_rep = any(d in REPLICATE_DIMS for d in ds[src_l].dims)
+    if not has_rep:
+        for name, target in (("lmc_sem", lmc_sem), ("cka_sem", cka_sem)):
+            if name in ds and set(ds[name].dims) <= set(cell):
+                target[...] = _cells(ds[name].broadcast_like(lmc_da), cell)[..., 0]
+    cell_shape = lmc_mean.shape
+
+    # ---- why undetermined
+    reason = np.zeros(cell_shape, dtype=np.int8)
+    if status is not None:
+        st = _cells(ds["status"].broadcast_like(lmc_da).astype(np.float64), cell)
+        any_ok = (st == STATUS["ok"]).any(-1)
+        all_missing = (st == STATUS["missing"]).all(-1)
+        reason[~any_ok] = REASONS["diverged_or_failed"]
+        reason[~any_ok & all_missing] = REASONS["not_computed"]
+    reason[(reason == 0) & ((n_valid < min_pairs) | ~np.isfinite(lmc_mean))] = \
+        REASONS["too_few_valid_pairs"]
+
+    def cell_mean_of(name: str) -> np.ndarray | None:
+        if name not in ds or not set(cell) <= set(ds[name].dims):
+            return None
+        da = ds[name]
+        st = _broadcast_status(ds, da)
+        if st is not None:
+            da = da.where(st <= STATUS["diverged"])
+        return _mean_sem(_cells(da, cell))[0]
+
+    test_mean = cell_mean_of("test_error")
+    train_mean = cell_mean_of("train_error")
+    if num_classes is None:
+        num_classes = ds.attrs.get("num_classes")
+    collapsed = np.zeros(cell_shape, dtype=bool)
+    if chance_fraction is not None and train_mean is not None and num_classes:
+        chance = 1.0 - 1.0 / float(num_classes)
+        with np.errstate(invalid="ignore"):
+            collapsed |= train_mean >= chance_fraction * chance
+    if collapse_margin is not None and test_mean is not None:
+        cand = np.where((reason == 0) & ~collapsed, test_mean, np.nan)
+        flat, back = _to_columns(cand, cell, temps)
+        with np.errstate(all="ignore"):
+            best = np.where(np.isfinite(flat).any(1, keepdims=True),
+                            np.nanmin(np.where(np.isfinite(flat), flat, np.inf), 1,
+                                      keepdims=True), np.nan)
+            tflat, _ = _to_columns(test_mean, cell, temps)
+            collapsed |= back(tflat > best + collapse_margin)
+    reason[(reason == 0) & collapsed] = REASONS["collapsed"]
+    determined = reason == 0
+
+    # ---- I vs II
+    regime = np.full(cell_shape, UNDETERMINED, dtype=np.int8)
+    is_one = determined & (lmc_mean < -tau_lmc)
+    is_two = determined & ~is_one
+    regime[is_one] = REGIME_I
+    conf_12 = _phi_conf(lmc_mean + tau_lmc, lmc_sem)
+
+    # ---- II-A vs II-B
+    conf_ab = np.full(cell_shape, np.nan)
+    if cka_rule == "absolute":
+        regime[is_two & (cka_mean >= tau_cka)] = REGIME_II_B
+        regime[is_two & (cka_mean < tau_cka)] = REGIME_II_A
+        conf_ab = _phi_conf(cka_mean - tau_cka, cka_sem)
+    else:
+        c2, back = _to_columns(np.where(is_two, cka_mean, np.nan), cell, temps)
+        s2, _ = _to_columns(cka_sem, cell, temps)
+        lab = np.full(c2.shape, UNDETERMINED, dtype=np.int8)
+        conf = np.full(c2.shape, np.nan)
+        for i in range(c2.shape[0]):
+            m = np.isfinite(c2[i])
+            if not m.any():
+                continue
+            vals = c2[i][m]
+            lo_i, hi_i = np.argmin(vals), np.argmax(vals)
+            lo, hi = vals[lo_i], vals[hi_i]
+            if hi - lo < min_cka_spread:
+                lab[i][m] = REGIME_II_B
+                sems = s2[i][m]
+                sem_r = np.sqrt(sems[lo_i] ** 2 + sems[hi_i] ** 2) if vals.size > 1 else 0.0
+                conf[i][m] = _phi_conf(np.asarray(min_cka_spread - (hi - lo)),
+                                       np.asarray(sem_r))
+            else:
+                split = 0.5 * (lo + hi)
+                lab[i][m] = np.where(vals >= split, REGIME_II_B, REGIME_II_A)
+                conf[i][m] = _phi_conf(vals - split, s2[i][m])
+        lab_c, conf_c = back(lab), back(conf)
+        regime[is_two] = lab_c[is_two]
+        conf_ab = conf_c
+    confidence = np.where(is_one, conf_12, np.where(is_two, conf_12 * conf_ab, np.nan))
+
+    rule = {"tau_lmc": float(tau_lmc), "cka_rule": cka_rule,
+            "tau_cka": None if tau_cka is None else float(tau_cka),
+            "min_cka_spread": float(min_cka_spread),
+            "collapse_margin": None if collapse_margin is None else float(collapse_margin),
+            "chance_fraction": None if chance_fraction is None else float(chance_fraction),
+            "num_classes": None if num_classes is None else int(num_classes),
+            "min_pairs": int(min_pairs), "temperature": temps, "load": loads,
+            "lmc": src_l, "cka": src_c}
+    rule_json = json.dumps(rule, sort_keys=True)
+    coords = {}
+    for name, c in ds.coords.items():
+        if c.dims and set(c.dims) <= set(cell):
+            coords[name] = c
+    dims = tuple(cell)
+
+    def var(a: np.ndarray, long_name: str, **extra: Any) -> tuple:
+        return dims, a, {"long_name": long_name, "units": "1", **extra}
+
+    out = xr.Dataset({
+        "regime": var(regime, "three-regime label", flag_values=FLAG_VALUES.copy(),
+                      flag_meanings=FLAG_MEANINGS, rule=rule_json),
+        "regime_confidence": var(confidence, "probability of the assigned regime (normal "
+                                             "approximation over pairs)"),
+        "lmc_mean": var(lmc_mean, "mean linear mode connectivity over valid pairs"),
+        "lmc_sem": var(lmc_sem, "standard error of the mean linear mode connectivity"),
+        "cka_mean": var(cka_mean, "mean CKA over valid pairs"),
+        "cka_sem": var(cka_sem, "standard error of the mean CKA"),
+        "n_valid_pairs": var(n_valid.astype(np.int64), "number of valid pairs"),
+        "undetermined_reason": var(reason, "why the regime is undetermined",
+                                   flag_values=np.array(list(REASONS.values()), np.int8),
+                                   flag_meanings=" ".join(REASONS)),
+    }, coords=coords, attrs={"regime_rule": rule_json})
+    return out
+
+
+from . import accessor as _accessor  # noqa: E402,F401  (registers ds.threeregime)
