@@ -1,0 +1,251 @@
+"""Data sources: one contract test over every registered source, plus bad-input messages."""
+from __future__ import annotations
+
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from threeregime import DataError, DataSpec, SpecError
+from threeregime.data import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    DATA_SOURCES,
+    Splits,
+    TensorData,
+    as_tensor_data,
+    clear_cache,
+    load_data,
+)
+
+torch.set_num_threads(1)
+
+CIFAR_TRAIN_PER_BATCH = 6
+CIFAR_TEST = 8
+
+
+def _write_cifar(folder, *, n_train=CIFAR_TRAIN_PER_BATCH, n_test=CIFAR_TEST, seed=0):
+    """Tiny CIFAR-10 python batches in the exact standard format (bytes keys, uint8 rows)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        n = n_test if name == "test_batch" else n_train
+        d = {b"batch_label": name.encode(),
+             b"labels": [int(v) for v in rng.integers(0, 10, n)],
+             b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+             b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(d, f, protocol=2)
+    return folder
+
+
+@pytest.fixture
+def cifar_root(tmp_path):
+    _write_cifar(tmp_path / "cifar-10-batches-py")
+    return str(tmp_path)          # the parent folder: the source must find the subfolder
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    clear_cache()
+    yield
+    clear_cache()
+
+
+# name -> (spec kwargs for a small, fast load; input_shape; num_classes; pool sizes)
+CASES = {
+    "mnist1d": (dict(options={"n_train": 300, "n_test": 100}), (1, 40), 10, (300, 100)),
+    "digits": (dict(), (64,), 10, (1437, 360)),
+    "teacher_student": (dict(options={"n_train": 300, "n_test": 100, "dim": 7}), (7,), 10,
+                        (300, 100)),
+    "cifar10": (dict(), (3, 32, 32), 10, (5 * CIFAR_TRAIN_PER_BATCH, CIFAR_TEST)),
+}
+
+
+def _rng_states():
+    return torch.get_rng_state(), np.random.get_state(), random.getstate()
+
+
+def _assert_rng_unchanged(before):
+    t, n, p = before
+    assert torch.equal(torch.get_rng_state(), t)
+    n2 = np.random.get_state()
+    assert n2[0] == n[0] and np.array_equal(n2[1], n[1]) and n2[2:] == n[2:]
+    assert random.getstate() == p
+
+
+def _row_set(x):
+    return {tuple(r) for r in x.reshape(len(x), -1).tolist()}
+
+
+@pytest.mark.parametrize("name", DATA_SOURCES.names())
+def test_data_source_contract(name, request):
+    assert name in CASES, f"add a contract case for the new data source {name!r}"
+    kwargs, shape, classes, (n_train, n_test) = CASES[name]
+    if name == "cifar10":
+        kwargs = dict(kwargs, root=request.getfixturevalue("cifar_root"))
+    before = _rng_states()
+
+    full = load_data(DataSpec(name, **kwargs))
+    assert isinstance(full, Splits)
+    assert full.input_shape == shape and full.num_classes == classes
+    assert full.augment is None
+    for split, n in ((full.train, n_train), (full.test, n_test)):
+        assert isinstance(split, TensorData)
+        assert split.x.dtype == torch.float32 and split.y.dtype == torch.int64
+        assert split.x.shape == (n, *shape) and split.y.shape == (n,)
+        assert torch.isfinite(split.x).all()
+        assert int(split.y.min()) >= 0 and int(split.y.max()) < classes
+    assert load_data(DataSpec(name, **kwargs)) is full          # in-process cache
+
+    # seeded subsample: honoured, a subset of the pool, reproducible, seed-dependent
+    sub_spec = DataSpec(name, train_size=20, test_size=5, **kwargs)
+    sub = load_data(sub_spec)
+    assert sub.train.x.shape == (20, *shape) and sub.test.x.shape == (5, *shape)
+    assert _row_set(sub.train.x) <= _row_set(full.train.x)
+    assert _row_set(sub.test.x) <= _row_set(full.test.x)
+    clear_cache()
+    again = load_data(sub_spec)
+    assert torch.equal(again.train.x, sub.train.x) and torch.equal(again.train.y, sub.train.y)
+    assert torch.equal(again.test.x, sub.test.x)
+    other = load_data(DataSpec(name, train_size=20, test_size=5, seed=1, **kwargs))
+    assert not torch.equal(other.train.x, sub.train.x)
+    # for a fixed seed, a smaller training set is nested in a larger one (data-size axis)
+    smaller = load_data(DataSpec(name, train_size=10, test_size=5, **kwargs))
+    assert _row_set(smaller.train.x) <= _row_set(sub.train.x)
+
+    # augmentation
+    if DATA_SOURCES.get(name).augmentable:
+        aug = load_data(DataSpec(name, augment=True, **kwargs))
+        assert callable(aug.augment)
+        xb = aug.train.x[:8]
+        out1 = aug.augment(xb, torch.Generator().manual_seed(3))
+        out2 = aug.augment(xb, torch.Generator().manual_seed(3))
+        assert out1.shape == xb.shape and out1.dtype == xb.dtype
+        assert torch.equal(out1, out2)
+        assert not torch.equal(out1, aug.augment(xb, torch.Generator().manual_seed(4)))
+    else:
+        with pytest.raises(SpecError, match=f"augment: data source '{name}' has no training "
+                                            "augmentation; set augment: false"):
+            load_data(DataSpec(name, augment=True, **kwargs))
+
+    _assert_rng_unchanged(before)
+
+
+def test_cifar10_values_and_exact_crop_flip(cifar_root):
+    d = load_data(DataSpec("cifar10", root=cifar_root))
+    # normalisation: the first training image, by hand from the pickle
+    with open(f"{cifar_root}/cifar-10-batches-py/data_batch_1", "rb") as f:
+        raw = pickle.load(f, encoding="bytes")
+    img = torch.tensor(raw[b"data"][0], dtype=torch.float32).view(3, 32, 32) / 255
+    mean, std = torch.tensor(CIFAR10_MEAN).view(3, 1, 1), torch.tensor(CIFAR10_STD).view(3, 1, 1)
+    want = (img - mean) / std
+    torch.testing.assert_close(d.train.x[0], want)
+    assert d.train.y[0].item() == raw[b"labels"][0]
+
+    aug = load_data(DataSpec("cifar10", root=cifar_root, augment=True)).augment
+    x = d.train.x[:16]
+    out = aug(x, torch.Generator().manual_seed(0))
+    fill = torch.tensor([-m / s for m, s in zip(CIFAR10_MEAN, CIFAR10_STD)]).view(1, 3, 1, 1)
+    padded = fill.expand(16, 3, 40, 40).clone()
+    padded[:, :, 4:36, 4:36] = x
+    flips = set()
+    for b in range(16):   # each output is exactly one of the 9 x 9 x 2 crop/flip candidates
+        hits = [(dy, dx, fl) for dy in range(9) for dx in range(9) for fl in (False, True)
+                if torch.equal(out[b], (padded[b, :, dy:dy + 32, dx:dx + 32].flip(-1) if fl
+                                        else padded[b, :, dy:dy + 32, dx:dx + 32]))]
+        assert hits, f"augmented example {b} is not a pad-4 crop (+flip) of its input"
+        flips.add(hits[0][2])
+    assert flips == {False, True}
+
+
+def test_mnist1d_grows_pool_when_train_size_exceeds_it():
+    d = load_data(DataSpec("mnist1d", train_size=150, options={"n_train": 100, "n_test": 50}))
+    assert d.train.x.shape == (150, 1, 40) and d.test.x.shape == (50, 1, 40)
+
+
+def test_teacher_student_label_noise():
+    opts = {"n_train": 1000, "n_test": 10}
+    clean = load_data(DataSpec("teacher_student", options=opts))
+    noisy = load_data(DataSpec("teacher_student", options={**opts, "label_noise": 0.5}))
+    assert torch.equal(clean.train.x, noisy.train.x)
+    assert torch.equal(clean.test.y, noisy.test.y)          # test labels stay clean
+    changed = (clean.train.y != noisy.train.y).float().mean().item()
+    assert 0.35 < changed < 0.55                            # 0.5 * 9/10 expected
+    # classes are roughly balanced (centred teacher)
+    assert clean.train.y.bincount(minlength=10).min() > 20
+
+
+def test_digits_range():
+    d = load_data(DataSpec("digits"))
+    assert float(d.train.x.min()) >= 0.0 and float(d.train.x.max()) <= 1.0
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("spec, exc, match", [
+    (DataSpec("mnist1"), SpecError,
+     r"data.name: unknown data source 'mnist1' \(did you mean 'mnist1d'\?\); known: cifar10, "
+     r"digits, mnist1d, teacher_student"),
+    (DataSpec("digits", train_size=5000), DataError,
+     r"train_size must be <= 1437 \(the examples data source 'digits' has\); got 5000"),
+    (DataSpec("teacher_student", options={"dimm": 5}), SpecError,
+     r"options.dimm: unknown option for data source 'teacher_student' \(did you mean 'dim'\?\); "
+     r"allowed: classes, dim, label_noise, n_test, n_train, teacher_hidden"),
+    (DataSpec("teacher_student", options={"label_noise": 1.5}), SpecError,
+     r"options.label_noise of data source 'teacher_student' must be a number in \[0, 1\); "
+     r"got 1.5"),
+    (DataSpec("mnist1d", options={"n_train": 0}), SpecError,
+     r"options.n_train of data source 'mnist1d' must be an integer >= 1; got 0"),
+    (DataSpec("cifar10"), DataError, r"data source 'cifar10' needs root: set data.root"),
+    (DataSpec("cifar10", root="/nonexistent/cifar"), DataError,
+     r"cifar10 root '/nonexistent/cifar' is not a folder; put the CIFAR-10 python batches"),
+])
+def test_bad_specs(spec, exc, match):
+    with pytest.raises(exc, match=match):
+        load_data(spec)
+
+
+def test_cifar10_missing_and_corrupt_files(tmp_path):
+    folder = _write_cifar(tmp_path / "cifar-10-batches-py")
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(DataError, match=r"cifar10 files missing in '.*cifar-10-batches-py': "
+                                        r"data_batch_3; put the CIFAR-10 python batches"):
+        load_data(DataSpec("cifar10", root=str(tmp_path)))
+    _write_cifar(folder)
+    (folder / "data_batch_2").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match=r"cifar10 file '.*data_batch_2' is corrupt"):
+        load_data(DataSpec("cifar10", root=str(folder)))
+    _write_cifar(folder)
+    with pytest.raises(DataError, match=r"test_size must be <= 8 \(the examples data source "
+                                        r"'cifar10' has\); got 9"):
+        load_data(DataSpec("cifar10", root=str(folder), test_size=9))
+
+
+# --------------------------------------------------------------------------- as_tensor_data
+def test_as_tensor_data_accepts_pairs_tensordata_and_loaders():
+    x = np.arange(30, dtype=np.float64).reshape(10, 3)
+    y = np.arange(10) % 3
+    td = as_tensor_data((x, y))
+    assert td.x.dtype == torch.float32 and td.y.dtype == torch.int64 and td.x.shape == (10, 3)
+    assert as_tensor_data(td).x is td.x
+    loader = DataLoader(TensorDataset(td.x, td.y), batch_size=4, shuffle=False)
+    from_loader = as_tensor_data(loader)
+    assert torch.equal(from_loader.x, td.x) and torch.equal(from_loader.y, td.y)
+    assert torch.equal(as_tensor_data((td.x, td.y.double())).y, td.y)
+
+
+@pytest.mark.parametrize("data, match", [
+    ("abc", r"data must be an \(x, y\) pair, a TensorData or a DataLoader; got str"),
+    ((torch.zeros(4, 2), torch.zeros(3)), r"x of shape \(N, ...\) and y of shape \(N,\); got "
+                                          r"x \(4, 2\) and y \(3,\)"),
+    ((torch.zeros(2, 2), torch.tensor([0.5, 1.0])), r"labels y must be integer class indices"),
+    (DataLoader(TensorDataset(torch.zeros(0, 2), torch.zeros(0)), batch_size=2),
+     r"DataLoader yielded no batches"),
+])
+def test_as_tensor_data_rejects(data, match):
+    with pytest.raises(DataError, match=match):
+        as_tensor_data(data)
