@@ -1,0 +1,150 @@
+"""Atomic files and claims: the durability layer of the sweep driver.
+
+Every artifact is written to a unique temporary name in its final directory, flushed and
+fsynced, then renamed over the final name (``os.replace`` is atomic on POSIX), so a reader sees
+either nothing or a complete file, and a crash at any moment leaves at most an orphaned
+``.tmp`` file, which is never read as a result and is removed by :func:`clean_temp`.
+
+Claims (``claim``/``release``) let several processes share one sweep directory: a claim is a
+file created with ``O_CREAT | O_EXCL`` holding the owner's host, pid and time. A claim whose
+process is gone (same host) or older than ``stale_after`` seconds is taken over.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ._errors import ResultsError
+
+TMP_SUFFIX = ".tmp"
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+
+
+def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` then atomically move the result to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        writer(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ResultsError(f"cannot write {path}: {e.strerror or e} (check free disk space "
+                           "and write permission of the output directory)") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    text = json.dumps(obj, indent=1, sort_keys=True, default=str)
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ResultsError(f"{path} is unreadable or corrupt ({e}); delete it to recompute") \
+            from None
+
+
+def save_torch(path: str | Path, obj: Any) -> Path:
+    import torch
+
+    return atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def load_torch(path: str | Path) -> Any:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises many kinds for truncated/corrupt pickles
+        raise ResultsError(f"checkpoint {path} is corrupt or truncated "
+                           f"({type(e).__name__}); delete it to recompute that stage") from None
+
+
+def clean_temp(root: str | Path) -> int:
+    """Remove orphaned temporary files under ``root`` older than a minute; return the count."""
+    n = 0
+    now = time.time()
+    for p in Path(root).rglob(f".*{TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime > 60:
+                p.unlink()
+                n += 1
+    return n
+
+
+# --------------------------------------------------------------------------- claims
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(path: str | Path, *, stale_after: float = 6 * 3600) -> bool:
+    """Try to take the claim file ``path``; True if this process now holds it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                owner = {}
+            if owner.get("pid") == me["pid"] and owner.get("host") == me["host"]:
+                return True
+            stale = (owner.get("host") == me["host"] and owner.get("pid")
+                     and not _pid_alive(int(owner["pid"]))) or \
+                (time.time() - float(owner.get("time", path.stat().st_mtime)) > stale_after)
+            if not stale:
+                return False
+            with contextlib.suppress(OSError):
+                path.unlink()  # take over a stale claim, then retry once
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        return True
+    return False
+
+
+def release(path: str | Path) -> None:
+    with contextlib.suppress(OSError):
+        Path(path).unlink()
+
+
+@contextlib.contextmanager
+def claimed(path: str | Path, **kw) -> Iterator[bool]:
+    got = claim(path, **kw)
+    try:
+        yield got
+    finally:
+        if got:
+            release(path)

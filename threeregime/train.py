@@ -1,0 +1,530 @@
+"""The one training loop: SGD (optionally SAM) for dense training and sparse retraining.
+
+:func:`fit` trains M members of one architecture. Members may differ in their initial
+weights, data-order seed, base learning rate, SAM radius and pruning mask. Two engines
+compute exactly the same mathematics:
+
+``engine="vmap"`` (default)
+    All members are one stacked computation (``torch.func.vmap`` over ``functional_call``,
+    see :mod:`threeregime._functional`): one batched forward/backward and one fused optimizer
+    update per step for the whole ensemble.
+``engine="loop"``
+    The reference: one ordinary ``nn.Module`` forward/backward per member and step.
+
+Both draw the data order (and augmentation) of member ``m`` from its own
+``torch.Generator(seed_m)``, so member ``m`` of a vmap run equals a loop run with the same
+seed to float tolerance (``tests/test_train.py``).
+
+The update per member (weight decay on all parameters, as the reference)::
+
+    g <- grad(L)(w + e)  with  e = rho * grad(L)(w) / ||grad(L)(w)||   (SAM; e = 0 if rho = 0)
+    g <- (g + wd * w) * mask
+    b <- momentum * b + g ;   d <- g + momentum * b  (nesterov) or  b
+    w <- (w - lr_t * d) * mask
+
+BatchNorm running statistics are updated on the first (unperturbed) pass only. A member whose
+loss becomes NaN or infinite is marked diverged (at the end of that epoch); it stops
+updating and the others carry on unaffected.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from ._errors import DataError, SpecError
+from ._functional import ensemble_forward, split_state, stack_states, template_of, unstack_state
+from .spec import TrainSpec
+
+__all__ = ["FitResult", "fit", "evaluate", "resolve_device", "lr_factor", "init_states"]
+
+
+# --------------------------------------------------------------------------- utilities
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"``/``None`` -> CUDA if available (else MPS, else CPU); otherwise as given."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SpecError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") \
+            from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SpecError(f"device {device!r} was requested but CUDA is not available; use "
+                        "device='auto' or 'cpu'")
+    return dev
+
+
+def lr_factor(spec: TrainSpec, step: int, total_steps: int) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based).
+
+    ``step``: lr x gamma^k after the k-th milestone (milestones are fractions of the budget,
+    rounded to whole steps); ``cosine``: half-cosine from 1 to 0; ``constant``: 1.
+    """
+    if spec.schedule == "constant":
+        return 1.0
+    if spec.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * step / max(1, total_steps)))
+    passed = sum(step >= round(m * total_steps) for m in spec.milestones)
+    return spec.gamma ** passed
+
+
+def init_states(model: nn.Module) -> dict[str, Tensor]:
+    """A detached copy of a model's state dict."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _loss_and_error(loss_fn, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Loss and classification error of one model's outputs (B, C) on targets (B,).
+
+    The error is NaN for non-integer targets (regression losses)."""
+    loss = loss_fn(out, y)
+    if y.dtype in (torch.int64, torch.int32) and out.dim() == 2:
+        err = (out.argmax(-1) != y).float().mean()
+    else:
+        err = torch.full_like(loss, float("nan"))
+    return loss, err
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes
+    ----------
+    states : final state dict of each member (CPU tensors).
+    snapshots : ``{epoch: [state dict per member]}`` for the requested snapshot epochs
+        (epoch 0 = initial weights).
+    diverged : per member, whether its loss became NaN/inf.
+    diverged_at : per member, the epoch in which that was detected (or None).
+    history : per-epoch arrays of shape (epochs, M): ``train_loss``, ``train_error`` (running,
+        on the augmented mini-batches), ``test_loss`` and ``test_error`` (NaN where not
+        evaluated), plus ``lr`` (epochs,).
+    steps : optimizer steps taken.
+    """
+
+    states: list[dict[str, Tensor]]
+    snapshots: dict[int, list[dict[str, Tensor]]] = field(default_factory=dict)
+    diverged: list[bool] = field(default_factory=list)
+    diverged_at: list[int | None] = field(default_factory=list)
+    history: dict[str, np.ndarray] = field(default_factory=dict)
+    steps: int = 0
+
+    def last_test_error(self, k: int = 5) -> np.ndarray:
+        """Mean test error over the last ``k`` evaluated epochs, per member (the reference's
+        test error of a retrained model)."""
+        te = self.history.get("test_error")
+        if te is None or te.size == 0:
+            return np.full(len(self.states), np.nan)
+        out = np.full(te.shape[1], np.nan)
+        for m in range(te.shape[1]):
+            col = te[:, m][~np.isnan(te[:, m])]
+            if col.size:
+                out[m] = col[-k:].mean()
+        return out
+
+
+# --------------------------------------------------------------------------- optimizer math
+def _sgd_update(params: Sequence[Tensor], grads: Sequence[Tensor], bufs: list[Tensor | None],
+                lr: Tensor | float, spec: TrainSpec, masks: Sequence[Tensor | None]) -> None:
+    """In-place SGD step shared by both engines.
+
+    ``lr`` is a float (loop engine) or an (M,) tensor broadcast over each stacked parameter
+    (vmap engine). Diverged members are frozen by passing lr = 0 for them.
+    """
+    with torch.no_grad():
+        for i, (p, g) in enumerate(zip(params, grads)):
+            mask = masks[i]
+            d = g if spec.weight_decay == 0 else g.add(p, alpha=spec.weight_decay)
+            if mask is not None:
+                d = d * mask
+            if spec.momentum:
+                if bufs[i] is None:
+                    bufs[i] = d.clone()
+                else:
+                    bufs[i].mul_(spec.momentum).add_(d)
+                d = d.add(bufs[i], alpha=spec.momentum) if spec.nesterov else bufs[i]
+            if isinstance(lr, Tensor):
+                step = d * lr.reshape((-1,) + (1,) * (d.dim() - 1))
+            else:
+                step = d * lr
+            p.sub_(step)
+            if mask is not None:
+                p.mul_(mask)
+
+
+def _sam_perturbation(grads: Sequence[Tensor], rho: Tensor | float, stacked: bool
+                      ) -> list[Tensor]:
+    """e = rho * g / ||g||, the norm over all parameters of each member (global, non-adaptive,
+    Foret et al. 2021)."""
+    if stacked:
+        M = grads[0].shape[0]
+        sq = sum(g.reshape(M, -1).pow(2).sum(1) for g in grads)
+        scale = rho / (sq.sqrt() + 1e-12)  # (M,)
+        return [g * scale.reshape((-1,) + (1,) * (g.dim() - 1)) for g in grads]
+    norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+    return [g * (rho / (norm + 1e-12)) for g in grads]
+
+
+# --------------------------------------------------------------------------- data order
+class _Order:
+    """Per-member data order: a reshuffle each epoch from the member's own generator."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device) -> None:
+        self.n, self.bs = n, batch_size
+        self.gen = torch.Generator().manual_seed(int(seed))
+        self.steps_per_epoch = max(1, n // batch_size)
+        self.perm: Tensor | None = None
+        self.device = device
+
+    def batch(self, step_in_epoch: int) -> Tensor:
+        if step_in_epoch == 0 or self.perm is None:
+            self.perm = torch.randperm(self.n, generator=self.gen)
+        s = step_in_epoch * self.bs
+        return self.perm[s:s + self.bs]
+
+
+# --------------------------------------------------------------------------- fit
+def _as_splits(data):
+    """A :class:`~threeregime.data.Splits` as is; an ``(x, y)`` pair as a train-only split
+    (dtypes kept, so regression targets work with a custom ``loss_fn``)."""
+    from .data import Splits, TensorData
+
+    if hasattr(data, "train") and hasattr(data, "test"):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = torch.as_tensor(data[0]), torch.as_tensor(data[1])
+        if x.shape[0] != y.shape[0]:
+            raise DataError(f"x and y must have the same length; got {x.shape[0]} and "
+                            f"{y.shape[0]}")
+        return Splits(TensorData(x, y), None, 0, tuple(x.shape[1:]), None)
+    raise DataError(f"data must be a Splits (from threeregime.load_data) or an (x, y) "
+                    f"pair; got {type(data).__name__}")
+
+
+def fit(model: nn.Module, init: Sequence[Mapping[str, Tensor]] | Mapping[str, Tensor],
+        data, spec: TrainSpec, *, seeds: Sequence[int] = (0,),
+        lrs: Sequence[float] | None = None, rhos: Sequence[float] | None = None,
+        masks: Sequence[Mapping[str, Tensor] | None] | None = None,
+        device: str | torch.device | None = "cpu", engine: str = "vmap",
+        eval_epochs: Sequence[int] | None = None, last_k: int = 5,
+        progress: bool | None = None, desc: str = "train",
+        loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+        stop_epoch: int | None = None,
+        on_epoch_end: Callable[[int, dict], None] | None = None) -> FitResult:
+    """Train M members of the architecture of ``model`` with SGD/SAM.
+
+    Parameters
+    ----------
+    model : template module (its own weights are not used or modified).
+    init : initial state dict per member (or one state dict, broadcast to all seeds).
+    data : :class:`threeregime.data.Splits` (or any object with ``train``, ``test`` and
+        ``augment`` attributes), or an ``(x, y)`` training pair.
+    spec : the recipe; ``spec.lr``/``spec.sam_rho`` are defaults for ``lrs``/``rhos``.
+    seeds : data-order seed of each member (its length is M).
+    lrs, rhos : per-member base learning rate and SAM radius.
+    masks : per-member ``{param name: bool mask}`` (pruned weights held at exactly 0).
+    engine : ``"vmap"`` (vectorized) or ``"loop"`` (one model at a time, the reference).
+    eval_epochs : epochs after which the test set is evaluated; default: the last
+        ``last_k`` epochs and every snapshot epoch.
+    progress : show a progress bar (None: only on a terminal).
+    loss_fn : ``loss_fn(outputs, targets) -> scalar`` mean loss of one model on a batch
+        (default: cross-entropy). Must be vmap-friendly for ``engine="vmap"``.
+    stop_epoch : stop after this epoch while keeping the schedule of the full budget (the
+        state then equals the snapshot at that epoch of the full run).
+    on_epoch_end : called as ``on_epoch_end(epoch, info)`` after every epoch.
+
+    Returns
+    -------
+    FitResult
+    """
+    if engine not in ("vmap", "loop"):
+        raise SpecError(f"engine must be one of vmap, loop; got {engine!r}")
+    splits = _as_splits(data)
+    dev = resolve_device(device)
+    M = len(seeds)
+    if isinstance(init, Mapping):
+        init = [init] * M
+    init = list(init)
+    if len(init) != M:
+        raise SpecError(f"init must hold one state dict per seed ({M}); got {len(init)}")
+    lrs = [spec.lr] * M if lrs is None else [float(v) for v in lrs]
+    rhos = [spec.sam_rho] * M if rhos is None else [float(v) for v in rhos]
+    if masks is None:
+        masks = [None] * M
+    if not (len(lrs) == len(rhos) == len(masks) == M):
+        raise SpecError(f"lrs, rhos and masks must have one entry per member ({M})")
+    n = int(splits.train.x.shape[0])
+    if n < spec.batch_size:
+        raise DataError(f"training set has {n} examples, fewer than one batch "
+                        f"(batch_size={spec.batch_size}); lower batch_size or use more data")
+    spe = spec.steps_per_epoch(n)
+    total = spec.total_steps(n)
+    n_epochs = math.ceil(total / spe)
+    snaps = set(spec.snapshots)
+    if eval_epochs is None:
+        eval_epochs = set(range(max(1, n_epochs - last_k + 1), n_epochs + 1)) | (snaps - {0})
+    eval_epochs = set(eval_epochs)
+
+    runner = _VmapRunner if engine == "vmap" else _LoopRunner
+    r = runner(model, init, masks, lrs, rhos, spec, dev, loss_fn or F.cross_entropy)
+    X, Y = splits.train.x.to(dev), splits.train.y.to(dev)
+    test = splits.test if splits.test is not None else None
+    orders = [_Order(n, spec.batch_size, s, dev) for s in seeds]
+    augment = splits.augment if getattr(splits, "augment", None) else None
+
+    hist = {k: np.full((n_epochs, M), np.nan) for k in
+            ("train_loss", "train_error", "test_loss", "test_error")}
+    hist["lr"] = np.full(n_epochs, np.nan)
+    result = FitResult(states=[], diverged=[False] * M, diverged_at=[None] * M)
+    if 0 in snaps:
+        result.snapshots[0] = r.states()
+    bar = _progress(total, desc, progress)
+    step = 0
+    try:
+        for epoch in range(1, n_epochs + 1):
+            run_loss = torch.zeros(M, dtype=torch.float64, device=dev)
+            run_err = torch.zeros(M, dtype=torch.float64, device=dev)
+            steps_this = min(spe, total - step)
+            for k in range(steps_this):
+                idx = [o.batch(k) for o in orders]
+                xb, yb = [], []
+                for m, ix in enumerate(idx):
+                    x = X[ix.to(dev)]
+                    if augment is not None:
+                        x = augment(x, orders[m].gen)
+                    xb.append(x)
+                    yb.append(Y[ix.to(dev)])
+                fac = lr_factor(spec, step, total)
+                loss, err = r.step(xb, yb, fac)
+                run_loss += loss.detach().double()
+                run_err += err.detach().double()
+                step += 1
+                bar.update(1)
+            hist["lr"][epoch - 1] = lr_factor(spec, step - 1, total)
+            hist["train_loss"][epoch - 1] = (run_loss / steps_this).cpu().numpy()
+            hist["train_error"][epoch - 1] = (run_err / steps_this).cpu().numpy()
+            bad = ~np.isfinite(hist["train_loss"][epoch - 1])
+            for m in np.flatnonzero(bad):
+                if not result.diverged[m]:
+                    result.diverged[m] = True
+                    result.diverged_at[m] = epoch
+                    r.freeze(int(m))
+            if test is not None and epoch in eval_epochs:
+                tl, te = r.evaluate(test)
+                hist["test_loss"][epoch - 1], hist["test_error"][epoch - 1] = tl, te
+            if epoch in snaps:
+                result.snapshots[epoch] = r.states()
+            if bar is not None:
+                bar.set_postfix(loss=f"{np.nanmean(hist['train_loss'][epoch - 1]):.3f}",
+                                diverged=int(sum(result.diverged)))
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, {k: v[epoch - 1] for k, v in hist.items()})
+            if step >= total or (stop_epoch is not None and epoch >= stop_epoch):
+                break
+    finally:
+        bar.close()
+    result.states = r.states()
+    result.history = hist
+    result.steps = step
+    return result
+
+
+def _progress(total: int, desc: str, progress: bool | None):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False,
+                disable=(None if progress is None else not progress), mininterval=0.5)
+
+
+class _VmapRunner:
+    """All members as one stacked computation."""
+
+    def __init__(self, model, init, masks, lrs, rhos, spec, dev, loss_fn):
+        self.template = template_of(model).to(dev)
+        self.loss_fn = loss_fn
+        stacked = {k: v.to(dev) for k, v in stack_states(init).items()}
+        p, b = split_state(self.template, stacked)
+        self.names = list(p)
+        self.params = [p[k].clone() for k in self.names]
+        self.buffers = {k: v.clone() for k, v in b.items()}
+        self.spec = spec
+        M = len(lrs)
+        dtype = self.params[0].dtype if self.params else torch.float32
+        self.lrs = torch.tensor(lrs, dtype=dtype, device=dev)
+        self.rhos = torch.tensor(rhos, dtype=dtype, device=dev)
+        self.use_sam = bool((self.rhos > 0).any())
+        self.masks: list[Tensor | None] = []
+        for k in self.names:
+            if any(mk is not None and k in mk for mk in masks):
+                ms = [(mk[k] if (mk is not None and k in mk) else torch.ones_like(p[k][0],
+                      dtype=torch.bool)) for mk in masks]
+                self.masks.append(torch.stack([m_.to(dev) for m_ in ms]).to(p[k].dtype))
+            else:
+                self.masks.append(None)
+        with torch.no_grad():
+            for prm, mk in zip(self.params, self.masks):
+                if mk is not None:
+                    prm.mul_(mk)
+        self.bufs: list[Tensor | None] = [None] * len(self.names)
+        self.M = M
+
+    def _loss(self, params, buffers, x, y):
+        template, loss_fn = self.template, self.loss_fn
+        template.train(True)
+
+        def f(p, b, xi, yi):
+            return _loss_and_error(loss_fn, functional_call(template, (p, b), (xi,)), yi)
+
+        return vmap(f, randomness="different")(dict(zip(self.names, params)), buffers, x, y)
+
+    def step(self, xb, yb, fac):
+        x, y = torch.stack(xb), torch.stack(yb)
+        params = [p.requires_grad_(True) for p in self.params]
+        loss, err = self._loss(params, self.buffers, x, y)
+        grads = torch.autograd.grad(loss.sum(), params)
+        if self.use_sam:
+            e = _sam_perturbation(grads, self.rhos, stacked=True)
+            pert = [(p + ei).detach().requires_grad_(True) for p, ei in zip(params, e)]
+            scratch = {k: v.clone() for k, v in self.buffers.items()}  # BN: first pass only
+            loss2, _ = self._loss(pert, scratch, x, y)
+            grads = torch.autograd.grad(loss2.sum(), pert)
+        for p in params:
+            p.requires_grad_(False)
+        _sgd_update(self.params, grads, self.bufs, self.lrs * fac, self.spec, self.masks)
+        return loss, err
+
+    def freeze(self, m: int) -> None:
+        self.lrs[m] = 0.0
+
+    def states(self) -> list[dict[str, Tensor]]:
+        stacked = {**dict(zip(self.names, self.params)), **self.buffers}
+        order = list(self.template.state_dict())
+        stacked = {k: stacked[k].detach().cpu() for k in order}
+        return [unstack_state(stacked, i) for i in range(self.M)]
+
+    def evaluate(self, data) -> tuple[np.ndarray, np.ndarray]:
+        stacked = {**dict(zip(self.names, [p.detach() for p in self.params])), **self.buffers}
+        loss, err = _evaluate_stacked(self.template, stacked, data, self.M)
+        return loss, err
+
+
+class _LoopRunner:
+    """The reference: one ordinary module per member, stepped one after another."""
+
+    def __init__(self, model, init, masks, lrs, rhos, spec, dev, loss_fn):
+        self.loss_fn = loss_fn
+        self.models = []
+        for st in init:
+            mdl = template_of(model).to(dev)
+            mdl.load_state_dict({k: v.to(dev) for k, v in st.items()})
+            self.models.append(mdl)
+        self.spec = spec
+        self.lrs, self.rhos = list(lrs), list(rhos)
+        self.masks = []
+        for mdl, mk in zip(self.models, masks):
+            ml = [(mk[n].to(dev).to(prm.dtype) if (mk is not None and n in mk) else None)
+                  for n, prm in mdl.named_parameters()]
+            self.masks.append(ml)
+            with torch.no_grad():
+                for (n, prm), mm in zip(mdl.named_parameters(), ml):
+                    if mm is not None:
+                        prm.mul_(mm)
+        self.bufs = [[None] * len(list(mdl.parameters())) for mdl in self.models]
+
+    def step(self, xb, yb, fac):
+        losses, errs = [], []
+        for m, mdl in enumerate(self.models):
+            mdl.train()
+            params = list(mdl.parameters())
+            out = mdl(xb[m])
+            loss, err = _loss_and_error(self.loss_fn, out, yb[m])
+            grads = torch.autograd.grad(loss, params)
+            if self.rhos[m] > 0:
+                e = _sam_perturbation(grads, self.rhos[m], stacked=False)
+                saved = {k: v.clone() for k, v in mdl.named_buffers()}
+                with torch.no_grad():
+                    for p, ei in zip(params, e):
+                        p.add_(ei)
+                loss2 = self.loss_fn(mdl(xb[m]), yb[m])
+                grads = torch.autograd.grad(loss2, params)
+                with torch.no_grad():
+                    for p, ei in zip(params, e):
+                        p.sub_(ei)
+                    for k, v in mdl.named_buffers():  # BN statistics: first pass only
+                        v.copy_(saved[k])
+            _sgd_update([p.data for p in params], grads, self.bufs[m], self.lrs[m] * fac,
+                        self.spec, self.masks[m])
+            losses.append(loss.detach())
+            errs.append(err.detach())
+        return torch.stack(losses), torch.stack(errs)
+
+    def freeze(self, m: int) -> None:
+        self.lrs[m] = 0.0
+
+    def states(self):
+        return [{k: v.detach().cpu().clone() for k, v in mdl.state_dict().items()}
+                for mdl in self.models]
+
+    def evaluate(self, data):
+        out = [evaluate(mdl, [mdl.state_dict()], data, device=next(mdl.parameters()).device)
+               for mdl in self.models]
+        return np.array([o[0][0] for o in out]), np.array([o[1][0] for o in out])
+
+
+# --------------------------------------------------------------------------- evaluation
+def _evaluate_stacked(template: nn.Module, stacked: Mapping[str, Tensor], data, M: int,
+                      batch_size: int = 1000, max_elems: int = 1 << 15
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean cross-entropy and error of M stacked models on ``data`` (eval mode)."""
+    dev = next(iter(stacked.values())).device
+    p, b = split_state(template, stacked)
+    x_all, y_all = data.x, data.y
+    N = int(x_all.shape[0])
+    bs = max(1, min(batch_size, max_elems // max(1, M)))
+    loss_sum = torch.zeros(M, dtype=torch.float64, device=dev)
+    err_sum = torch.zeros(M, dtype=torch.float64, device=dev)
+    with torch.no_grad():
+        for s in range(0, N, bs):
+            x = x_all[s:s + bs].to(dev)
+            y = y_all[s:s + bs].to(dev)
+            out = ensemble_forward(template, p, b, x, train=False, shared_input=True)
+            Mm, B, C = out.shape
+            loss = F.cross_entropy(out.reshape(Mm * B, C), y.repeat(Mm), reduction="none")
+            loss_sum += loss.reshape(Mm, B).double().sum(1)
+            err_sum += (out.argmax(-1) != y).double().sum(1)
+    return (loss_sum / N).cpu().numpy(), (err_sum / N).cpu().numpy()
+
+
+def evaluate(model: nn.Module, states: Sequence[Mapping[str, Tensor]] | None, data, *,
+             batch_size: int = 1000, device: str | torch.device | None = "cpu"
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean cross-entropy loss and error (fraction) of each state on ``data``, eval mode.
+
+    Parameters
+    ----------
+    model : architecture template (and the weights used when ``states`` is None).
+    states : state dicts to evaluate together (one stacked computation).
+    data : a :class:`~threeregime.data.TensorData`, an ``(x, y)`` pair or a DataLoader.
+
+    Returns
+    -------
+    (loss, error) : two float64 arrays of shape (M,).
+    """
+    from .data import as_tensor_data
+
+    td = as_tensor_data(data)
+    dev = resolve_device(device)
+    if states is None:
+        states = [init_states(model)]
+    template = template_of(model).to(dev)
+    stacked = {k: v.to(dev) for k, v in stack_states(list(states)).items()}
+    return _evaluate_stacked(template, stacked, td, len(states), batch_size=batch_size)
