@@ -1,0 +1,23 @@
+"""Loss-landscape metrics: each a pure function of models + data -> a small frozen result.
+
+- :func:`lmc`, :func:`lmc_pairs`, :func:`lmc_curve_bezier` -- linear / Bezier mode connectivity
+  with BatchNorm recalibration (``mc = m - e(t*)``, negative = barrier).
+- :func:`cka`, :func:`cka_pairs`, :func:`linear_cka` -- centered kernel alignment of outputs
+  (softmax and logits), streamed feature form in float64; debiased and RBF variants.
+- :func:`hessian_trace`, :func:`hessian_top_eigenvalues` -- Hutchinson trace with standard error
+  and power-iteration eigenvalues of the loss Hessian.
+
+See SPEC.md section 3 for the definitions; every function documents its estimator and cost.
+"""
+from __future__ import annotations
+
+from .cka import CKAPairsResult, CKAResult, cka, cka_pairs, gram_cka, linear_cka
+from .hessian import (HessianEigenResult, HessianTraceResult, hessian_top_eigenvalues,
+                      hessian_trace)
+from .lmc import LMCPairsResult, LMCResult, lmc, lmc_curve_bezier, lmc_pairs, mode_connectivity
+
+__all__ = [
+    "lmc", "lmc_pairs", "lmc_curve_bezier", "mode_connectivity", "LMCResult", "LMCPairsResult",
+    "cka", "cka_pairs", "linear_cka", "gram_cka", "CKAResult", "CKAPairsResult",
+    "hessian_trace", "hessian_top_eigenvalues", "HessianTraceResult", "HessianEigenResult",
+]
