@@ -38,8 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None, help="torch threads per process")
     r.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     r.add_argument("--engine", default="vmap", choices=["vmap", "loop"])
-    r.add_argument("--max-members", type=int, default=64,
-                   help="largest ensemble trained at once (memory budget)")
+    r.add_argument("--max-members", type=int, default=None,
+                   help="largest ensemble trained at once (default 12 on CPU, 256 on CUDA)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
     s = sub.add_parser("status", help="done/pending/failed/diverged counts of a sweep")
@@ -107,9 +107,32 @@ def _run(args) -> int:
     print(f"{spec.name}: {st}")
     print(f"results: {out / 'results.nc'}")
     if "regime" in ds:
-        from .regimes import summary
-        print(summary(ds))
+        print(regime_table(ds))
     return 0 if st.failed == 0 else 1
+
+
+def regime_table(ds) -> str:
+    """The regime of every cell as a text grid: hottest row first, load increasing right."""
+    from .regimes import decode, find_dims
+
+    _, temps, loads = find_dims(ds, "regime")
+    t_dim, l_dim = temps[0], loads[0]
+    names = decode(ds["regime"])
+    extra = [d for d in names.dims if d not in (t_dim, l_dim)]
+    if extra:  # more than two axes: show the first value of the others
+        names = names.isel({d: 0 for d in extra})
+    tv = list(ds[t_dim].values)
+    if ds[t_dim].attrs.get("hotter") == "increasing":
+        tv = tv[::-1]
+    lv = list(ds[l_dim].values)
+    w = max(8, *(len(f"{v:g}") + 2 for v in lv))
+    lines = [f"regimes (rows: {t_dim}, hottest first; columns: {l_dim})",
+             f"{'':>10s}" + "".join(f"{v:>{w}g}" for v in lv)]
+    for t in tv:
+        row = names.sel({t_dim: t})
+        lines.append(f"{t:>10g}" + "".join(f"{str(row.sel({l_dim: v}).values):>{w}s}"
+                                           for v in lv))
+    return "\n".join(lines)
 
 
 def _status(args) -> int:

@@ -52,8 +52,11 @@ from .spec import AXES, PointSpec, SweepSpec, canonical_json, load_yaml, spec_ha
 
 __all__ = ["run_sweep", "run_point", "sweep_status", "plan_sweep", "SweepPlan", "StageCounts"]
 
-#: default cap on ensemble members trained together (memory budget)
-MAX_MEMBERS = 64
+#: default cap on ensemble members trained together. On a CPU, ensembles of ~12 small models
+#: are fastest per model (larger ones fall out of cache: benchmarks/RESULTS.md); on a GPU the cap
+#: is a memory budget.
+MAX_MEMBERS = 12
+MAX_MEMBERS_CUDA = 256
 
 
 # --------------------------------------------------------------------------- plan
@@ -178,13 +181,17 @@ class RunOptions:
 
     device: str = "auto"
     engine: str = "vmap"
-    max_members: int = MAX_MEMBERS
+    max_members: int | None = None
     progress: bool | None = None
     threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.engine not in ("vmap", "loop"):
             raise SpecError(f"engine must be one of vmap, loop; got {self.engine!r}")
+        if self.max_members is None:
+            from .train import resolve_device
+            cuda = resolve_device(self.device).type == "cuda"
+            self.max_members = MAX_MEMBERS_CUDA if cuda else MAX_MEMBERS
         if isinstance(self.max_members, bool) or not isinstance(self.max_members, int) \
                 or self.max_members < 1:
             raise SpecError(f"max_members must be an integer >= 1; got {self.max_members!r}")
@@ -578,7 +585,7 @@ def _call(args):
 
 def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
               executor=None, device: str = "auto", engine: str = "vmap",
-              max_members: int = MAX_MEMBERS, progress: bool | None = None,
+              max_members: int | None = None, progress: bool | None = None,
               threads: int | None = None, write_results: bool = True):
     """Run (or resume) a sweep and return its Dataset.
 
@@ -589,7 +596,7 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
     executor : an executor from :mod:`threeregime.executors` (default: inline).
     device : ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:N"``.
     engine : ``"vmap"`` (vectorized ensembles) or ``"loop"`` (one model at a time).
-    max_members : largest ensemble trained at once (memory budget).
+    max_members : largest ensemble trained at once (default 12 on CPU, 256 on CUDA).
 
     Returns
     -------
