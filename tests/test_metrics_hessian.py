@@ -1,0 +1,185 @@
+"""Hessian trace and eigenvalues against exact Hessians on tiny problems (STYLE rule 8)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from threeregime import SpecError
+from threeregime.metrics import hessian_top_eigenvalues, hessian_trace
+
+torch.set_num_threads(1)
+
+
+class Quadratic(nn.Module):
+    """loss = 0.5 w^T A w through a model whose output *is* the loss."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = nn.Parameter(w.clone())
+
+    def forward(self, a):  # a: (1, d, d), the batch holds A itself
+        return 0.5 * self.w @ a[0] @ self.w
+
+
+def quad_loss(out, _y):
+    return out
+
+
+def sym(d, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    b = torch.randn(d, d, generator=g, dtype=dtype)
+    return (b + b.T) / 2
+
+
+def mlp(seed, dtype=torch.float64, d_in=4, h=5, c=3):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d_in, h), nn.Tanh(), nn.Linear(h, c)).to(dtype)
+
+
+def data(seed, n=16, d_in=4, c=3, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d_in, generator=g, dtype=dtype), torch.randint(0, c, (n,), generator=g)
+
+
+def exact_hessian(model, x, y, masks=None):
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    sizes = [p.numel() for _, p in model.named_parameters()]
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def f(flat):
+        ps, i = {}, 0
+        for n, s, k in zip(names, shapes, sizes):
+            ps[n] = flat[i:i + k].view(s)
+            i += k
+        return nn.functional.cross_entropy(functional_call(model, ps, (x,)), y)
+
+    h = torch.func.hessian(f)(flat0)
+    if masks is not None:
+        keep = torch.cat([masks[n].reshape(-1).bool() if n in masks else
+                          torch.ones(k, dtype=torch.bool) for n, k in zip(names, sizes)])
+        h = h[keep][:, keep]
+    return h
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_quadratic_trace_within_three_standard_errors(seed):
+    a = sym(12, seed)
+    model = Quadratic(torch.randn(12, dtype=torch.float64))
+    r = hessian_trace(model, quad_loss, (a[None], torch.zeros(1)), probes=200, seed=seed)
+    assert r.probes == 200 and r.samples.shape == (200,)
+    assert abs(r.trace - float(torch.trace(a))) < 3 * r.stderr
+    assert r.stderr == pytest.approx(r.samples.std(ddof=1) / math.sqrt(200))
+
+
+def test_quadratic_samples_are_exact_quadratic_forms():
+    a = sym(6, 3)
+    model = Quadratic(torch.zeros(6, dtype=torch.float64))
+    r = hessian_trace(model, quad_loss, (a[None], torch.zeros(1)), probes=8, seed=5)
+    # every Rademacher sample is v^T A v = tr(A) + sum_{i != j} v_i v_j A_ij
+    off = float(a.abs().sum() - a.diag().abs().sum())
+    assert np.all(np.abs(r.samples - float(torch.trace(a))) <= off + 1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("method", ["autograd", "func-vjp", "func-jvp"])
+def test_mlp_trace_matches_exact(seed, method):
+    model = mlp(seed)
+    x, y = data(seed)
+    exact = float(torch.trace(exact_hessian(model, x, y)))
+    r = hessian_trace(model, None, (x, y), probes=300, seed=seed, method=method)
+    assert abs(r.trace - exact) < 3.5 * r.stderr
+
+
+def test_methods_give_identical_samples_and_batching_is_exact():
+    model = mlp(4)
+    x, y = data(4, n=30)
+    r = [hessian_trace(model, None, (x, y), probes=5, seed=1, method=m).samples
+         for m in ("autograd", "func-vjp", "func-jvp")]
+    np.testing.assert_allclose(r[0], r[1], rtol=1e-10)
+    np.testing.assert_allclose(r[0], r[2], rtol=1e-10)
+    rb = hessian_trace(model, None, (x, y), probes=5, seed=1, batch_size=7).samples
+    np.testing.assert_allclose(r[0], rb, rtol=1e-10)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    np.testing.assert_allclose(r[0], hessian_trace(model, None, loader, probes=5,
+                                                   seed=1).samples, rtol=1e-10)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_masked_trace_is_trace_of_sub_hessian(seed):
+    model = mlp(seed)
+    x, y = data(seed)
+    g = torch.Generator().manual_seed(seed)
+    masks = {"0.weight": torch.rand(5, 4, generator=g) < 0.5,
+             "2.weight": torch.rand(3, 5, generator=g) < 0.5}
+    exact = float(torch.trace(exact_hessian(model, x, y, masks)))
+    r = hessian_trace(model, None, (x, y), probes=300, seed=seed, masks=masks)
+    assert abs(r.trace - exact) < 3.5 * r.stderr
+
+
+def test_trace_leaves_model_untouched():
+    model = mlp(0)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hessian_trace(model, None, data(0), probes=3)
+    hessian_top_eigenvalues(model, None, data(0), iters=5)
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_top_eigenvalues_match_eigvalsh(seed):
+    model = mlp(seed)
+    x, y = data(seed)
+    ev = torch.linalg.eigvalsh(exact_hessian(model, x, y))
+    by_mag = ev[torch.argsort(ev.abs(), descending=True)]
+    r = hessian_top_eigenvalues(model, None, (x, y), k=2, iters=3000, tol=1e-12, seed=seed)
+    assert r.eigenvalues.shape == (2,)
+    np.testing.assert_allclose(r.eigenvalues, by_mag[:2].numpy(), rtol=1e-5, atol=1e-8)
+    assert r.converged.all()
+
+
+def test_top_eigenvalues_of_quadratic_with_masks():
+    d = 10
+    a = sym(d, 7)
+    model = Quadratic(torch.zeros(d, dtype=torch.float64))
+    keep = torch.tensor([True, False] * 5)
+    ev = torch.linalg.eigvalsh(a[keep][:, keep])
+    top = ev[torch.argsort(ev.abs(), descending=True)][:3]
+    r = hessian_top_eigenvalues(model, quad_loss, (a[None], torch.zeros(1)), k=3, iters=5000,
+                                tol=1e-13, masks={"w": keep})
+    np.testing.assert_allclose(r.eigenvalues, top.numpy(), rtol=1e-6)
+
+
+def test_pyhessian_backend_agrees_within_standard_errors():
+    model = mlp(1, dtype=torch.float32, d_in=6, h=16)
+    x, y = data(1, n=64, d_in=6, dtype=torch.float32)
+    ours = hessian_trace(model, None, (x, y), probes=100, seed=0)
+    theirs = hessian_trace(model, None, (x, y), probes=100, seed=0, backend="pyhessian")
+    assert theirs.probes == 100 and theirs.backend == "pyhessian"
+    assert abs(ours.trace - theirs.trace) < 3.5 * math.hypot(ours.stderr, theirs.stderr)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_errors_are_one_line_and_named():
+    model = mlp(0)
+    with pytest.raises(SpecError, match="probes must be an integer >= 1; got 0"):
+        hessian_trace(model, None, data(0), probes=0)
+    with pytest.raises(SpecError, match="did you mean '0.weight'"):
+        hessian_trace(model, None, data(0), probes=2, params=["0.weigth"])
+    with pytest.raises(SpecError, match="backend must be"):
+        hessian_trace(model, None, data(0), probes=2, backend="pyhesian")
+    with pytest.raises(SpecError, match="method must be"):
+        hessian_trace(model, None, data(0), probes=2, method="fast")
+
+
+def test_repr_is_readable():
+    r = hessian_trace(mlp(0), None, data(0), probes=4)
+    assert "HessianTraceResult(trace=" in repr(r) and "probes=4" in repr(r)
