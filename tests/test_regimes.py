@@ -1,0 +1,216 @@
+"""Regime classification (threeregime.regimes): recovers known regimes, says how sure it is."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import threeregime
+from threeregime import ResultsError, SpecError
+from threeregime.regimes import (DEFAULTS, FLAG_MEANINGS, REASONS, REGIMES, UNDETERMINED,
+                                 classify, decode, regime_names)
+from _results_synth import DENSITY, EPOCHS, TRUTH, synthetic_sweep
+
+
+def _labels(out):
+    return out["regime"].transpose("epochs", "density").values
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_recovers_known_regimes(seed):
+    ds = synthetic_sweep(seed)
+    out = classify(ds)
+    np.testing.assert_array_equal(_labels(out), TRUTH)
+    assert out["regime"].dtype == np.int8
+    assert out["regime"].attrs["flag_values"].tolist() == [0, 1, 2, -1]
+    assert out["regime"].attrs["flag_meanings"] == FLAG_MEANINGS
+    assert (out["n_valid_pairs"] == 9).all()
+    conf = out["regime_confidence"].values
+    assert np.all((conf > 0.9) & (conf <= 1.0))
+    for name in out.data_vars:
+        assert out[name].attrs["long_name"] and out[name].attrs["units"] == "1", name
+    rule = json.loads(out.attrs["regime_rule"])
+    assert rule["tau_lmc"] == DEFAULTS["tau_lmc"] and rule["cka_rule"] == "relative"
+    assert rule["temperature"] == ["epochs"] and rule["load"] == ["density"]
+    assert out["regime"].attrs["rule"] == out.attrs["regime_rule"]
+    assert threeregime.classify is classify
+
+
+def test_mean_and_sem_match_numpy():
+    ds = synthetic_sweep(0)
+    out = classify(ds)
+    cell = ds["lmc"].sel(epochs=20, density=0.05).values.ravel()
+    assert out["lmc_mean"].sel(epochs=20, density=0.05) == pytest.approx(cell.mean())
+    assert out["lmc_sem"].sel(epochs=20, density=0.05) == pytest.approx(
+        cell.std(ddof=1) / np.sqrt(cell.size))
+
+
+def test_no_pair_dims_unsorted_coords_and_transposed():
+    ds = synthetic_sweep(1)
+    means = xr.Dataset({"lmc": ds["lmc"].mean(["dense_seed", "pair"]),
+                        "cka": ds["cka"].mean(["dense_seed", "pair"])})
+    shuffled = means.isel(epochs=[2, 0, 3, 1], density=[3, 1, 0, 2]).transpose()
+    out = classify(shuffled)
+    assert out["regime"].dims == ("density", "epochs")
+    np.testing.assert_array_equal(_labels(out.sel(epochs=EPOCHS, density=DENSITY)), TRUTH)
+    assert np.isnan(out["regime_confidence"]).all()     # no spread, no certainty
+    assert (out["n_valid_pairs"] == 1).all()
+
+
+def test_user_sems_without_replicates_give_confidence():
+    ds = synthetic_sweep(1)
+    means = xr.Dataset({"lmc": ds["lmc"].mean(["dense_seed", "pair"]),
+                        "cka": ds["cka"].mean(["dense_seed", "pair"]),
+                        "lmc_sem": ds["lmc"].mean(["dense_seed", "pair"]) * 0 + 0.001,
+                        "cka_sem": ds["cka"].mean(["dense_seed", "pair"]) * 0 + 0.001})
+    out = classify(means)
+    assert np.isfinite(out["regime_confidence"]).all()
+
+
+def test_paper_numbers_without_attrs_need_explicit_dims():
+    # numbers read off a figure: untagged dims, 2 x 2
+    lmc = xr.DataArray([[-0.2, 0.0], [0.0, 0.0]], dims=("T", "L"),
+                       coords={"T": [1, 2], "L": [0.1, 0.5]})
+    cka = xr.DataArray([[0.5, 0.9], [0.8, 0.95]], dims=("T", "L"), coords=lmc.coords)
+    ds = xr.Dataset({"lmc": lmc, "cka": cka})
+    with pytest.raises(ResultsError, match="cannot find a temperature dim of lmc .*"
+                                           "pass temperature=<dim name>"):
+        classify(ds)
+    out = classify(ds, temperature="T", load="L")
+    assert decode(out["regime"]).values.tolist() == [["I", "II-A"], ["II-B", "II-B"]]
+    with pytest.raises(ResultsError, match="temperature='X' is not a dim of lmc; allowed: T, L"):
+        classify(ds, temperature="X")
+
+
+def test_axes_names_are_recognised_without_attrs():
+    lmc = xr.DataArray(np.zeros((2, 3)), dims=("batch_size", "density"),
+                       coords={"batch_size": [16, 256], "density": [0.1, 0.2, 0.5]})
+    ds = xr.Dataset({"lmc": lmc, "cka": lmc + 0.9})
+    out = classify(ds)
+    assert (out["regime"] == 2).all()          # flat CKA columns: keep
+
+
+def test_single_cell_axes():
+    ds = synthetic_sweep(2).isel(epochs=[2], density=[0, 3])
+    out = classify(ds)
+    np.testing.assert_array_equal(_labels(out), [[0, 2]])
+    one = synthetic_sweep(2).isel(density=[2])
+    np.testing.assert_array_equal(_labels(classify(one)), TRUTH[:, [2]])
+
+
+def test_relative_rule_flat_column_is_all_keep_and_absolute_rule():
+    ds = synthetic_sweep(0)
+    # a spread larger than every column's range: every Regime II cell is II-B
+    out = classify(ds, min_cka_spread=0.5)
+    expect = np.where(TRUTH == 0, 0, 2)
+    np.testing.assert_array_equal(_labels(out), expect)
+    out = classify(ds, cka_rule="absolute", tau_cka=0.9)
+    np.testing.assert_array_equal(_labels(out), TRUTH)
+    out = classify(ds, cka_rule="absolute", tau_cka=0.99)
+    np.testing.assert_array_equal(_labels(out), np.where(TRUTH == 0, 0, 1))
+    # tau_lmc larger than every barrier: no Regime I
+    assert (classify(ds, tau_lmc=0.5)["regime"] != 0).all()
+
+
+def test_confidence_lower_for_noisier_data():
+    quiet = [classify(synthetic_sweep(s, lmc_sd=0.05, cka_sd=0.05))["regime_confidence"]
+             .mean().item() for s in range(4)]
+    noisy = [classify(synthetic_sweep(s, lmc_sd=0.15, cka_sd=0.15))["regime_confidence"]
+             .mean().item() for s in range(4)]
+    clean = classify(synthetic_sweep(0))["regime_confidence"].mean().item()
+    assert clean > np.mean(quiet) > np.mean(noisy)
+
+
+def test_zero_spread_gives_confidence_one():
+    ds = synthetic_sweep(0, lmc_sd=0.0, cka_sd=0.0)
+    np.testing.assert_allclose(classify(ds)["regime_confidence"], 1.0)
+
+
+def test_nan_diverged_missing_and_too_few_pairs():
+    status = {(5, 0.1, s): "diverged" for s in (0, 1, 2)}
+    status[(10, 0.5, 0)] = "diverged"                # one replicate only: cell still decided
+    ds = synthetic_sweep(3, status=status, skip={(40, 0.5, s) for s in (0, 1, 2)})
+    ds["lmc"].loc[{"epochs": 20, "density": 0.2}] = np.nan
+    out = classify(ds)
+    lab, why = out["regime"], out["undetermined_reason"]
+    assert lab.sel(epochs=5, density=0.1) == UNDETERMINED
+    assert why.sel(epochs=5, density=0.1) == REASONS["diverged_or_failed"]
+    assert lab.sel(epochs=40, density=0.5) == UNDETERMINED
+    assert why.sel(epochs=40, density=0.5) == REASONS["not_computed"]
+    assert lab.sel(epochs=20, density=0.2) == UNDETERMINED
+    assert why.sel(epochs=20, density=0.2) == REASONS["too_few_valid_pairs"]
+    assert lab.sel(epochs=10, density=0.5) == 2 and out["n_valid_pairs"].sel(
+        epochs=10, density=0.5) == 6
+    assert np.isnan(out["regime_confidence"].where(lab == UNDETERMINED, drop=True)).all()
+    decided = (lab != UNDETERMINED).values
+    np.testing.assert_array_equal(_labels(out)[decided], TRUTH[decided])
+    out = classify(ds, min_pairs=10)
+    assert (out["regime"] == UNDETERMINED).all()
+    assert set(np.unique(out["undetermined_reason"])) <= {1, 2, 3}
+
+
+def test_collapse_is_not_a_regime_cell():
+    ds = synthetic_sweep(0)
+    # collapsed cell: models failed to train, look connected and similar (PROBE.md)
+    sel = {"epochs": 40, "density": 0.05}
+    ds["test_error"].loc[sel] = 0.76
+    ds["lmc"].loc[sel] = 0.0
+    ds["cka"].loc[sel] = 0.9999
+    out = classify(ds)
+    assert out["regime"].sel(sel) == UNDETERMINED
+    assert out["undetermined_reason"].sel(sel) == REASONS["collapsed"]
+    assert out["regime"].sel(epochs=20, density=0.05) == 0
+    assert classify(ds, collapse_margin=None)["regime"].sel(sel) != UNDETERMINED
+    # train error near chance (10 classes): also collapse
+    ds2 = synthetic_sweep(0, attrs={"num_classes": 10})
+    ds2["train_error"].loc[{"epochs": 5, "density": 0.5}] = 0.85
+    out2 = classify(ds2)
+    assert out2["undetermined_reason"].sel(epochs=5, density=0.5) == REASONS["collapsed"]
+    assert classify(ds2, num_classes=2)["undetermined_reason"].sel(
+        epochs=5, density=0.5) == REASONS["collapsed"]
+    assert classify(ds2, chance_fraction=None)["regime"].sel(epochs=5, density=0.5) == 1
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(tau_lmc=-1), "tau_lmc must be a finite number >= 0; got -1"),
+    (dict(cka_rule="absolut"), "cka_rule must be one of relative, absolute; got 'absolut'"),
+    (dict(cka_rule="absolute"), "tau_cka must be a number in \\[0, 1\\] with "
+                                "cka_rule='absolute'; got None"),
+    (dict(min_pairs=0), "min_pairs must be an integer >= 1; got 0"),
+    (dict(min_cka_spread=float("nan")), "min_cka_spread must be a finite number"),
+])
+def test_bad_arguments(kw, msg):
+    with pytest.raises(SpecError, match=msg):
+        classify(synthetic_sweep(0), **kw)
+
+
+def test_missing_variables():
+    ds = synthetic_sweep(0).drop_vars("cka")
+    with pytest.raises(ResultsError, match="classify needs variables lmc and cka"):
+        classify(ds)
+
+
+def test_reclassify_from_means_only():
+    out = classify(synthetic_sweep(0))
+    again = classify(out[["lmc_mean", "cka_mean", "lmc_sem", "cka_sem"]])
+    xr.testing.assert_equal(again["regime"], out["regime"])
+
+
+def test_decode_and_constants():
+    assert regime_names == ("I", "II-A", "II-B")
+    assert REGIMES[-1] == "undetermined"
+    arr = decode(np.array([0, 1, 2, -1], dtype=np.int8))
+    assert arr.tolist() == ["I", "II-A", "II-B", "undetermined"]
+    da = decode(xr.DataArray(np.array([[0, 2]], np.int8), dims=("a", "b")))
+    assert da.dims == ("a", "b") and da.values.tolist() == [["I", "II-B"]]
+
+
+def test_accessor_classify():
+    ds = synthetic_sweep(0)
+    out = ds.threeregime.classify(tau_lmc=0.01)
+    assert "lmc" in out and "regime" in out and "regime" not in ds
+    assert json.loads(out["regime"].attrs["rule"])["tau_lmc"] == 0.01
+    assert ds.threeregime.dims() == {"cells": ["epochs", "density"],
+                                     "temperature": ["epochs"], "load": ["density"]}
