@@ -5,16 +5,21 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import xarray as xr  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import xarray as xr
+from _results_synth import DENSITY, EPOCHS, TRUTH, synthetic_sweep
 
-from threeregime import PhaseDiagram, ResultsError, SpecError  # noqa: E402
-from threeregime.plotting import (PhaseDiagramArtists, boundary_segments,  # noqa: E402
-                                  plot_lmc_curves, plot_phase_diagrams, save)
-from threeregime.regimes import classify  # noqa: E402
-from _results_synth import DENSITY, EPOCHS, TRUTH, synthetic_sweep  # noqa: E402
+from threeregime import PhaseDiagram, ResultsError, SpecError
+from threeregime.plotting import (
+    PhaseDiagramArtists,
+    boundary_segments,
+    plot_lmc_curves,
+    plot_phase_diagrams,
+    save,
+)
+from threeregime.regimes import classify
 
 
 @pytest.fixture(autouse=True)

@@ -6,12 +6,20 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
+from _results_synth import DENSITY, EPOCHS, TRUTH, synthetic_sweep
 
 import threeregime
 from threeregime import ResultsError, SpecError
-from threeregime.regimes import (DEFAULTS, FLAG_MEANINGS, REASONS, REGIMES, UNDETERMINED,
-                                 classify, decode, regime_names)
-from _results_synth import DENSITY, EPOCHS, TRUTH, synthetic_sweep
+from threeregime.regimes import (
+    DEFAULTS,
+    FLAG_MEANINGS,
+    REASONS,
+    REGIMES,
+    UNDETERMINED,
+    classify,
+    decode,
+    regime_names,
+)
 
 
 def _labels(out):
@@ -174,12 +182,12 @@ def test_collapse_is_not_a_regime_cell():
 
 
 @pytest.mark.parametrize("kw, msg", [
-    (dict(tau_lmc=-1), "tau_lmc must be a finite number >= 0; got -1"),
-    (dict(cka_rule="absolut"), "cka_rule must be one of relative, absolute; got 'absolut'"),
-    (dict(cka_rule="absolute"), "tau_cka must be a number in \\[0, 1\\] with "
-                                "cka_rule='absolute'; got None"),
-    (dict(min_pairs=0), "min_pairs must be an integer >= 1; got 0"),
-    (dict(min_cka_spread=float("nan")), "min_cka_spread must be a finite number"),
+    ({"tau_lmc": -1}, "tau_lmc must be a finite number >= 0; got -1"),
+    ({"cka_rule": "absolut"}, "cka_rule must be one of relative, absolute; got 'absolut'"),
+    ({"cka_rule": "absolute"}, ("tau_cka must be a number in \\[0, 1\\] with "
+                                "cka_rule='absolute'; got None")),
+    ({"min_pairs": 0}, "min_pairs must be an integer >= 1; got 0"),
+    ({"min_cka_spread": float("nan")}, "min_cka_spread must be a finite number"),
 ])
 def test_bad_arguments(kw, msg):
     with pytest.raises(SpecError, match=msg):

@@ -9,18 +9,26 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
+from _results_synth import DENSITY, EPOCHS, synthetic_sweep
 
 import threeregime
 from threeregime import ResultsError, SpecError
-from threeregime.storage import (STATUS, combine_points, export, make_point_dataset,
-                                 netcdf_attrs, open_sweep, read_point, write_dataset,
-                                 write_point)
-from _results_synth import DENSITY, EPOCHS, synthetic_sweep
+from threeregime.storage import (
+    STATUS,
+    combine_points,
+    export,
+    make_point_dataset,
+    netcdf_attrs,
+    open_sweep,
+    read_point,
+    write_dataset,
+    write_point,
+)
 
 
 def _point(**kw):
-    base = dict(retrain_seeds=[3, 5, 7], test_error=[0.1, 0.2, 0.3], train_error=[0, 0, 0.1],
-                dense_test_error=0.05, dense_train_error=0.0, realized_density=0.1)
+    base = {"retrain_seeds": [3, 5, 7], "test_error": [0.1, 0.2, 0.3], "train_error": [0, 0, 0.1],
+                "dense_test_error": 0.05, "dense_train_error": 0.0, "realized_density": 0.1}
     base.update(kw)
     return make_point_dataset(**base)
 
@@ -64,12 +72,12 @@ def test_single_seed_has_zero_pairs_and_round_trips(tmp_path):
 
 
 @pytest.mark.parametrize("kw, msg", [
-    (dict(lmc=[0.0, 0.0]), r"lmc must have shape \(3,\); got \(2,\)"),
-    (dict(test_error=[0.1]), r"test_error must have shape \(3,\)"),
-    (dict(status="exploded"), "status must be one of ok, diverged, failed, missing; got "
-                              "'exploded'"),
-    (dict(lmc_curve=np.zeros((2, 11, 2, 2))), "lmc_curve must have shape"),
-    (dict(retrain_seeds=[1, 1, 2]), "retrain_seeds must be a non-empty list of distinct"),
+    ({"lmc": [0.0, 0.0]}, r"lmc must have shape \(3,\); got \(2,\)"),
+    ({"test_error": [0.1]}, r"test_error must have shape \(3,\)"),
+    ({"status": "exploded"}, ("status must be one of ok, diverged, failed, missing; got "
+                              "'exploded'")),
+    ({"lmc_curve": np.zeros((2, 11, 2, 2))}, "lmc_curve must have shape"),
+    ({"retrain_seeds": [1, 1, 2]}, "retrain_seeds must be a non-empty list of distinct"),
 ])
 def test_point_errors(kw, msg):
     with pytest.raises(ResultsError, match=msg):
@@ -247,7 +255,7 @@ def test_results_side_imports_no_torch():
             "threeregime.open_sweep; threeregime.classify; threeregime.PhaseDiagram; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                          env={**os.environ, "MPLBACKEND": "Agg"})
     assert res.returncode == 0, res.stderr
 

@@ -23,12 +23,19 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._errors import ResultsError, SpecError
+from ._errors import ResultsError, SpecError, did_you_mean
 from .regimes import REASONS, REGIMES, UNDETERMINED, classify, find_dims
 from .storage import REPLICATE_DIMS, STATUS
 
-__all__ = ["PhaseDiagram", "PhaseDiagramArtists", "LMCCurvesArtists", "plot_phase_diagrams",
-           "plot_lmc_curves", "save", "PANELS"]
+__all__ = [
+    "PANELS",
+    "LMCCurvesArtists",
+    "PhaseDiagram",
+    "PhaseDiagramArtists",
+    "plot_lmc_curves",
+    "plot_phase_diagrams",
+    "save",
+]
 
 #: The paper's four panels.
 PANELS = ("test_error", "normalized_test_error", "lmc", "cka")
@@ -204,7 +211,8 @@ class PhaseDiagram:
             Keyword arguments of :func:`threeregime.regimes.classify` (forces reclassifying).
         """
         if var not in ds and not (var == "normalized_test_error" and "test_error" in ds):
-            raise ResultsError(f"var {var!r} is not in the dataset; variables: "
+            raise ResultsError(f"var {var!r} is not in the dataset"
+                               f"{did_you_mean(var, map(str, ds.data_vars))}; variables: "
                                f"{', '.join(map(str, ds.data_vars))}")
         probe = var if var in ds else "test_error"
         cell, temps, loads = find_dims(ds, probe, temperature=y, load=x)
@@ -346,7 +354,7 @@ class PhaseDiagram:
                 kw = {"colors": "black", "linewidths": 2.5, "zorder": 3}
                 kw.update(dict(boundary_kw or {}))
                 lines = ax.add_collection(LineCollection(segs, **kw))
-            if region_labels:
+            if region_labels and not is_regime:
                 for lab, cells in _components(self.regime):
                     cy = np.mean([c[0] for c in cells])
                     cx = np.mean([c[1] for c in cells])
@@ -512,4 +520,4 @@ def save(fig: Any, path: str | Path, *, dpi: int = 150) -> Path:
     return path
 
 
-from . import accessor as _accessor  # noqa: E402,F401  (registers ds.threeregime)
+from . import accessor as _accessor  # noqa: F401  (registers ds.threeregime)

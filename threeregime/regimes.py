@@ -59,9 +59,21 @@ import xarray as xr
 from ._errors import ResultsError, SpecError
 from .storage import REPLICATE_DIMS, STATUS
 
-__all__ = ["classify", "decode", "find_dims", "REGIMES", "regime_names", "REGIME_I", "REGIME_II_A",
-           "REGIME_II_B", "UNDETERMINED", "FLAG_VALUES", "FLAG_MEANINGS", "REASONS",
-           "DEFAULTS"]
+__all__ = [
+    "DEFAULTS",
+    "FLAG_MEANINGS",
+    "FLAG_VALUES",
+    "REASONS",
+    "REGIMES",
+    "REGIME_I",
+    "REGIME_II_A",
+    "REGIME_II_B",
+    "UNDETERMINED",
+    "classify",
+    "decode",
+    "find_dims",
+    "regime_names",
+]
 
 REGIME_I, REGIME_II_A, REGIME_II_B, UNDETERMINED = 0, 1, 2, -1
 #: code -> display name
@@ -429,4 +441,4 @@ def classify(ds: xr.Dataset, *, tau_lmc: float = DEFAULTS["tau_lmc"],
     return out
 
 
-from . import accessor as _accessor  # noqa: E402,F401  (registers ds.threeregime)
+from . import accessor as _accessor  # noqa: F401  (registers ds.threeregime)

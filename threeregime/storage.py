@@ -103,8 +103,17 @@ import xarray as xr
 from ._errors import ResultsError, SpecError
 
 __all__ = [
-    "STATUS", "STATUS_FLAG_MEANINGS", "make_point_dataset", "combine_points", "write_point",
-    "write_dataset", "read_point", "open_sweep", "export", "netcdf_attrs", "ENGINE",
+    "ENGINE",
+    "STATUS",
+    "STATUS_FLAG_MEANINGS",
+    "combine_points",
+    "export",
+    "make_point_dataset",
+    "netcdf_attrs",
+    "open_sweep",
+    "read_point",
+    "write_dataset",
+    "write_point",
 ]
 
 #: The netCDF engine used for every read and write.
@@ -572,7 +581,7 @@ def read_point(path: str | os.PathLike) -> xr.Dataset:
         raise ResultsError(f"{path}: results file not found")
     try:
         return xr.load_dataset(path, engine=ENGINE)
-    except Exception as e:  # h5py raises OSError, xarray ValueError/KeyError, ...
+    except Exception as e:  # noqa: BLE001  (damaged files raise OSError, ValueError, ...)
         raise ResultsError(f"{path}: corrupt or unreadable results file "
                            f"({type(e).__name__}); delete it to recompute") from None
 
@@ -618,4 +627,4 @@ def export(ds: xr.Dataset, path: str | os.PathLike, format: str = "netcdf") -> P
     return write_dataset(ds, path)
 
 
-from . import accessor as _accessor  # noqa: E402,F401  (registers ds.threeregime)
+from . import accessor as _accessor  # noqa: F401  (registers ds.threeregime)
