@@ -73,6 +73,7 @@ def test_identical_endpoints_give_zero_and_flat_curve(bn):
     train, test = make_data(1), make_data(2, n=50)
     r = lmc(a, b, train, test, batch_size=40)
     assert r.mc == 0.0
+    assert lmc(a, b, train, test, batch_size=40, engine="vmap").mc == 0.0
     assert r.curve.shape == (11, 2, 2) and not np.isnan(r.curve).any()
     np.testing.assert_allclose(r.curve, r.curve[:1].repeat(11, 0), atol=1e-6)
     r2 = lmc(a, b, train, points=5)
@@ -100,8 +101,9 @@ def test_matched_by_name_not_position():
     b2.load_state_dict(b.state_dict())
     assert [n for n, _ in b2.named_parameters()] != [n for n, _ in b.named_parameters()]
     data = make_data(1)
-    r1, r2 = lmc(a, b, data), lmc(a, b2, data)
-    np.testing.assert_array_equal(r1.curve, r2.curve)
+    for engine in ("loop", "vmap"):
+        r1, r2 = lmc(a, b, data, engine=engine), lmc(a, b2, data, engine=engine)
+        np.testing.assert_array_equal(r1.curve, r2.curve)
 
 
 def test_mismatch_is_a_clear_error():
@@ -174,7 +176,7 @@ def test_pairs_equal_loop(bn):
                   batch_size=50)
     assert r.curve.shape == (3, 6, 2, 2) and r.mc.shape == (3,)
     for k, (i, j) in enumerate(pairs):
-        ref = lmc(models[i], models[j], train, test, points=6, batch_size=50, engine="loop")
+        ref = lmc(models[i], models[j], train, test, points=6, batch_size=50)
         np.testing.assert_allclose(r.curve[k], ref.curve, rtol=1e-5, atol=1e-6)
         assert r.mc[k] == pytest.approx(ref.mc, abs=1e-12)
         assert r[k].mc == r.mc[k]
@@ -189,7 +191,7 @@ def test_bn_recalibration_changes_the_curve_and_dataloader_works():
     train = make_data(1)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*train), batch_size=40)
     r_pair = lmc(a, b, train, batch_size=40)
-    r_load = lmc(a, b, loader)
+    r_load = lmc(a, b, loader, engine="vmap")
     np.testing.assert_allclose(r_pair.curve, r_load.curve, rtol=1e-6, atol=1e-7)
     r_no = lmc(a, b, train, bn_recalibrate=False)
     # the endpoints' stored statistics come from training data of another distribution

@@ -210,9 +210,13 @@ def gram_cka(x, y, *, kernel: str = "linear", debiased: bool = False,
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     if len(x) != len(y):
         raise SpecError(f"x and y must have the same number of rows; got {len(x)} and {len(y)}")
-    k, l = _gram(x, kernel, rbf_sigma), _gram(y, kernel, rbf_sigma)
-    hkl, hkk, hll = (_hsic_gram(k, l, debiased), _hsic_gram(k, k, debiased),
-                     _hsic_gram(l, l, debiased))
+    k, l = _gram(x, kernel, rbf_sigma), _gram(y, kernel, rbf_sigma)  # (n, n) each
+    if debiased:
+        hkl, hkk, hll = (_hsic_gram(k, l, True), _hsic_gram(k, k, True),
+                         _hsic_gram(l, l, True))
+    else:  # centre each Gram matrix once: HSIC(K, L) = <HKH, HLH>_F
+        k, l = _center_gram(k), _center_gram(l)
+        hkl, hkk, hll = float((k * l).sum()), float((k * k).sum()), float((l * l).sum())
     den = math.sqrt(hkk * hll) if hkk > 0 and hll > 0 else 0.0
     return hkl / den if den > 0 else math.nan
 
