@@ -88,6 +88,7 @@ strings and paths as str.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import itertools
 import json
 import os
@@ -325,6 +326,7 @@ def make_point_dataset(*, retrain_seeds: Sequence[int], test_error: Any, train_e
 
 
 # --------------------------------------------------------------------------- sweeps
+@functools.lru_cache(maxsize=1)
 def _git_sha() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
