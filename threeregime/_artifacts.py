@@ -7,13 +7,23 @@ either nothing or a complete file, and a crash at any moment leaves at most an o
 
 Claims (``claim``/``release``) let several processes share one sweep directory: a claim is a
 file created with ``O_CREAT | O_EXCL`` holding the owner's host, pid and time. A claim whose
-process is gone (same host) or older than ``stale_after`` seconds is taken over.
+process is gone (same host) or older than ``stale_after`` seconds is taken over.  A claim is
+created complete (written to a temporary file, then hard-linked to its name), so a crash never
+leaves an empty claim that would block a stage until it goes stale.
+
+Test hook: with ``THREEREGIME_FAULT=stage:n`` in the environment, the process SIGKILLs itself
+at its n-th call of :func:`fault` for that stage (``dense``, ``prune``, ``retrain``,
+``measure``, ``claim``, and ``write``: a complete temporary file not yet renamed).  It lets
+``tests/test_faults.py`` crash a sweep at every stage; unset, it costs one dict lookup.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
+import signal
 import socket
 import time
 import uuid
@@ -24,10 +34,29 @@ from typing import Any
 from ._errors import ResultsError
 
 TMP_SUFFIX = ".tmp"
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+# ".<name>.<host hash>_<pid>.<random>.tmp": clean_temp knows whose temporary file it is
+_TMP_OWNER = re.compile(r"\.([0-9a-f]{8})_(\d+)\.[0-9a-f]{8}\.tmp")
+
+_FAULT = os.environ.get("THREEREGIME_FAULT", "")
+_fault_counts: dict[str, int] = {}
+
+
+def fault(stage: str) -> None:
+    """Test hook: SIGKILL this process at the n-th call for ``stage`` (``THREEREGIME_FAULT``)."""
+    if not _FAULT:
+        return
+    want, _, n = _FAULT.partition(":")
+    if want != stage:
+        return
+    _fault_counts[stage] = _fault_counts.get(stage, 0) + 1
+    if _fault_counts[stage] == int(n or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+    return path.with_name(f".{path.name}.{_HOST}_{os.getpid()}.{uuid.uuid4().hex[:8]}"
+                          f"{TMP_SUFFIX}")
 
 
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
@@ -39,6 +68,7 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
         writer(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        fault("write")
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):
@@ -83,13 +113,23 @@ def load_torch(path: str | Path) -> Any:
                            f"({type(e).__name__}); delete it to recompute that stage") from None
 
 
-def clean_temp(root: str | Path) -> int:
-    """Remove orphaned temporary files under ``root`` older than a minute; return the count."""
+def clean_temp(root: str | Path, *, max_age: float = 3600.0) -> int:
+    """Remove orphaned temporary files under ``root``; return the count.
+
+    A temporary file written on this host is orphaned when the process named in it is gone
+    (a crash); one from another host, or without an owner in its name, when it is older than
+    ``max_age`` seconds.  Files of live writers are left alone.
+    """
     n = 0
     now = time.time()
     for p in Path(root).rglob(f".*{TMP_SUFFIX}"):
         with contextlib.suppress(OSError):
-            if now - p.stat().st_mtime > 60:
+            m = _TMP_OWNER.search(p.name)
+            if m and m.group(1) == _HOST:
+                orphan = int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2)))
+            else:
+                orphan = now - p.stat().st_mtime > max_age
+            if orphan:
                 p.unlink()
                 n += 1
     return n
@@ -112,8 +152,11 @@ def claim(path: str | Path, *, stale_after: float = 6 * 3600) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     me = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
     for _ in range(2):
+        fault("claim")
+        tmp = _tmp_name(path)
+        tmp.write_text(json.dumps(me))
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            os.link(tmp, path)   # atomic, fails if the claim exists: never an empty claim
         except FileExistsError:
             try:
                 owner = json.loads(path.read_text() or "{}")
@@ -121,16 +164,21 @@ def claim(path: str | Path, *, stale_after: float = 6 * 3600) -> bool:
                 owner = {}
             if owner.get("pid") == me["pid"] and owner.get("host") == me["host"]:
                 return True
+            try:
+                since = float(owner.get("time", path.stat().st_mtime))
+            except (OSError, TypeError, ValueError):
+                continue  # released meanwhile (or unreadable time): try again
             stale = (owner.get("host") == me["host"] and owner.get("pid")
                      and not _pid_alive(int(owner["pid"]))) or \
-                (time.time() - float(owner.get("time", path.stat().st_mtime)) > stale_after)
+                (time.time() - since > stale_after)
             if not stale:
                 return False
             with contextlib.suppress(OSError):
                 path.unlink()  # take over a stale claim, then retry once
             continue
-        with os.fdopen(fd, "w") as fh:
-            json.dump(me, fh)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         return True
     return False
 
