@@ -1,0 +1,141 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 — Quickstart: one sweep, its Dataset, its regimes, its phase diagram
+#
+# **What this shows.** The whole loop of `threeregime` on the embedded default
+# (`sweeps/quick.yaml`): MNIST-1D, a small 1D CNN, temperature = epochs of dense training
+# (snapshots of one 40-epoch run), load = density kept after one-shot magnitude pruning, three
+# retraining seeds per cell. We run the sweep, look at the labelled `xarray.Dataset` it returns,
+# assign every cell to Regime I / II-A / II-B, and draw the phase diagram.
+#
+# **How long.** Full setting: about 9 minutes on a 2-core laptop CPU the first time
+# (measured, see the final report in `tests/test_notebooks.py`'s docstring), seconds afterwards:
+# finished stages are found in `runs/quick` and reused. Tiny setting
+# (`THREEREGIME_NOTEBOOK_TINY=1`, what the tests run): `sweeps/smoke.yaml` in a temporary
+# directory, about 20 seconds.
+
+# %% tags=["parameters"]
+import os
+
+TINY = os.environ.get("THREEREGIME_NOTEBOOK_TINY", "") == "1"
+WORKERS = 1 if TINY else 2          # local worker processes (one torch thread each)
+RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
+
+# %%
+import tempfile
+import time
+from pathlib import Path
+
+import threeregime as tr
+from threeregime.executors import make_executor
+from threeregime.regimes import decode
+
+# the repository root is the first folder upwards that holds sweeps/ (works from notebooks/ too)
+ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sweeps" / "quick.yaml").is_file())
+if TINY:
+    _tmp = tempfile.TemporaryDirectory(prefix="threeregime-nb01-")   # removed with the kernel
+    RUNS = Path(_tmp.name)
+    SWEEP_FILE = ROOT / "sweeps" / "smoke.yaml"
+else:
+    RUNS = Path(RUNS_DIR) if RUNS_DIR else ROOT / "runs"
+    SWEEP_FILE = ROOT / "sweeps" / "quick.yaml"
+
+spec = tr.load_yaml(SWEEP_FILE)
+print(tr.dump_yaml(spec))
+
+# %% [markdown]
+# A sweep is a frozen spec: a base point (data, model, dense recipe, pruning, retraining recipe,
+# what to measure) and the axes it varies. Every stage (dense run, retraining, measurement) is
+# stored under the hash of exactly the inputs that determine it, so running the same cell again
+# does no work, and an interrupted sweep resumes where it stopped.
+
+# %%
+out = RUNS / spec.name
+executor = make_executor(workers=WORKERS, threads=1)
+t0 = time.perf_counter()
+try:
+    ds = tr.run_sweep(spec, out, executor=executor, threads=1, progress=False)
+finally:
+    executor.close()
+print(f"sweep {spec.name!r} in {out}: {time.perf_counter() - t0:.0f} s")
+print(tr.sweep_status(out))
+
+# %% [markdown]
+# ## The Dataset
+#
+# Every swept parameter is a named dimension carrying its role (`temperature` or `load`) and
+# which way is hotter; the replicates are dimensions too (`dense_seed`, `retrain_seed`, and the
+# `pair` of retraining seeds on which LMC and CKA are measured).
+
+# %%
+ds
+
+# %%
+for dim in spec.axes:
+    a = ds[dim].attrs
+    print(f"{dim:12s} role={a['role']:12s} hotter={a.get('hotter')!s:11s} {a['long_name']}")
+
+# %% [markdown]
+# Test error of the retrained sparse models (mean over seeds, in %), rows = dense epochs
+# (fewer epochs = hotter), columns = density:
+
+# %%
+(100 * ds["test_error"].mean(["dense_seed", "retrain_seed"])).round(2).to_pandas()
+
+# %% [markdown]
+# Linear mode connectivity of the retrained pairs, `mc = m - e(t*)` on the train-error scale
+# (in %; negative = a barrier between two models that differ only in their retraining seed):
+
+# %%
+(100 * ds["lmc"].mean(["dense_seed", "pair"])).round(2).to_pandas()
+
+# %% [markdown]
+# ## Regimes
+#
+# `run_sweep` already classified the cells; `tr.classify` does it again with explicit
+# thresholds. Regime I: `mean mc < -tau_lmc`; inside Regime II, CKA splits II-A (less similar
+# outputs) from II-B within each density column. Every label comes with a confidence from the
+# spread over seed pairs, and a cell the data cannot decide is `undetermined`.
+
+# %%
+reg = tr.classify(ds)
+decode(reg["regime"]).to_pandas()
+
+# %%
+reg["regime_confidence"].round(2).to_pandas()
+
+# %% [markdown]
+# The threshold is a choice, not a fact: the same data with a stricter `tau_lmc` (1 % of train
+# error instead of 2 %):
+
+# %%
+decode(ds.threeregime.classify(tau_lmc=0.01)["regime"]).to_pandas()
+
+# %% [markdown]
+# ## The phase diagram
+#
+# `PhaseDiagram.from_dataset` computes the table once, `.plot()` draws it (hotter at the top,
+# load to the right, regime boundaries in black).
+
+# %%
+diagram = tr.PhaseDiagram.from_dataset(ds, var="test_error")
+artists = diagram.plot()
+
+# %%
+artists = ds.threeregime.plot("regime")
+
+# %% [markdown]
+# The results are a plain netCDF file; a later session reopens them without torch:
+
+# %%
+again = tr.open_sweep(out)
+print(again.attrs["sweep_name"], dict(again.sizes))
