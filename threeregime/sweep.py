@@ -229,6 +229,7 @@ def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions
     try:
         if not mine:
             return {"trained": 0, "claimed_elsewhere": len(todo)}
+        art.fault("dense")
         p0 = mine[0].spec
         data, template = _problem(p0)
         snaps = sorted(set().union(*(j.epochs for j in mine)))
@@ -240,12 +241,20 @@ def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions
                   device=opts.device, engine=opts.engine, progress=opts.progress,
                   desc=f"dense x{len(mine)}", eval_epochs=())
         final_epoch = res.history["train_loss"].shape[0]
+        for m, j in enumerate(mine):
+            art.write_json(root / "dense" / j.key / "run.json", {
+                "spec": json.loads(canonical_json(j.spec)), "diverged": res.diverged[m],
+                "diverged_at": res.diverged_at[m],
+                "train_loss": res.history["train_loss"][:, m].tolist(),
+                "train_error": res.history["train_error"][:, m].tolist()})
         series: list[tuple[int | None, list]] = [(e, res.snapshots[e]) for e in snaps]
-        series.append((None, res.states))
+        series.append((None, res.states))   # final.pt last: it marks the run done
         for epoch, states in series:
             tr_loss, tr_err = evaluate(template, states, data.train, device=opts.device)
             te_loss, te_err = evaluate(template, states, data.test, device=opts.device)
             for m, j in enumerate(mine):
+                if _dense_path(root, j.key, epoch).exists():
+                    continue  # committed before a crash: a finished file is never rewritten
                 div_at = res.diverged_at[m]
                 diverged = res.diverged[m] and (epoch is None or div_at <= max(epoch, 1))
                 art.save_torch(_dense_path(root, j.key, epoch), {
@@ -253,12 +262,6 @@ def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions
                     "diverged": bool(diverged or not np.isfinite(tr_loss[m])),
                     "train_error": float(tr_err[m]), "train_loss": float(tr_loss[m]),
                     "test_error": float(te_err[m]), "test_loss": float(te_loss[m])})
-        for m, j in enumerate(mine):
-            art.write_json(root / "dense" / j.key / "run.json", {
-                "spec": json.loads(canonical_json(j.spec)), "diverged": res.diverged[m],
-                "diverged_at": res.diverged_at[m],
-                "train_loss": res.history["train_loss"][:, m].tolist(),
-                "train_error": res.history["train_error"][:, m].tolist()})
         return {"trained": len(mine)}
     finally:
         for j in mine:
@@ -296,6 +299,7 @@ def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOpt
         for j in mine:
             src = art.load_torch(_dense_path(root, j.dense_key, j.source))
             ck = (j.dense_key, j.source, canonical_json(j.spec.prune))
+            art.fault("prune")
             if ck not in cache:
                 # random pruning draws from the dense seed, so every retrain seed of a cell
                 # shares one mask (the seeds differ only in data order, as the reference)
@@ -315,6 +319,7 @@ def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOpt
             masks.append(mask)
             reports.append(density_report(mask))
             dense_div.append(bool(src["diverged"]))
+        art.fault("retrain")
         res = fit(template, inits, data, p0.retrain, seeds=[j.seed for j in mine], masks=masks,
                   device=opts.device, engine=opts.engine, progress=opts.progress,
                   desc=f"retrain x{len(mine)}")
@@ -350,6 +355,7 @@ def measure_point(root: str | Path, job: PointJob, opts: RunOptions) -> dict:
     if not art.claim(root / "claims" / f"{job.key}.claim"):
         return {"measured": 0, "claimed_elsewhere": 1}
     try:
+        art.fault("measure")
         _setup_threads(opts)
         p = job.spec
         data, template = _problem(p)
@@ -416,7 +422,7 @@ def measure_point(root: str | Path, job: PointJob, opts: RunOptions) -> dict:
             cka_logits=cka_logits, hessian_trace=h_tr, hessian_trace_stderr=h_se,
             hessian_top_eig=h_eig, extra_attrs={"point_spec": canonical_json(p),
                                                 "point_key": job.key})
-        write_point(ds, out)
+        art.atomic_write(out, lambda tmp: write_point(ds, tmp))
         return {"measured": 1}
     finally:
         art.release(root / "claims" / f"{job.key}.claim")
@@ -578,6 +584,48 @@ def _stage(name, tasks, fn, executor, root, opts, keys_of, progress) -> list[str
     return errors
 
 
+def _measure_stage(plan, points, executor, root, opts, progress) -> list[str]:
+    ready = [pj for pj in points if not _point_path(root, pj.key).exists()
+             and all(_retrain_path(root, k).exists() for k in pj.retrain_keys)]
+    return _stage("measure", ready, measure_point, executor, root, opts, lambda t: [t.key],
+                  progress)
+
+
+def _claim_path(root: Path, key: str) -> Path:
+    return root / "claims" / f"{key}.claim"
+
+
+def _blocked(root: Path, plan: SweepPlan) -> list[PointJob]:
+    """Unfinished points one of whose stages is claimed (by another process, or a dead one)."""
+    return [pj for pj in plan.points if not _point_path(root, pj.key).exists() and any(
+        _claim_path(root, k).exists() for k in (pj.dense_key, *pj.retrain_keys, pj.key))]
+
+
+def _await_others(plan: SweepPlan, root: Path, executor, opts: RunOptions,
+                  poll: float) -> list[str]:
+    """Finish the points whose stages were claimed elsewhere: wait while their owner works,
+    take the stage over when the claim goes stale (owner dead or claim too old)."""
+    errors: list[str] = []
+    while True:
+        blocked = _blocked(root, plan)
+        if not blocked:
+            return errors
+        dk = {pj.dense_key for pj in blocked}
+        rk = {k for pj in blocked for k in pj.retrain_keys}
+        # the full plan's tasks, filtered: chunks are the same as in an undisturbed run
+        errors += _stage("dense", [t for t in dense_tasks(plan, opts)
+                                   if any(j.key in dk for j in t)],
+                         run_dense_group, executor, root, opts, lambda t: [j.key for j in t],
+                         False)
+        errors += _stage("retrain", [t for t in retrain_tasks(plan, opts)
+                                     if any(j.key in rk for j in t)],
+                         run_retrain_group, executor, root, opts,
+                         lambda t: [j.key for j in t], False)
+        errors += _measure_stage(plan, blocked, executor, root, opts, False)
+        if _blocked(root, plan):
+            time.sleep(poll)
+
+
 def _call(args):
     fn, payload = args
     return fn(*payload)
@@ -586,7 +634,8 @@ def _call(args):
 def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
               executor=None, device: str = "auto", engine: str = "vmap",
               max_members: int | None = None, progress: bool | None = None,
-              threads: int | None = None, write_results: bool = True):
+              threads: int | None = None, write_results: bool = True,
+              poll: float = 1.0):
     """Run (or resume) a sweep and return its Dataset.
 
     Parameters
@@ -597,6 +646,9 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
     device : ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:N"``.
     engine : ``"vmap"`` (vectorized ensembles) or ``"loop"`` (one model at a time).
     max_members : largest ensemble trained at once (default 12 on CPU, 256 on CUDA).
+    poll : seconds between checks while waiting for stages that another process (sharing
+        ``out``) has claimed; the call returns when they are done, or takes them over when that
+        process died (same host) or its claim is older than 6 hours.
 
     Returns
     -------
@@ -625,14 +677,12 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
                      lambda t: [j.key for j in t], progress)
     errors += _stage("retrain", retrain_tasks(plan, opts), run_retrain_group, executor, root,
                      opts, lambda t: [j.key for j in t], progress)
-    pending = [pj for pj in plan.points if not _point_path(root, pj.key).exists()
-               and all(_retrain_path(root, k).exists() for k in pj.retrain_keys)]
-    errors += _stage("measure", pending, measure_point, executor, root, opts,
-                     lambda t: [t.key], progress)
+    errors += _measure_stage(plan, plan.points, executor, root, opts, progress)
+    errors += _await_others(plan, root, executor, opts, poll)
     ds = assemble(spec, root, plan)
     if write_results:
         from .storage import write_dataset
-        write_dataset(ds, root / "results.nc")
+        art.atomic_write(root / "results.nc", lambda tmp: write_dataset(ds, tmp))
     if errors:
         import warnings
 
@@ -646,7 +696,6 @@ def assemble(spec: SweepSpec, root: str | Path, plan: SweepPlan | None = None):
     """Build the sweep Dataset from whatever point files exist (missing ones marked)."""
     import importlib.metadata
 
-    from .regimes import classify
     from .storage import combine_points, read_point
 
     root = Path(root)
@@ -662,15 +711,16 @@ def assemble(spec: SweepSpec, root: str | Path, plan: SweepPlan | None = None):
         torch_version = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
         torch_version = "unknown"
-    ds = combine_points(pts, axes={k: list(v) for k, v in spec.axes.items()}, axis_meta=meta,
-                        dense_seeds=list(spec.dense_seeds),
-                        attrs={"sweep_name": spec.name, "spec_json": canonical_json(spec),
-                               "spec_hash": spec_hash(spec), "torch_version": torch_version,
-                               "description": spec.description})
-    if len(spec.axes) >= 2 and any(AXES[a].role == "temperature" for a in spec.axes) and any(
-            AXES[a].role == "load" for a in spec.axes):
-        ds = ds.merge(classify(ds), compat="override")
-    return ds
+    num_classes = None
+    with contextlib.suppress(Exception):
+        num_classes = _problem(spec.base)[0].num_classes
+    attrs = {"sweep_name": spec.name, "spec_json": canonical_json(spec),
+             "spec_hash": spec_hash(spec), "torch_version": torch_version,
+             "description": spec.description}
+    if num_classes:
+        attrs["num_classes"] = int(num_classes)
+    return combine_points(pts, axes={k: list(v) for k, v in spec.axes.items()}, axis_meta=meta,
+                          dense_seeds=list(spec.dense_seeds), attrs=attrs)
 
 
 # --------------------------------------------------------------------------- one point
