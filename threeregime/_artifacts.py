@@ -12,7 +12,7 @@ created complete (written to a temporary file, then hard-linked to its name), so
 leaves an empty claim that would block a stage until it goes stale.
 
 Test hook: with ``THREEREGIME_FAULT=stage:n`` in the environment, the process SIGKILLs itself
-at its n-th call of :func:`fault` for that stage (``dense``, ``prune``, ``retrain``,
+(``stage:n:INT``: sends itself SIGINT, a Ctrl-C) at its n-th call of :func:`fault` for that stage (``dense``, ``prune``, ``retrain``,
 ``measure``, ``claim``, and ``write``: a complete temporary file not yet renamed).  It lets
 ``tests/test_faults.py`` crash a sweep at every stage; unset, it costs one dict lookup.
 """
@@ -46,12 +46,12 @@ def fault(stage: str) -> None:
     """Test hook: SIGKILL this process at the n-th call for ``stage`` (``THREEREGIME_FAULT``)."""
     if not _FAULT:
         return
-    want, _, n = _FAULT.partition(":")
+    want, n, sig = (_FAULT.split(":") + ["1", "KILL"])[:3]
     if want != stage:
         return
     _fault_counts[stage] = _fault_counts.get(stage, 0) + 1
-    if _fault_counts[stage] == int(n or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _fault_counts[stage] == int(n):
+        os.kill(os.getpid(), getattr(signal, f"SIG{sig}"))
 
 
 def _tmp_name(path: Path) -> Path:

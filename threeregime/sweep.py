@@ -242,6 +242,8 @@ def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions
                   desc=f"dense x{len(mine)}", eval_epochs=())
         final_epoch = res.history["train_loss"].shape[0]
         for m, j in enumerate(mine):
+            if (root / "dense" / j.key / "run.json").exists():
+                continue
             art.write_json(root / "dense" / j.key / "run.json", {
                 "spec": json.loads(canonical_json(j.spec)), "diverged": res.diverged[m],
                 "diverged_at": res.diverged_at[m],
