@@ -68,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--batchnorm", action="store_true")
     a.add_argument("--width", type=float, default=1.0)
     a.add_argument("--density", type=float)
-    a.add_argument("--hyperparameter", default="epochs",
-                   choices=["epochs", "batch_size", "lr", "sam_rho"])
+    a.add_argument("--hyperparameter", default=None,
+                   choices=["epochs", "batch_size", "lr", "sam_rho"],
+                   help="default: epochs for a checkpoint, the temperature axis for a .nc")
     a.add_argument("--value", type=float, help="the value the model was trained with")
     a.add_argument("--seeds", type=int, default=3, help="retraining seeds (>= 2)")
     a.add_argument("--epochs", type=int, default=None, help="retraining epochs")
@@ -149,13 +150,19 @@ def _open(path: str):
 
 
 def _plot(args) -> int:
-    from .plotting import plot_phase_diagrams, plot_variable, save
+    from .plotting import PhaseDiagram, plot_phase_diagrams, save
 
     ds = _open(args.results)
     res = Path(args.results)
     default = (res / "results.png") if res.is_dir() else res.with_suffix(".png")
     out = Path(args.output) if args.output else default
-    fig = plot_variable(ds, args.var) if args.var else plot_phase_diagrams(ds)
+    if args.var:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4.5), constrained_layout=True)
+        PhaseDiagram.from_dataset(ds, var=args.var).plot(ax=ax)
+    else:
+        fig, _ = plot_phase_diagrams(ds)
     save(fig, out)
     print(f"wrote {out}")
     return 0
