@@ -112,7 +112,7 @@ def test_regime_to_direction_and_move(monkeypatch, tiny, lmc, cka, regime, direc
 def test_thresholds_are_arguments(monkeypatch, tiny):
     _patched(monkeypatch, [-0.03, -0.03, -0.03], [0.9, 0.9, 0.9])
     model, data = tiny
-    kw = dict(target_density=0.1, hyperparameter="epochs", cache_dir=False)
+    kw = {"target_density": 0.1, "hyperparameter": "epochs", "cache_dir": False}
     assert threeregime.advise(model, data, **kw).regime == "I"
     adv = threeregime.advise(model, data, tau_lmc=0.05, tau_cka=0.85, **kw)
     assert adv.regime == "II-B" and adv.rule["tau_cka"] == 0.85
@@ -143,8 +143,8 @@ def test_end_to_end_tiny_and_cache(monkeypatch, tiny, tmp_path):
 
     monkeypatch.setattr(T, "fit", counting_fit)
     model, data = tiny
-    kw = dict(target_density=0.2, hyperparameter="epochs", value=3, seeds=2, retrain=QUICK,
-              device="cpu", cache_dir=tmp_path)
+    kw = {"target_density": 0.2, "hyperparameter": "epochs", "value": 3, "seeds": 2,
+          "retrain": QUICK, "device": "cpu", "cache_dir": tmp_path}
     a1 = threeregime.advise(model, data, **kw)
     assert len(calls) == 1 and not a1.evidence["from_cache"]
     assert a1.regime in ("I", "II-A", "II-B", "undetermined")

@@ -45,7 +45,7 @@ imports no torch.
 """
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import hashlib
 import json
 import math
@@ -218,8 +218,9 @@ def _cka_rule_text(rule: Mapping) -> str:
 
 
 _REASON_TEXT = {1: "not computed", 2: "retraining diverged or failed",
-                3: "too few valid seed pairs", 4: "the retrained models collapsed (train error "
-                                                  "near chance, or far above the column's best)"}
+                3: "too few valid seed pairs",
+                4: ("the retrained models collapsed (train error near chance, or far above "
+                    "the column's best)")}
 
 
 # --------------------------------------------------------------------------- the rule
@@ -330,7 +331,7 @@ def _cache_root(cache_dir: Any) -> Path | None:
     return Path(cache_dir).expanduser() / "advise"
 
 
-def _hash_tensors(h: "hashlib._Hash", items) -> None:
+def _hash_tensors(h: Any, items: Any) -> None:
     import torch
 
     for name, t in items:
@@ -368,10 +369,8 @@ def _retrain(model, splits, *, density: float, prune: str, seeds: tuple[int, ...
 
     path = cache / f"{key}.pt" if cache is not None else None
     if path is not None and path.exists():
-        try:
+        with contextlib.suppress(Exception):   # a corrupt cache entry is recomputed
             return {**art.load_torch(path), "from_cache": True}
-        except Exception:  # corrupt cache entry: recompute
-            pass
     names = prunable_names(model)
     state = init_states(model)
     masks = compute_masks(state, PruneSpec(method=prune, density=density), names, seed=0)
@@ -395,10 +394,8 @@ def _measure(model, splits, ret: dict, *, device, cache: Path | None, key: str |
 
     path = cache / f"{key}.measure.json" if cache is not None else None
     if path is not None and path.exists():
-        try:
+        with contextlib.suppress(Exception):
             return art.read_json(path)
-        except Exception:
-            pass
     ok = [not d and np.isfinite(e) for d, e in zip(ret["diverged"], ret["train_error"])]
     good = [(i, p) for i, p in enumerate(pairs) if ok[p[0]] and ok[p[1]]]
     lmc = [float("nan")] * len(pairs)
@@ -572,7 +569,7 @@ def _advise_dataset(ds: xr.Dataset, point: Mapping[str, Any] | None, *,
     if point is None or not isinstance(point, Mapping):
         raise SpecError(f"point must be a mapping of the cell's coordinates, e.g. "
                         f"{{'epochs': 40, 'density': 0.05}}; got {point!r}")
-    cell, temps, loads = find_dims(ds, "lmc" if "lmc" in ds else "lmc_mean")
+    cell, temps, _ = find_dims(ds, "lmc" if "lmc" in ds else "lmc_mean")
     for k in point:
         if k not in cell:
             raise SpecError(f"point has unknown dim {k!r}; the cell dims are "
@@ -682,7 +679,7 @@ def advise_checkpoint(args: Any) -> Advice:
                         "none")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except (RuntimeError, OSError, EOFError, ValueError, TypeError) as e:
         raise DataError(f"checkpoint {str(path)!r} cannot be read as a torch state dict: "
                         f"{type(e).__name__}") from None
     if isinstance(obj, Mapping) and "state" in obj and isinstance(obj["state"], Mapping):
@@ -845,9 +842,9 @@ def _step(value: float, direction: str, hyperparameter: str, factor: float) -> f
     up = (direction == "hotter") == (HYPERPARAMETERS[hyperparameter] == "increasing")
     new = value * factor if up else value / factor
     if hyperparameter in ("epochs", "batch_size"):
-        new = int(round(new))
-        if new == int(round(value)):
-            new = int(round(value)) + (1 if up else -1)
+        new = round(new)
+        if new == round(value):
+            new = round(value) + (1 if up else -1)
         new = max(1, new)
     return new
 
@@ -993,7 +990,7 @@ def validate_advice(ds: xr.Dataset, *, z: float = 1.0, margin: float | None = No
     """
     if rule not in ("advise", "sweep"):
         raise SpecError(f"rule must be one of advise, sweep; got {rule!r}")
-    cell, temps, loads = find_dims(ds, "lmc")
+    _, temps, _ = find_dims(ds, "lmc")
     if len(temps) != 1:
         raise SpecError(f"validate_advice needs exactly one temperature dim; got {temps}")
     temp = temps[0]
