@@ -33,12 +33,15 @@ RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
 # %%
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import threeregime as tr
 from threeregime.executors import make_executor
 from threeregime.regimes import decode
 
+# progress bars are off; without ipywidgets tqdm.auto would still warn on import
+warnings.filterwarnings("ignore", message="IProgress not found")
 # the repository root is the first folder upwards that holds sweeps/ (works from notebooks/ too)
 ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sweeps" / "quick.yaml").is_file())
 if TINY:
