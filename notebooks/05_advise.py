@@ -1,0 +1,173 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 — Using the model: the paper's three case studies, and a check of the advice
+#
+# **What this shows.** What a practitioner does with the three-regime model (Zhou et al., ICML
+# 2023, section 5), with `threeregime.advise`:
+#
+# 1. *Direction*: for a trained dense model and a target density, prune, retrain with a few
+#    seeds, measure LMC and CKA, classify, and get advice -- raise the temperature (Regime I),
+#    lower it (II-A) or keep it (II-B). The same advice can be read off a finished sweep.
+# 2. *Model selection*: among several dense models (here: trained for different numbers of
+#    epochs), drop those in Regime I and prune the one whose retrained copies agree most.
+# 3. *Tuning SAM's rho for pruning*: walk rho in the advised direction until the advice says
+#    keep or the test error stops improving.
+#
+# Then the honest part: on a whole sweep, how often does the advised direction agree with the
+# direction that actually lowers the retrained test error, compared with naive rules?
+#
+# **How long.** Full setting: about 4 minutes on a 2-core laptop CPU for the three case studies
+# (estimated from their training budgets: ~15 dense runs and ~45 retrainings of a 8k-parameter
+# CNN, each a few seconds with one thread), plus the quick sweep (~9 minutes) if `runs/quick` is not
+# there yet. Retrained models are cached, so a rerun takes seconds. Tiny setting
+# (`THREEREGIME_NOTEBOOK_TINY=1`): about 40 seconds.
+
+# %% tags=["parameters"]
+import os
+
+TINY = os.environ.get("THREEREGIME_NOTEBOOK_TINY", "") == "1"
+DEVICE = "cpu"               # "auto" uses CUDA when present
+TARGET_DENSITY = 0.05        # the low-density end, where the regimes differ most
+RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
+
+# %%
+import dataclasses
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+import threeregime as tr
+from threeregime.advise import validate_advice
+from threeregime.spec import DataSpec, ModelSpec, TrainSpec
+
+warnings.filterwarnings("ignore", message="IProgress not found")   # progress bars are off
+torch.set_num_threads(1)     # small models: one thread is fastest on a CPU (PROBE.md)
+ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sweeps" / "quick.yaml").is_file())
+if TINY:
+    _tmp = tempfile.TemporaryDirectory(prefix="threeregime-nb05-")
+    RUNS = Path(_tmp.name)
+    sweep = tr.load_yaml(ROOT / "sweeps" / "smoke.yaml")
+    DENSE_EPOCHS, EPOCH_CHOICES, BUDGET = 4, (2, 4), 2
+else:
+    RUNS = Path(RUNS_DIR) if RUNS_DIR else ROOT / "runs"
+    sweep = tr.load_yaml(ROOT / "sweeps" / "quick.yaml")
+    DENSE_EPOCHS, EPOCH_CHOICES, BUDGET = 40, (5, 20, 40), 4
+CACHE = RUNS / "advise_cache"          # retrained models land here; reruns train nothing
+
+# the setting of the sweep: its data, its model, its recipes
+base = sweep.base
+data = tr.load_data(base.data)
+RETRAIN = base.retrain
+print(f"data: {base.data.name}, {len(data.train.y)} train / {len(data.test.y)} test; "
+      f"model: {base.model.name}; retraining: {RETRAIN.epochs} epochs, lr {RETRAIN.lr}")
+
+
+def train_dense(epochs: int = DENSE_EPOCHS, sam_rho: float = 0.0, seed: int = 0):
+    """A user's dense model: SGD (SAM when rho > 0) with the sweep's recipe and step decay."""
+    recipe = dataclasses.replace(base.dense, epochs=int(epochs), sam_rho=float(sam_rho),
+                                 snapshots=())
+    model = tr.build_model(base.model, data.input_shape, data.num_classes, seed=seed)
+    res = tr.fit(model, model.state_dict(), data, recipe, seeds=[seed], device=DEVICE)
+    model.load_state_dict(res.states[0])
+    return model.eval()
+
+# %% [markdown]
+# ## 1. Which way should I move the temperature?
+#
+# A dense model trained for many epochs (cold), to be pruned to 5 % density. `advise` prunes it,
+# retrains 3 copies that differ only in data order, and measures the pairs.
+
+# %%
+model = train_dense(DENSE_EPOCHS)
+advice = tr.advise(model, data, target_density=TARGET_DENSITY, hyperparameter="epochs",
+                   value=DENSE_EPOCHS, retrain=RETRAIN, device=DEVICE, cache_dir=CACHE)
+print(advice)
+
+# %%
+print("regime    :", advice.regime)
+print("direction :", advice.direction)
+print("move      :", advice.move)
+print("confidence:", advice.confidence)
+{k: advice.evidence[k] for k in ("lmc", "cka", "test_error", "undetermined_reason")}
+
+# %% [markdown]
+# The same question, read off a finished sweep instead of retraining: the cell at the coldest
+# temperature and the lowest density of the quick sweep (computed or reused here).
+
+# %%
+ds = tr.run_sweep(sweep, RUNS / sweep.name, threads=1, progress=False)
+point = {"epochs": int(ds["epochs"].max()), "density": float(ds["density"].min())}
+print(point)
+print(tr.advise(ds, point=point))
+
+# %% [markdown]
+# ## 2. Which model should I prune?
+#
+# Candidates trained for different numbers of epochs. Regime I candidates are dropped (their
+# retrained copies sit in different basins); among the rest the highest CKA wins; if all are in
+# Regime I, the best connected.
+
+# %%
+candidates = {f"{e} epochs": train_dense(e) for e in EPOCH_CHOICES}
+selection = tr.select_model_to_prune(candidates, data, target_density=TARGET_DENSITY,
+                                     retrain=RETRAIN, device=DEVICE, cache_dir=CACHE)
+print(selection)
+print("prune:", selection.best)
+
+# %% [markdown]
+# ## 3. Tuning SAM's rho for pruning
+#
+# rho is temperature-like: a larger rho is hotter. Starting from a small rho, each step trains a
+# dense model with SAM, asks for advice at the target density, and moves rho by a factor of 2 in
+# the advised direction; the walk stops at II-B, when the retrained test error stops improving,
+# or when the budget is spent.
+
+# %%
+tuned = tr.tune_temperature(lambda rho: train_dense(DENSE_EPOCHS, sam_rho=rho), data,
+                            hyperparameter="sam_rho", start=0.05, target_density=TARGET_DENSITY,
+                            budget=BUDGET, retrain=RETRAIN, device=DEVICE, cache_dir=CACHE)
+print(tuned)
+
+# %%
+[(value, a.regime, a.direction, round(100 * err, 2)) for value, a, err in tuned.history]
+
+# %%
+print("best rho:", tuned.best_value, "| stopped:", tuned.stopped)
+
+# %% [markdown]
+# ## Does the advice point the right way?
+#
+# For every cell of the sweep, the *true* direction is the one towards the best test error of its
+# density column (or "keep" when the cell is within noise of the best); the *advised* direction
+# comes from the cell's regime. A rule that is right only as often as "always hotter" has not
+# earned its keep. Undetermined cells count as misses.
+
+# %%
+report = validate_advice(ds)
+print(f"agreement of the advice: {report['agreement']:.2f} over {report['n_cells']} cells "
+      f"({report['n_determined']} with a regime)")
+print("naive rules            :", {k: round(v, 2) for k, v in report["naive"].items()})
+
+# %%
+import pandas as pd
+
+pd.DataFrame(report["cells"]).round(4)
+
+# %% [markdown]
+# The same check with the sweep's own classifier (CKA split relative to each density column):
+
+# %%
+sweep_rule = validate_advice(ds, rule="sweep")
+print(f"agreement: {sweep_rule['agreement']:.2f}; naive:",
+      {k: round(v, 2) for k, v in sweep_rule["naive"].items()})
