@@ -46,7 +46,7 @@ def fault(stage: str) -> None:
     """Test hook: SIGKILL this process at the n-th call for ``stage`` (``THREEREGIME_FAULT``)."""
     if not _FAULT:
         return
-    want, n, sig = (_FAULT.split(":") + ["1", "KILL"])[:3]
+    want, n, sig = (_FAULT.split(":") + ["1", "KILL"][len(_FAULT.split(":")) - 1:])[:3]
     if want != stage:
         return
     _fault_counts[stage] = _fault_counts.get(stage, 0) + 1

@@ -677,10 +677,17 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
     errors = []
     errors += _stage("dense", dense_tasks(plan, opts), run_dense_group, executor, root, opts,
                      lambda t: [j.key for j in t], progress)
-    errors += _stage("retrain", retrain_tasks(plan, opts), run_retrain_group, executor, root,
-                     opts, lambda t: [j.key for j in t], progress)
+    # a retrain chunk shares one dense run; if that failed, its failure is already recorded
+    errors += _stage("retrain", [t for t in retrain_tasks(plan, opts)
+                                 if _dense_path(root, t[0].dense_key, None).exists()],
+                     run_retrain_group, executor, root, opts, lambda t: [j.key for j in t],
+                     progress)
     errors += _measure_stage(plan, plan.points, executor, root, opts, progress)
     errors += _await_others(plan, root, executor, opts, poll)
+    if errors and not any(_point_path(root, pj.key).exists() for pj in plan.points):
+        raise ResultsError(f"no point of sweep {spec.name!r} could be computed: {len(errors)} "
+                           f"stage task(s) failed (first: {errors[0]}); details in "
+                           f"{root}/failed/, fix and rerun")
     ds = assemble(spec, root, plan)
     if write_results:
         from .storage import write_dataset
