@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from threeregime.metrics import gram_cka, hessian_trace, linear_cka, lmc  # noqa: E402
+from threeregime.metrics import gram_cka, hessian_trace, linear_cka, lmc
 
 
 def best_of(fn, repeat):
@@ -40,7 +40,7 @@ def best_of(fn, repeat):
 
 def table(rows, header):
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
     print(line(header))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
@@ -64,7 +64,7 @@ def bench_hessian(quick: bool):
     rows = [["pyhessian 0.1 (tol=-inf)", f"{t_ph:.2f}", "1.00",
              f"{ph.trace:.3f} ± {ph.stderr:.3f}", "-"]]
     for method in ("autograd", "func-vjp", "func-jvp"):
-        t, r = best_of(lambda: hessian_trace(model, None, (x, y), probes, seed=0,
+        t, r = best_of(lambda method=method: hessian_trace(model, None, (x, y), probes, seed=0,
                                              method=method), repeat)
         z = abs(r.trace - ph.trace) / math.hypot(r.stderr, ph.stderr)
         rows.append([f"threeregime method={method}", f"{t:.2f}", f"{t_ph / t:.2f}",
@@ -124,7 +124,7 @@ def bench_lmc(quick: bool):
     t_ll, ll_loss = best_of(ll, repeat)  # loss at t = 0.1 ... 1.0
     t_no, r_no = best_of(lambda: lmc(a, b, (x, y), bn_recalibrate=False, engine="loop"), repeat)
     t_v, r_v = best_of(lambda: lmc(a, b, (x, y), engine="vmap"), repeat)
-    t_l, r_l = best_of(lambda: lmc(a, b, (x, y), engine="loop"), repeat)
+    t_l, _ = best_of(lambda: lmc(a, b, (x, y), engine="loop"), repeat)
     rows = [
         ["loss_landscapes.linear_interpolation (10 steps, loss only, no BN recal.)",
          f"{t_ll:.3f}", "-"],
@@ -163,10 +163,10 @@ def bench_cka(quick: bool):
         g = torch.Generator().manual_seed(n)
         x = torch.randn(n, d, generator=g).softmax(-1)
         y = (x + 0.1 * torch.randn(n, d, generator=g)).softmax(-1)
-        t_f, v_f = best_of(lambda: linear_cka(x, y, batch_size=1000), 3)
+        t_f, v_f = best_of(lambda x=x, y=y: linear_cka(x, y, batch_size=1000), 3)
         gram_gb = 2 * n * n * 8 / 1e9
         if n <= 6400:
-            t_g, v_g = best_of(lambda: gram_cka(x, y), 1 if n > 3200 else 2)
+            t_g, v_g = best_of(lambda x=x, y=y: gram_cka(x, y), 1 if n > 3200 else 2)
             t_gram_ref = (n, t_g)
             rows.append([n, f"{t_f * 1e3:.1f}", f"{t_g * 1e3:.0f}", f"{t_g / t_f:.0f}",
                          f"{abs(v_f - v_g):.1e}", f"{gram_gb:.2f} (measured)"])

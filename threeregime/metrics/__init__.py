@@ -12,12 +12,24 @@ See SPEC.md section 3 for the definitions; every function documents its estimato
 from __future__ import annotations
 
 from .cka import CKAPairsResult, CKAResult, cka, cka_pairs, gram_cka, linear_cka
-from .hessian import (HessianEigenResult, HessianTraceResult, hessian_top_eigenvalues,
-                      hessian_trace)
+from .hessian import HessianEigenResult, HessianTraceResult, hessian_top_eigenvalues, hessian_trace
 from .lmc import LMCPairsResult, LMCResult, lmc, lmc_curve_bezier, lmc_pairs, mode_connectivity
 
 __all__ = [
-    "lmc", "lmc_pairs", "lmc_curve_bezier", "mode_connectivity", "LMCResult", "LMCPairsResult",
-    "cka", "cka_pairs", "linear_cka", "gram_cka", "CKAResult", "CKAPairsResult",
-    "hessian_trace", "hessian_top_eigenvalues", "HessianTraceResult", "HessianEigenResult",
+                      "CKAPairsResult",
+                      "CKAResult",
+                      "HessianEigenResult",
+                      "HessianTraceResult",
+                      "LMCPairsResult",
+                      "LMCResult",
+                      "cka",
+                      "cka_pairs",
+                      "gram_cka",
+                      "hessian_top_eigenvalues",
+                      "hessian_trace",
+                      "linear_cka",
+                      "lmc",
+                      "lmc_curve_bezier",
+                      "lmc_pairs",
+                      "mode_connectivity",
 ]

@@ -9,8 +9,16 @@ from torch import Tensor, nn
 
 from .._errors import DataError, SpecError
 
-__all__ = ["iter_batches", "iter_inputs", "resolve_device", "named_state", "check_same_names",
-           "is_bn", "bn_modules", "probe_seed"]
+__all__ = [
+    "bn_modules",
+    "check_same_names",
+    "is_bn",
+    "iter_batches",
+    "iter_inputs",
+    "named_state",
+    "probe_seed",
+    "resolve_device",
+]
 
 
 def resolve_device(device) -> torch.device:

@@ -36,7 +36,7 @@ from .._errors import SpecError, did_you_mean
 from .._functional import ensemble_forward, split_state, stack_states
 from ._common import iter_inputs, named_state, resolve_device
 
-__all__ = ["CKAResult", "CKAPairsResult", "cka", "linear_cka", "cka_pairs", "gram_cka"]
+__all__ = ["CKAPairsResult", "CKAResult", "cka", "cka_pairs", "gram_cka", "linear_cka"]
 
 KERNELS = ("linear", "rbf")
 
@@ -108,7 +108,7 @@ class _Moments:
         y = y.reshape(len(y), -1).double()  # (B, q)
         if self.xx is None:
             p, q = x.shape[1], y.shape[1]
-            z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=x.device)  # noqa: E731
+            z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=x.device)
             self.xx, self.yy, self.xy = z(p, p), z(q, q), z(p, q)
             self.sx, self.sy = z(p), z(q)
             if self.debiased:

@@ -40,8 +40,12 @@ from torch.func import functional_call
 from .._errors import SpecError, did_you_mean
 from ._common import iter_batches, probe_seed, resolve_device
 
-__all__ = ["HessianTraceResult", "HessianEigenResult", "hessian_trace",
-           "hessian_top_eigenvalues"]
+__all__ = [
+    "HessianEigenResult",
+    "HessianTraceResult",
+    "hessian_top_eigenvalues",
+    "hessian_trace",
+]
 
 _METHODS = ("autograd", "func-vjp", "func-jvp")
 

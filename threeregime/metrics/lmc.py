@@ -34,11 +34,23 @@ from torch import Tensor, nn
 
 from .._errors import SpecError
 from .._functional import ensemble_forward, split_state
-from ._common import (bn_modules, bn_stat_names, check_same_names, iter_batches, named_state,
-                      resolve_device)
+from ._common import (
+    bn_modules,
+    bn_stat_names,
+    check_same_names,
+    iter_batches,
+    named_state,
+    resolve_device,
+)
 
-__all__ = ["LMCResult", "LMCPairsResult", "lmc", "lmc_pairs", "lmc_curve_bezier",
-           "mode_connectivity"]
+__all__ = [
+    "LMCPairsResult",
+    "LMCResult",
+    "lmc",
+    "lmc_curve_bezier",
+    "lmc_pairs",
+    "mode_connectivity",
+]
 
 SPLITS = ("train", "test")
 QUANTITIES = ("error", "loss")
