@@ -183,6 +183,23 @@ def claim(path: str | Path, *, stale_after: float = 6 * 3600) -> bool:
     return False
 
 
+def clean_claims(folder: str | Path) -> int:
+    """Remove the claims in ``folder`` left by dead processes of this host; return the count."""
+    n = 0
+    host = socket.gethostname()
+    for p in Path(folder).glob("*.claim"):
+        try:
+            owner = json.loads(p.read_text() or "{}")
+            dead = owner.get("host") == host and not _pid_alive(int(owner["pid"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if dead:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                n += 1
+    return n
+
+
 def release(path: str | Path) -> None:
     with contextlib.suppress(OSError):
         Path(path).unlink()

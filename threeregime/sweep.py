@@ -672,6 +672,7 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
         raise ResultsError(f"output directory {root} is not writable; choose another --out")
     _write_meta(root, spec)
     art.clean_temp(root)
+    art.clean_claims(root / "claims")   # left by crashed runs
     plan = plan_sweep(spec)
     executor = executor or InlineExecutor()
     errors = []
@@ -684,6 +685,7 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
                      progress)
     errors += _measure_stage(plan, plan.points, executor, root, opts, progress)
     errors += _await_others(plan, root, executor, opts, poll)
+    art.clean_claims(root / "claims")
     if errors and not any(_point_path(root, pj.key).exists() for pj in plan.points):
         raise ResultsError(f"no point of sweep {spec.name!r} could be computed: {len(errors)} "
                            f"stage task(s) failed (first: {errors[0]}); details in "
