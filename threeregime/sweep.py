@@ -230,19 +230,22 @@ def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions
         if not mine:
             return {"trained": 0, "claimed_elsewhere": len(todo)}
         art.fault("dense")
-        p0 = mine[0].spec
+        # the whole group trains even when part of it is done (after a crash), so a member's
+        # numbers never depend on the ensemble it happened to be trained in
+        group = list(jobs)
+        p0 = group[0].spec
         data, template = _problem(p0)
-        snaps = sorted(set().union(*(j.epochs for j in mine)))
+        snaps = sorted(set().union(*(j.epochs for j in group)))
         dense_spec = dataclasses.replace(p0.dense, snapshots=tuple(snaps))
         inits = [init_states(build_model(j.spec.model, data.input_shape, data.num_classes,
-                                         seed=j.spec.dense_seed)) for j in mine]
-        res = fit(template, inits, data, dense_spec, seeds=[j.spec.dense_seed for j in mine],
-                  lrs=[j.spec.dense.lr for j in mine], rhos=[j.spec.dense.sam_rho for j in mine],
+                                         seed=j.spec.dense_seed)) for j in group]
+        res = fit(template, inits, data, dense_spec, seeds=[j.spec.dense_seed for j in group],
+                  lrs=[j.spec.dense.lr for j in group], rhos=[j.spec.dense.sam_rho for j in group],
                   device=opts.device, engine=opts.engine, progress=opts.progress,
-                  desc=f"dense x{len(mine)}", eval_epochs=())
+                  desc=f"dense x{len(group)}", eval_epochs=())
         final_epoch = res.history["train_loss"].shape[0]
-        for m, j in enumerate(mine):
-            if (root / "dense" / j.key / "run.json").exists():
+        for m, j in enumerate(group):
+            if j not in mine or (root / "dense" / j.key / "run.json").exists():
                 continue
             art.write_json(root / "dense" / j.key / "run.json", {
                 "spec": json.loads(canonical_json(j.spec)), "diverged": res.diverged[m],
@@ -254,8 +257,8 @@ def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions
         for epoch, states in series:
             tr_loss, tr_err = evaluate(template, states, data.train, device=opts.device)
             te_loss, te_err = evaluate(template, states, data.test, device=opts.device)
-            for m, j in enumerate(mine):
-                if _dense_path(root, j.key, epoch).exists():
+            for m, j in enumerate(group):
+                if j not in mine or _dense_path(root, j.key, epoch).exists():
                     continue  # committed before a crash: a finished file is never rewritten
                 div_at = res.diverged_at[m]
                 diverged = res.diverged[m] and (epoch is None or div_at <= max(epoch, 1))
@@ -294,11 +297,12 @@ def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOpt
     try:
         if not mine:
             return {"trained": 0, "claimed_elsewhere": len(todo)}
-        p0 = mine[0].spec
+        group = list(jobs)   # all of the chunk, done or not: results never depend on a crash
+        p0 = group[0].spec
         data, template = _problem(p0)
         inits, masks, reports, dense_div = [], [], [], []
         cache: dict = {}
-        for j in mine:
+        for j in group:
             src = art.load_torch(_dense_path(root, j.dense_key, j.source))
             ck = (j.dense_key, j.source, canonical_json(j.spec.prune))
             art.fault("prune")
@@ -322,12 +326,14 @@ def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOpt
             reports.append(density_report(mask))
             dense_div.append(bool(src["diverged"]))
         art.fault("retrain")
-        res = fit(template, inits, data, p0.retrain, seeds=[j.seed for j in mine], masks=masks,
+        res = fit(template, inits, data, p0.retrain, seeds=[j.seed for j in group], masks=masks,
                   device=opts.device, engine=opts.engine, progress=opts.progress,
-                  desc=f"retrain x{len(mine)}")
+                  desc=f"retrain x{len(group)}")
         tr_loss, tr_err = evaluate(template, res.states, data.train, device=opts.device)
         last = res.last_test_error(5)
-        for m, j in enumerate(mine):
+        for m, j in enumerate(group):
+            if j not in mine:
+                continue
             art.save_torch(_retrain_path(root, j.key), {
                 "state": res.states[m], "mask": masks[m],
                 "diverged": bool(res.diverged[m] or dense_div[m]
