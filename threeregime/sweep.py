@@ -183,7 +183,7 @@ class RunOptions:
     engine: str = "vmap"
     max_members: int | None = None
     progress: bool | None = None
-    threads: int | None = None
+    threads: int | None = None   # torch threads per process; None: 1 on CPU
 
     def __post_init__(self) -> None:
         if self.engine not in ("vmap", "loop"):
@@ -198,10 +198,17 @@ class RunOptions:
 
 
 def _setup_threads(opts: RunOptions) -> None:
-    if opts.threads:
-        import torch
+    """One torch thread per process by default on CPU: small ensembles step ~10-50x slower
+    with 2 OpenMP threads on a busy 2-core machine (every small op waits at a barrier;
+    shared/PROBE.md), so parallelism comes from worker processes instead."""
+    import torch
 
-        torch.set_num_threads(int(opts.threads))
+    threads = opts.threads
+    if threads is None:
+        from .train import resolve_device
+        threads = 1 if resolve_device(opts.device).type == "cpu" else None
+    if threads:
+        torch.set_num_threads(int(threads))
 
 
 def _problem(p: PointSpec):
@@ -592,6 +599,45 @@ def _stage(name, tasks, fn, executor, root, opts, keys_of, progress) -> list[str
     return errors
 
 
+def _preflight(plan: SweepPlan) -> None:
+    """Catch user errors that would fail every task (unknown data/model name or option, no
+    prunable layer, fewer examples than one batch) before any work, as one-line errors."""
+    from ._errors import DataError
+    from .models import prunable_names
+
+    seen = set()
+    for j in plan.dense:
+        p = j.spec
+        key = canonical_json({"data": p.data, "model": p.model})
+        if key in seen:
+            continue
+        seen.add(key)
+        part = "data"
+        try:
+            from .data import load_data
+            from .models import build_model
+
+            data = load_data(p.data)
+            part = "model"
+            template = build_model(p.model, data.input_shape, data.num_classes, seed=0)
+            prunable_names(template, include_classifier=p.model.prune_classifier)
+        except (SpecError, DataError) as e:
+            msg = str(e)
+            head = msg.split(" ", 1)[0]
+            where = ("base." if head.startswith(f"{part}.") else f"base.{part}." if
+                     head.startswith("options.") else f"base.{part}: ")
+            raise type(e)(f"{where}{msg}") from None
+        n = int(data.train.x.shape[0])
+        for r in plan.retrain:
+            if r.dense_key != j.key:
+                continue
+            for name, t in (("dense", p.dense), ("retrain", r.spec.retrain)):
+                if n < t.batch_size:
+                    raise DataError(f"base.{name}.batch_size must be <= the {n} training "
+                                    f"examples of {p.data.name}; got {t.batch_size} (lower "
+                                    "it or raise base.data.train_size)")
+
+
 def _measure_stage(plan, points, executor, root, opts, progress) -> list[str]:
     ready = [pj for pj in points if not _point_path(root, pj.key).exists()
              and all(_retrain_path(root, k).exists() for k in pj.retrain_keys)]
@@ -670,16 +716,18 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
     root = Path(out) if out is not None else default_out(spec)
     opts = RunOptions(device=device, engine=engine, max_members=max_members,
                       progress=progress, threads=threads)
+    plan = plan_sweep(spec)
+    _preflight(plan)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ResultsError(f"cannot create output directory {root}: {e.strerror}") from None
+        raise ResultsError(f"cannot create output directory {root}: {e.strerror}; choose "
+                           "another --out") from None
     if not os.access(root, os.W_OK):
         raise ResultsError(f"output directory {root} is not writable; choose another --out")
     _write_meta(root, spec)
     art.clean_temp(root)
     art.clean_claims(root / "claims")   # left by crashed runs
-    plan = plan_sweep(spec)
     executor = executor or InlineExecutor()
     errors = []
     errors += _stage("dense", dense_tasks(plan, opts), run_dense_group, executor, root, opts,
