@@ -645,6 +645,11 @@ def _measure_stage(plan, points, executor, root, opts, progress) -> list[str]:
                   progress)
 
 
+def _ready(root: Path, chunk: Sequence[RetrainJob]) -> bool:
+    """A retrain chunk shares one dense run: it can start when that run is done."""
+    return _dense_path(root, chunk[0].dense_key, None).exists()
+
+
 def _claim_path(root: Path, key: str) -> Path:
     return root / "claims" / f"{key}.claim"
 
@@ -672,7 +677,7 @@ def _await_others(plan: SweepPlan, root: Path, executor, opts: RunOptions,
                          run_dense_group, executor, root, opts, lambda t: [j.key for j in t],
                          False)
         errors += _stage("retrain", [t for t in retrain_tasks(plan, opts)
-                                     if any(j.key in rk for j in t)],
+                                     if _ready(root, t) and any(j.key in rk for j in t)],
                          run_retrain_group, executor, root, opts,
                          lambda t: [j.key for j in t], False)
         errors += _measure_stage(plan, blocked, executor, root, opts, False)
@@ -733,8 +738,7 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
     errors += _stage("dense", dense_tasks(plan, opts), run_dense_group, executor, root, opts,
                      lambda t: [j.key for j in t], progress)
     # a retrain chunk shares one dense run; if that failed, its failure is already recorded
-    errors += _stage("retrain", [t for t in retrain_tasks(plan, opts)
-                                 if _dense_path(root, t[0].dense_key, None).exists()],
+    errors += _stage("retrain", [t for t in retrain_tasks(plan, opts) if _ready(root, t)],
                      run_retrain_group, executor, root, opts, lambda t: [j.key for j in t],
                      progress)
     errors += _measure_stage(plan, plan.points, executor, root, opts, progress)

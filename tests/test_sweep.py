@@ -1,0 +1,167 @@
+"""The sweep driver end to end: schema, idempotence, executors, CLI."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import threeregime
+from threeregime import cli
+from threeregime.spec import SweepSpec, from_dict
+from threeregime.sweep import plan_sweep, run_point, run_sweep, sweep_status
+
+TINY = {
+    "name": "tiny",
+    "base": {
+        "data": {"name": "mnist1d", "train_size": 128, "test_size": 64},
+        "model": {"name": "cnn1d", "width": 0.25},
+        "dense": {"epochs": 2, "batch_size": 32, "lr": 0.1},
+        "retrain": {"epochs": 1, "batch_size": 32, "lr": 0.05},
+        "retrain_seeds": [0, 1],
+        "measure": {"lmc_points": 3, "eval_batch_size": 128},
+    },
+    "axes": {"epochs": [1, 2], "density": [0.2, 0.6]},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_spec() -> SweepSpec:
+    return from_dict(SweepSpec, TINY)
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tiny_spec, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    return out, run_sweep(tiny_spec, out, progress=False, threads=1, device="cpu")
+
+
+def _strip(ds: xr.Dataset) -> xr.Dataset:
+    ds = ds.copy()
+    for volatile in ("created", "git_sha"):
+        ds.attrs.pop(volatile, None)
+    return ds
+
+
+def test_sweep_dataset_schema(tiny_result, tiny_spec):
+    out, ds = tiny_result
+    assert dict(ds.sizes)["epochs"] == 2 and dict(ds.sizes)["density"] == 2
+    for v in ["test_error", "normalized_test_error", "realized_density", "lmc", "lmc_curve",
+              "cka", "cka_logits", "hessian_trace", "hessian_trace_stderr", "hessian_top_eig",
+              "regime", "regime_confidence", "status"]:
+        assert v in ds, v
+        assert "long_name" in ds[v].attrs, v
+    assert ds["epochs"].attrs["role"] == "temperature"
+    assert ds["epochs"].attrs["hotter"] == "decreasing"
+    assert ds["density"].attrs["role"] == "load"
+    assert ds["regime"].dtype == np.int8
+    assert list(ds["regime"].attrs["flag_values"]) == [0, 1, 2, -1]
+    assert ds.attrs["spec_hash"] == threeregime.spec_hash(tiny_spec)
+    assert ds["lmc_curve"].sizes["t"] == 3
+    # realised density tracks the requested one (layer-uniform: within one weight per layer)
+    np.testing.assert_allclose(ds["realized_density"].isel(dense_seed=0, epochs=0).values,
+                               [0.2, 0.6], atol=0.02)
+    assert (out / "results.nc").exists()
+    xr.testing.assert_identical(_strip(threeregime.open_sweep(out)), _strip(ds))
+
+
+def test_rerun_does_no_work(tiny_result, tiny_spec, monkeypatch):
+    out, ds = tiny_result
+    import threeregime.train as train
+
+    calls = []
+    real_fit = train.fit
+    monkeypatch.setattr(train, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    again = run_sweep(tiny_spec, out, progress=False, threads=1, device="cpu")
+    assert calls == []
+    xr.testing.assert_identical(_strip(again), _strip(ds))
+    st = sweep_status(out)
+    assert (st.done, st.pending, st.failed, st.total) == (4, 0, 0, 4)
+
+
+def test_plan_shares_work(tiny_spec):
+    plan = plan_sweep(tiny_spec)
+    assert len(plan.dense) == 1  # the epochs axis is snapshots of one run
+    assert len(plan.retrain) == 2 * 2 * 2  # snapshots x densities x seeds
+    assert len(plan.points) == 4
+
+
+def test_edited_spec_reuses_finished_stages(tiny_result, tiny_spec, tmp_path, monkeypatch):
+    out, _ = tiny_result
+    import shutil
+
+    import threeregime.train as train
+
+    work = tmp_path / "w"
+    shutil.copytree(out, work)
+    grown = dataclasses.replace(tiny_spec, axes={**tiny_spec.axes, "density": (0.2, 0.4, 0.6)})
+    sizes = []
+    real_fit = train.fit
+    monkeypatch.setattr(train, "fit", lambda m, init, *a, **k: sizes.append(
+        len(k["seeds"])) or real_fit(m, init, *a, **k))
+    ds = run_sweep(grown, work, progress=False, threads=1, device="cpu")
+    assert sizes == [4]  # only the new density's 2 snapshots x 2 seeds retrained; no dense run
+    assert ds.sizes["density"] == 3 and int((ds["status"] == 0).sum()) == 6
+
+
+@pytest.mark.parametrize("kind", ["process", "dask"])
+def test_executors_give_identical_results(tiny_result, tiny_spec, tmp_path, kind):
+    from threeregime.executors import DaskExecutor, ProcessExecutor
+
+    _, ref = tiny_result
+    ex = ProcessExecutor(workers=2, threads=1) if kind == "process" else \
+        DaskExecutor(n_workers=2, threads=1)
+    try:
+        ds = run_sweep(tiny_spec, tmp_path / kind, executor=ex, progress=False, threads=1,
+                       device="cpu")
+    finally:
+        ex.close()
+    xr.testing.assert_identical(_strip(ds), _strip(ref))
+
+
+def test_submitit_local_executor(tiny_result, tiny_spec, tmp_path):
+    pytest.importorskip("submitit", reason="submitit is the optional 'slurm' extra")
+    from threeregime.executors import SubmititExecutor
+
+    _, ref = tiny_result
+    spec = dataclasses.replace(tiny_spec, axes={"epochs": (2,), "density": (0.2, 0.6)})
+    ex = SubmititExecutor(folder=str(tmp_path / "sub"), cluster="local", timeout_min=10)
+    ds = run_sweep(spec, tmp_path / "s", executor=ex, progress=False, threads=1, device="cpu")
+    for v in ("test_error", "lmc", "cka"):
+        xr.testing.assert_allclose(ds[v], ref[v].sel(epochs=[2]), rtol=0, atol=0)
+
+
+def test_run_point_end_to_end(tiny_spec):
+    p = tiny_spec.points()[0][1]
+    ds = run_point(p, device="cpu", progress=False)
+    assert ds.sizes["retrain_seed"] == 2 and ds.sizes["pair"] == 1
+    assert np.isfinite(ds["test_error"]).all()
+    assert np.isfinite(ds["lmc"]).all() and np.isfinite(ds["cka"]).all()
+    assert 0 <= float(ds["cka"].max()) <= 1 + 1e-9
+
+
+def test_cli_run_status_plot_export(tiny_result, tmp_path, capsys):
+    out, _ = tiny_result
+    spec_file = tmp_path / "tiny.yaml"
+    threeregime.dump_yaml(from_dict(SweepSpec, TINY), spec_file)
+    assert cli.main(["run", str(spec_file), "--out", str(out), "--quiet", "--threads", "1",
+                     "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "4/4 points done" in text and "regimes (rows: epochs" in text
+    assert cli.main(["status", str(out)]) == 0
+    assert "4/4 points done" in capsys.readouterr().out
+    nc = tmp_path / "x.nc"
+    assert cli.main(["export", str(out), str(nc)]) == 0 and nc.exists()
+    png = tmp_path / "x.png"
+    assert cli.main(["plot", str(nc), "-o", str(png)]) == 0
+    assert png.stat().st_size > 10_000
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: b\naxes: {density: [0.1, 2]}\n")
+    assert cli.main(["run", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ")
+    assert "axes.density[1]" in err and "got 2" in err
