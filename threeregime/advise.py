@@ -523,7 +523,6 @@ def advise(model: Any, data: Any = None, *, target_density: float | None = None,
         raise DataError("data must include a test split of at least 2 examples (test error "
                         "and CKA are measured on it)")
     dev = str(resolve_device(device))
-    model = model.cpu()
     cache = _cache_root(cache_dir)
     key = None
     if cache is not None:
