@@ -568,6 +568,34 @@ def from_dict(cls: type, data: Mapping, *, path: str = "") -> Any:
 _KINDS: dict[str, type] = {"sweep": SweepSpec, "point": PointSpec}
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_key_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """SafeLoader that rejects a key given twice in one mapping (YAML keeps the last)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:   # unhashable: SafeLoader reports it below
+                    continue
+                if first is not None:
+                    raise _DuplicateKey(
+                        f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at "
+                        f"line {first + 1}); each key may appear once in a mapping")
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
 def load_yaml(path: str | Path, kind: str | None = None) -> Any:
     """Read a sweep (has ``axes``) or point spec from YAML; errors name the file."""
     import yaml
@@ -576,16 +604,30 @@ def load_yaml(path: str | Path, kind: str | None = None) -> Any:
     if not p.is_file():
         raise SpecError(f"{p}: spec file not found")
     try:
-        raw = yaml.safe_load(p.read_text())
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{p}: cannot read the spec file ({e}); give a UTF-8 YAML file") \
+            from None
+    try:
+        raw = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader subclass
+    except _DuplicateKey as e:
+        raise SpecError(f"{p}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(f"{p}: malformed YAML{where}: {problem}") from None
+    if raw is None:
+        raise SpecError(f"{p}: the file is empty; write a sweep (name, base, axes) or a point "
+                        "spec (see sweeps/)")
     if not isinstance(raw, Mapping):
         raise SpecError(f"{p}: must contain a mapping of spec fields; got {type(raw).__name__}")
     if kind is None:
         kind = "sweep" if "axes" in raw else "point"
+    if kind == "sweep" and "axes" not in raw and "base" not in raw and set(raw) <= {
+            f.name for f in dataclasses.fields(PointSpec)}:
+        raise SpecError(f"{p}: is a point spec (no axes); run it with `threeregime point {p}`, "
+                        "or put it under base: and add axes: to make a sweep")
     cls = _KINDS[kind]
     try:
         return from_dict(cls, raw)

@@ -222,6 +222,24 @@ def _problem(p: PointSpec):
 
 
 # --------------------------------------------------------------------------- stage: dense
+def _ensemble(jobs: Sequence, mine: list, chunk: str, done_path: Callable) -> list:
+    """The members to train together in one vectorized ensemble.
+
+    A member's numbers depend (in the last bits) on the ensemble it is trained in.  When part
+    of this very chunk was saved by a run that then crashed (its artifacts carry the chunk's
+    id), the whole chunk is trained again and only the missing members are saved, so the
+    results equal those of an undisturbed run.  Otherwise (e.g. a spec edit added members)
+    only this process's missing members train: finished work is reused, not redone.
+    """
+    for j in jobs:
+        if j in mine or not done_path(j).exists():
+            continue
+        with contextlib.suppress(OSError, ResultsError):
+            if art.load_torch(done_path(j)).get("chunk") == chunk:
+                return list(jobs)
+    return list(mine)
+
+
 def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions) -> dict:
     """Train the dense runs of one group together; save snapshots. Idempotent."""
     from .models import build_model
@@ -237,9 +255,8 @@ def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions
         if not mine:
             return {"trained": 0, "claimed_elsewhere": len(todo)}
         art.fault("dense")
-        # the whole group trains even when part of it is done (after a crash), so a member's
-        # numbers never depend on the ensemble it happened to be trained in
-        group = list(jobs)
+        chunk = spec_hash([j.key for j in jobs])
+        group = _ensemble(jobs, mine, chunk, lambda j: _dense_path(root, j.key, None))
         p0 = group[0].spec
         data, template = _problem(p0)
         snaps = sorted(set().union(*(j.epochs for j in group)))
@@ -270,7 +287,7 @@ def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions
                 div_at = res.diverged_at[m]
                 diverged = res.diverged[m] and (epoch is None or div_at <= max(epoch, 1))
                 art.save_torch(_dense_path(root, j.key, epoch), {
-                    "state": states[m], "epoch": final_epoch if epoch is None else epoch,
+                    "state": states[m], "chunk": chunk, "epoch": final_epoch if epoch is None else epoch,
                     "diverged": bool(diverged or not np.isfinite(tr_loss[m])),
                     "train_error": float(tr_err[m]), "train_loss": float(tr_loss[m]),
                     "test_error": float(te_err[m]), "test_loss": float(te_loss[m])})
@@ -304,7 +321,8 @@ def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOpt
     try:
         if not mine:
             return {"trained": 0, "claimed_elsewhere": len(todo)}
-        group = list(jobs)   # all of the chunk, done or not: results never depend on a crash
+        chunk = spec_hash([j.key for j in jobs])
+        group = _ensemble(jobs, mine, chunk, lambda j: _retrain_path(root, j.key))
         p0 = group[0].spec
         data, template = _problem(p0)
         inits, masks, reports, dense_div = [], [], [], []
@@ -342,7 +360,7 @@ def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOpt
             if j not in mine:
                 continue
             art.save_torch(_retrain_path(root, j.key), {
-                "state": res.states[m], "mask": masks[m],
+                "state": res.states[m], "chunk": chunk, "mask": masks[m],
                 "diverged": bool(res.diverged[m] or dense_div[m]
                                  or not np.isfinite(tr_loss[m])),
                 "dense_diverged": dense_div[m],
