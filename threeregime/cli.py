@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import warnings
 from pathlib import Path
 
-from ._errors import ThreeRegimeError
+from ._errors import ThreeRegimeError, ThreeRegimeWarning
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,16 +95,25 @@ def _run(args) -> int:
     executor = make_executor(workers=args.workers, dask=args.dask, slurm=slurm,
                              threads=args.threads or 1)
     try:
-        ds = run_sweep(spec, out, executor=executor, device=args.device, engine=args.engine,
-                       max_members=args.max_members, progress=False if args.quiet else None,
-                       threads=args.threads)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ThreeRegimeWarning)
+            ds = run_sweep(spec, out, executor=executor, device=args.device, engine=args.engine,
+                           max_members=args.max_members,
+                           progress=False if args.quiet else None, threads=args.threads)
     except KeyboardInterrupt:
         st = sweep_status(spec, out)
-        print(f"\ninterrupted: {st.done}/{st.total} points saved in {out}; rerun the same "
-              "command to continue", file=sys.stderr)
+        # one line (after a newline that ends a progress bar, when bars are shown)
+        print(f"{'' if args.quiet else chr(10)}interrupted: {st.done}/{st.total} points saved "
+              f"in {out}; rerun the same command to continue", file=sys.stderr)
         return 130
+    except ThreeRegimeError as e:
+        msg = str(e)
+        raise type(e)(msg if msg.startswith(str(args.sweep)) else f"{args.sweep}: {msg}") \
+            from None
     finally:
         executor.close()
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     st = sweep_status(spec, out)
     print(f"{spec.name}: {st}")
     print(f"results: {out / 'results.nc'}")
@@ -131,7 +141,7 @@ def regime_table(ds) -> str:
              f"{'':>10s}" + "".join(f"{v:>{w}g}" for v in lv)]
     for t in tv:
         row = names.sel({t_dim: t})
-        lines.append(f"{t:>10g}" + "".join(f"{str(row.sel({l_dim: v}).values):>{w}s}"
+        lines.append(f"{t:>10g}" + "".join(f"{row.sel({l_dim: v}).values!s:>{w}s}"
                                            for v in lv))
     return "\n".join(lines)
 
