@@ -17,11 +17,11 @@
 # retraining seeds per cell. We run the sweep, look at the labelled `xarray.Dataset` it returns,
 # assign every cell to Regime I / II-A / II-B, and draw the phase diagram.
 #
-# **How long.** Full setting: about 9 minutes on a 2-core laptop CPU the first time
-# (measured, see the final report in `tests/test_notebooks.py`'s docstring), seconds afterwards:
-# finished stages are found in `runs/quick` and reused. Tiny setting
-# (`THREEREGIME_NOTEBOOK_TINY=1`, what the tests run): `sweeps/smoke.yaml` in a temporary
-# directory, about 20 seconds.
+# **How long.** Full setting: 10 minutes measured (602 s, two worker processes) on a 2-core
+# machine that other jobs kept at a load average of 7-9, so a pessimistic figure for a 2-core
+# laptop; a rerun takes seconds, since finished stages are found in `runs/quick` and reused.
+# Tiny setting (`THREEREGIME_NOTEBOOK_TINY=1`, what the tests run): `sweeps/smoke.yaml` in a
+# temporary directory, about 15 seconds.
 
 # %% tags=["parameters"]
 import os

@@ -20,10 +20,11 @@
 # (`sweeps/cifar10_preresnet20_epochs.yaml`, CIFAR-10 / PreResNet-20) if you have the CIFAR-10
 # python batches and a GPU.
 #
-# **How long.** Full setting (MNIST-1D): the quick sweep, shared with notebook 01 -- seconds when
-# `runs/quick` is already there, otherwise the same ~9 minutes on a 2-core laptop CPU; drawing
-# takes a few seconds. CIFAR-10: 3 dense runs and 1,008 retrainings of 160 epochs -- GPU-days,
-# not a laptop job. Tiny setting (`THREEREGIME_NOTEBOOK_TINY=1`): about 20 seconds.
+# **How long.** Full setting (MNIST-1D): 31 s measured when `runs/quick` already holds the quick
+# sweep (notebook 01 or `make demo`); from scratch add the sweep itself, 10 minutes measured on a
+# loaded 2-core machine (see notebook 01). CIFAR-10: 3 dense runs and 1,008 retrainings of 160
+# epochs -- GPU-days, not a laptop job. Tiny setting (`THREEREGIME_NOTEBOOK_TINY=1`): about 15
+# seconds.
 
 # %% tags=["parameters"]
 import os
@@ -104,8 +105,8 @@ fig, panels = plot_phase_diagrams(ds)
 save(fig, RUNS / spec.name / "figure2.png")
 
 # %% [markdown]
-# How to read it: in Regime I (bottom left: low density, many epochs) the LMC panel shows a
-# barrier (negative `mc`) between two retrainings of the same pruned network, and the
+# How to read it: in Regime I (low density; in the paper, low temperature too) the LMC panel
+# shows a barrier (negative `mc`) between two retrainings of the same pruned network, and the
 # normalized test error is large: there, a *hotter* dense model (fewer epochs) prunes better.
 # In Regime II the pairs are connected (`mc ~ 0`); CKA then separates II-A (less similar
 # outputs: cool down) from II-B (most similar: keep).

@@ -49,7 +49,6 @@ import torch
 
 import threeregime as tr
 from threeregime.advise import validate_advice
-from threeregime.spec import DataSpec, ModelSpec, TrainSpec
 
 warnings.filterwarnings("ignore", message="IProgress not found")   # progress bars are off
 torch.set_num_threads(1)     # small models: one thread is fastest on a CPU (PROBE.md)

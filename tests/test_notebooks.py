@@ -9,7 +9,6 @@ without outputs.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
