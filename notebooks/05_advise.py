@@ -27,7 +27,7 @@
 #
 # **How long.** Full setting: about 4 minutes on a 2-core laptop CPU for the three case studies
 # (estimated from their training budgets: ~15 dense runs and ~45 retrainings of a 8k-parameter
-# CNN, each a few seconds with one thread), plus the quick sweep (~9 minutes) if `runs/quick` is not
+# CNN, each a few seconds with one thread), plus the quick sweep (~10 minutes measured, notebook 01) if `runs/quick` is not
 # there yet. Retrained models are cached, so a rerun takes seconds. Tiny setting
 # (`THREEREGIME_NOTEBOOK_TINY=1`): about 40 seconds.
 

@@ -24,7 +24,7 @@
 # **How long.** Full setting: about 3 minutes on a 2-core laptop CPU when `runs/quick` holds the
 # trained models (estimated: re-measuring 20 points with the Hessian -- 60 models x 20
 # Hutchinson probes on 512 examples -- plus two 21 x 21 loss planes); add the quick sweep
-# (~9 minutes) if it is not there. Tiny setting (`THREEREGIME_NOTEBOOK_TINY=1`): about 25 seconds.
+# (~10 minutes measured, notebook 01) if it is not there. Tiny setting (`THREEREGIME_NOTEBOOK_TINY=1`): about 25 seconds.
 
 # %% tags=["parameters"]
 import os
