@@ -100,6 +100,14 @@ def report(path: str, z: float, calibrate: bool) -> str:
                      f"({out['n_determined']} determined) |")
     for d, v in first["naive"].items():
         lines.append(f"| always {d} | {100 * v:.0f} % | | {first['n_cells']} |")
+    lines += ["", "The I-vs-II part alone (\"hotter\" vs anything else; naive: always hotter / "
+                  "never hotter):", ""]
+    for name, out in runs.items():
+        c = [x for x in out["cells"] if x["truth"] != "unknown"]
+        ok = sum((x["advised"] == "hotter") == (x["truth"] == "hotter") for x in c)
+        hot = sum(x["truth"] == "hotter" for x in c)
+        lines.append(f"- {name}: {ok}/{len(c)} = {100 * ok / len(c):.0f} % "
+                     f"(naive {100 * hot / len(c):.0f} % / {100 * (len(c) - hot) / len(c):.0f} %)")
     lines += ["", "Sensitivity to the noise margin (agreement, all cells; advise / sweep / "
                   "hotter / colder / keep):", ""]
     for zz in (0.0, 0.5, 1.0, 2.0):
