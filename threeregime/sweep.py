@@ -33,7 +33,6 @@ import contextlib
 import dataclasses
 import itertools
 import json
-import math
 import os
 import tempfile
 import time
@@ -42,12 +41,11 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from . import _artifacts as art
-from ._errors import ResultsError, SpecError, ThreeRegimeError
+from ._errors import ResultsError, SpecError
 from .spec import AXES, PointSpec, SweepSpec, canonical_json, load_yaml, spec_hash, to_dict
 
 __all__ = ["run_sweep", "run_point", "sweep_status", "plan_sweep", "SweepPlan", "StageCounts"]
@@ -264,7 +262,8 @@ def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions
         inits = [init_states(build_model(j.spec.model, data.input_shape, data.num_classes,
                                          seed=j.spec.dense_seed)) for j in group]
         res = fit(template, inits, data, dense_spec, seeds=[j.spec.dense_seed for j in group],
-                  lrs=[j.spec.dense.lr for j in group], rhos=[j.spec.dense.sam_rho for j in group],
+                  lrs=[j.spec.dense.lr for j in group],
+                  rhos=[j.spec.dense.sam_rho for j in group],
                   device=opts.device, engine=opts.engine, progress=opts.progress,
                   desc=f"dense x{len(group)}", eval_epochs=())
         final_epoch = res.history["train_loss"].shape[0]
@@ -306,6 +305,15 @@ def _masks_for(state, p: PointSpec, template, seed: int):
     return compute_masks(state, p.prune, names, seed=seed)
 
 
+def _save_diverged_retrain(root: Path, j: RetrainJob, src: dict, chunk: str) -> None:
+    """The retraining of a diverged dense model: not run; NaN numbers, status diverged."""
+    nan = float("nan")
+    art.save_torch(_retrain_path(root, j.key), {
+        "state": src["state"], "chunk": chunk, "mask": {}, "diverged": True,
+        "dense_diverged": True, "test_error": nan, "train_error": nan, "train_loss": nan,
+        "realized_density": nan, "history": {}})
+
+
 def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOptions) -> dict:
     """Prune the dense sources of ``jobs`` and retrain all of them as one ensemble."""
     from .models import build_model
@@ -327,8 +335,15 @@ def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOpt
         data, template = _problem(p0)
         inits, masks, reports, dense_div = [], [], [], []
         cache: dict = {}
+        live = []
         for j in group:
             src = art.load_torch(_dense_path(root, j.dense_key, j.source))
+            if src["diverged"]:
+                # nothing to prune (NaN weights cannot be ranked): recorded as diverged below
+                if j in mine:
+                    _save_diverged_retrain(root, j, src, chunk)
+                continue
+            live.append(j)
             ck = (j.dense_key, j.source, canonical_json(j.spec.prune))
             art.fault("prune")
             if ck not in cache:
@@ -350,13 +365,15 @@ def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOpt
             masks.append(mask)
             reports.append(density_report(mask))
             dense_div.append(bool(src["diverged"]))
+        if not live:
+            return {"trained": 0, "diverged": len(mine)}
         art.fault("retrain")
-        res = fit(template, inits, data, p0.retrain, seeds=[j.seed for j in group], masks=masks,
+        res = fit(template, inits, data, p0.retrain, seeds=[j.seed for j in live], masks=masks,
                   device=opts.device, engine=opts.engine, progress=opts.progress,
-                  desc=f"retrain x{len(group)}")
+                  desc=f"retrain x{len(live)}")
         tr_loss, tr_err = evaluate(template, res.states, data.train, device=opts.device)
         last = res.last_test_error(5)
-        for m, j in enumerate(group):
+        for m, j in enumerate(live):
             if j not in mine:
                 continue
             art.save_torch(_retrain_path(root, j.key), {
