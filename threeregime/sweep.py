@@ -286,7 +286,8 @@ def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions
                 div_at = res.diverged_at[m]
                 diverged = res.diverged[m] and (epoch is None or div_at <= max(epoch, 1))
                 art.save_torch(_dense_path(root, j.key, epoch), {
-                    "state": states[m], "chunk": chunk, "epoch": final_epoch if epoch is None else epoch,
+                    "state": states[m], "chunk": chunk,
+                    "epoch": final_epoch if epoch is None else epoch,
                     "diverged": bool(diverged or not np.isfinite(tr_loss[m])),
                     "train_error": float(tr_err[m]), "train_loss": float(tr_loss[m]),
                     "test_error": float(te_err[m]), "test_loss": float(te_loss[m])})
