@@ -359,3 +359,87 @@ def test_many_random_kills(tiny, tmp_path):
         _finish(spec, out, ref)
     assert total >= 30
     print(f"survived {total} kills")
+
+
+# --------------------------------------------------------------------------- spec edits
+def _count_fits(monkeypatch) -> list[tuple[str, int]]:
+    from threeregime import train
+
+    calls: list[tuple[str, int]] = []
+    real = train.fit
+
+    def counting(*a, **k):
+        calls.append((k.get("desc", "").split(" ")[0], len(k["seeds"])))
+        return real(*a, **k)
+
+    monkeypatch.setattr(train, "fit", counting)
+    return calls
+
+
+def test_spec_edit_reuses_exactly_the_unchanged_stages(tiny, tmp_path, monkeypatch):
+    import dataclasses
+    import shutil
+
+    from threeregime.spec import spec_hash
+    from threeregime.sweep import plan_sweep
+
+    spec_path, _ = tiny
+    spec = load_yaml(spec_path)
+    out = tmp_path / "edit"
+    shutil.copytree(spec_path.parent / "ref", out)
+    old = {p.name for p in out.rglob("*.pt")} | {p.name for p in out.rglob("*.nc")}
+    calls = _count_fits(monkeypatch)
+    # 1. change the retraining epochs: the dense run is reused, every retraining redone
+    edited = dataclasses.replace(spec, base=dataclasses.replace(
+        spec.base, retrain=dataclasses.replace(spec.base.retrain, epochs=2)))
+    ds = run_sweep(edited, out, device="cpu", progress=False, threads=1)
+    assert calls == [("retrain", 8)]
+    assert ds.attrs["spec_hash"] == spec_hash(edited) != spec_hash(spec)
+    assert int((ds["status"] == 0).sum()) == 4
+    # never mixes: the Dataset is built from the edited spec's points only (new addresses);
+    # the old points stay on disk for the old spec, unused
+    plan = plan_sweep(edited)
+    assert {f"{p.key}.nc" for p in plan.points}.isdisjoint(old)
+    assert len(list((out / "points").glob("*.nc"))) == 8
+    # 2. add a density value: dense and all old retrain/points reused, only 2x2 new retrains
+    calls.clear()
+    grown = dataclasses.replace(edited, axes={**edited.axes, "density": (0.2, 0.35, 0.5)})
+    ds2 = run_sweep(grown, out, device="cpu", progress=False, threads=1)
+    assert calls == [("retrain", 4)]
+    xr.testing.assert_equal(ds2.sel(density=[0.2, 0.5])[["test_error", "lmc", "cka"]],
+                                ds[["test_error", "lmc", "cka"]])
+    # 3. back to the original spec: nothing to do at all
+    calls.clear()
+    run_sweep(spec, out, device="cpu", progress=False, threads=1)
+    assert calls == []
+    assert sweep_status(out).done == 4
+
+
+# --------------------------------------------------------------------------- divergence
+def test_diverged_point_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
+    from threeregime.cli import main
+
+    spec = tmp_path / "div.yaml"
+    spec.write_text(TINY.replace("name: tiny_faults", "name: diverging").replace(
+        "epochs: [1, 2]", "lr: [0.1, 1.0e+6]"))
+    out = tmp_path / "div"
+    assert main(["run", str(spec), "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "4/4 points done (2 diverged), 0 failed, 0 pending" in text
+    ds = open_sweep(out)
+    hot = ds.sel(lr=1e6)
+    assert (hot["status"] == STATUS["diverged"]).all()
+    for v in ("test_error", "lmc", "cka", "dense_test_error"):
+        assert bool(hot[v].isnull().all()), v
+    assert (hot["regime"] == -1).all()                    # undetermined
+    cold = ds.sel(lr=0.1)
+    assert (cold["status"] == STATUS["ok"]).all() and bool(cold["test_error"].notnull().all())
+    st = sweep_status(out)
+    assert (st.done, st.diverged, st.failed) == (4, 2, 0)
+    # the phase diagram marks the diverged cells (hatched "xx")
+    pytest.importorskip("matplotlib")
+    from threeregime.plotting import PhaseDiagram
+
+    d = PhaseDiagram.from_dataset(ds)
+    art_ = d.plot()
+    assert [h.get_hatch() for h in art_.hatches].count("xx") == 2   # diverged or failed
