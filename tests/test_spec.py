@@ -7,9 +7,22 @@ from pathlib import Path
 import pytest
 
 from threeregime import SpecError
-from threeregime.spec import (AXES, DataSpec, MeasureSpec, ModelSpec, PointSpec, PruneSpec,
-                              SweepSpec, TrainSpec, canonical_json, dump_yaml, from_dict,
-                              load_yaml, spec_hash, to_dict)
+from threeregime.spec import (
+    AXES,
+    DataSpec,
+    MeasureSpec,
+    ModelSpec,
+    PointSpec,
+    PruneSpec,
+    SweepSpec,
+    TrainSpec,
+    canonical_json,
+    dump_yaml,
+    from_dict,
+    load_yaml,
+    spec_hash,
+    to_dict,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -49,8 +49,8 @@ def test_vmap_members_equal_single_model_loop(bn, sam):
     data = _data()
     template = _net(bn, 0)
     inits = [init_states(_net(bn, s)) for s in range(3)]
-    masks = [None, {"0.weight": torch.rand(16, 6, generator=torch.Generator().manual_seed(1)) > 0.5},
-             None]
+    gen = torch.Generator().manual_seed(1)
+    masks = [None, {"0.weight": torch.rand(16, 6, generator=gen) > 0.5}, None]
     kw = dict(seeds=[5, 6, 7], lrs=[0.05, 0.02, 0.1], masks=masks,
               rhos=[0.05, 0.1, 0.0] if sam else None, progress=False)
     rv = fit(template, inits, data, SPEC, engine="vmap", **kw)

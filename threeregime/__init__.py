@@ -30,11 +30,15 @@ _LAZY = {
     "sweep_status": "sweep",
     # results side (no torch)
     "open_sweep": "storage", "export": "storage", "classify": "regimes",
-    "PhaseDiagram": "plotting", "advise": "advise", "Advice": "advise",
+    "PhaseDiagram": "plotting", "plot_phase_diagrams": "plotting",
+    "advise": "advise", "Advice": "advise",
     "select_model_to_prune": "advise", "tune_temperature": "advise",
 }
 
-__all__ = sorted([*_LAZY, "__version__", "metrics"])
+__all__ = [*sorted(_LAZY), "__version__", "metrics"]  # noqa: PLE0605
+
+# register the ``ds.threeregime`` accessor (imports xarray, never torch or matplotlib)
+from . import accessor as _accessor  # noqa: E402,F401
 
 
 def __getattr__(name: str) -> Any:
@@ -44,7 +48,11 @@ def __getattr__(name: str) -> Any:
         mod = _LAZY[name]
     except KeyError:
         raise AttributeError(f"module 'threeregime' has no attribute {name!r}") from None
-    return getattr(importlib.import_module(f".{mod}", __name__), name)
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    # cache it: importing a submodule named like a function (threeregime.advise) would
+    # otherwise leave the package attribute pointing at the module
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:

@@ -435,7 +435,7 @@ class _LoopRunner:
                   for n, prm in mdl.named_parameters()]
             self.masks.append(ml)
             with torch.no_grad():
-                for (n, prm), mm in zip(mdl.named_parameters(), ml):
+                for prm, mm in zip(mdl.parameters(), ml):
                     if mm is not None:
                         prm.mul_(mm)
         self.bufs = [[None] * len(list(mdl.parameters())) for mdl in self.models]
