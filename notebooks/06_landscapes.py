@@ -21,10 +21,11 @@
 #    `loss-landscapes` package, for a cold and a hot dense model at the lowest density;
 # 3. the Hessian trace and top eigenvalue (local sharpness) across the phase diagram.
 #
-# **How long.** Full setting: about 3 minutes on a 2-core laptop CPU when `runs/quick` holds the
-# trained models (estimated: re-measuring 20 points with the Hessian -- 60 models x 20
-# Hutchinson probes on 512 examples -- plus two 21 x 21 loss planes); add the quick sweep
-# (~10 minutes measured, notebook 01) if it is not there. Tiny setting (`THREEREGIME_NOTEBOOK_TINY=1`): about 25 seconds.
+# **How long.** Full setting: 3 minutes measured (173 s, on a loaded 2-core machine) when
+# `runs/quick` holds the trained models: re-measuring 20 points with the Hessian (60 models x
+# 20 Hutchinson probes on 512 examples) plus two 20 x 20 loss planes; add the quick sweep
+# (~10 minutes measured, notebook 01) if it is not there. Tiny setting
+# (`THREEREGIME_NOTEBOOK_TINY=1`): about 20 seconds.
 
 # %% tags=["parameters"]
 import os
