@@ -268,6 +268,7 @@ def test_ctrl_c_stops_cleanly_with_one_line(tiny, tmp_path):
     _finish(spec, out, ref)
 
 
+@pytest.mark.timeout(400)
 def test_two_processes_share_one_sweep(tiny, tmp_path):
     """Two concurrent runs: no point computed twice, no corrupt file, both end complete."""
     spec, ref = tiny
@@ -302,6 +303,7 @@ def test_two_processes_share_one_sweep(tiny, tmp_path):
         assert int((ds["status"] == STATUS["missing"]).sum()) == N_POINTS - n_ok
 
 
+@pytest.mark.timeout(300)
 def test_waits_for_a_live_claim_then_takes_over_a_dead_one(tiny, tmp_path):
     """A stage claimed by a live process is waited for; once that process is gone (same host),
     the claim is stale and taken over, so the run still ends with every point."""
@@ -319,6 +321,7 @@ def test_waits_for_a_live_claim_then_takes_over_a_dead_one(tiny, tmp_path):
         claims[0].write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid,
                                          "time": time.time()}))
         released = threading.Timer(4.0, holder.kill)   # the holder "crashes" after 4 s
+        # (left unreaped on purpose: a zombie counts as dead)
         released.start()
         t0 = time.time()
         ds = run_sweep(spec, out, device="cpu", progress=False, threads=1, poll=0.2)
