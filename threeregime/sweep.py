@@ -612,8 +612,9 @@ def _write_meta(root: Path, spec: SweepSpec) -> None:
 
 def _stage(name, tasks, fn, executor, root, opts, keys_of, progress) -> list[str]:
     """Run one stage's tasks; return the failure messages (the sweep goes on)."""
-    from tqdm.auto import tqdm
+    from .train import _tqdm
 
+    tqdm = _tqdm(progress)
     errors: list[str] = []
     if not tasks:
         return errors

@@ -193,6 +193,16 @@ class _Order:
 
 
 # --------------------------------------------------------------------------- fit
+def _tqdm(progress: bool | None):
+    """tqdm.auto (notebook widgets) only when bars may show; plain tqdm otherwise, so a
+    kernel without ipywidgets prints no warning for a disabled bar."""
+    if progress is False:
+        from tqdm import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm
+
+
 def _as_splits(data):
     """A :class:`~threeregime.data.Splits` as is; an ``(x, y)`` pair as a train-only split
     (dtypes kept, so regression targets work with a custom ``loss_fn``)."""
@@ -339,9 +349,7 @@ def fit(model: nn.Module, init: Sequence[Mapping[str, Tensor]] | Mapping[str, Te
 
 
 def _progress(total: int, desc: str, progress: bool | None):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", leave=False,
+    return _tqdm(progress)(total=total, desc=desc, unit="step", leave=False,
                 disable=(None if progress is None else not progress), mininterval=0.5)
 
 
