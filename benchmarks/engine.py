@@ -79,6 +79,9 @@ class PeakRSS:
     and the same minus the RSS on entry."""
 
     def __enter__(self):
+        self.gpu_peak = 0
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         self.base = self.peak = _rss()
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
@@ -94,6 +97,8 @@ class PeakRSS:
         self._t.join()
         self.peak = max(self.peak, _rss())
         self.delta = self.peak - self.base
+        if torch.cuda.is_available():
+            self.gpu_peak = torch.cuda.max_memory_allocated()
 
 
 def mib(b: float) -> str:
@@ -352,19 +357,23 @@ def bench_lmc(args, res: dict) -> None:
         kw = dict(points=11, batch_size=1000, device=args.device)
         t_b, s_b, rb = best_of(lambda: lmc_pairs(template, states, pairs, tr, te, **kw),
                                args.repeat)
+        t_c, s_c, rc = best_of(lambda: lmc_pairs(template, states, pairs, tr, te,
+                                                 max_members=3, **kw), args.repeat)
         t_v, s_v, rv = best_of(lambda: [lmc(models[a], models[b], tr, te, **kw)
                                         for a, b in pairs], args.repeat)
         t_l, s_l, rl = best_of(lambda: [lmc(models[a], models[b], tr, te, engine="loop", **kw)
                                         for a, b in pairs], args.repeat)
-        dmc = max(abs(rb.mc[i] - rl[i].mc) for i in range(3))
-        res[f"lmc_bn{int(bn)}"] = {"pairs": t_b, "loop_vmap": t_v, "loop_loop": t_l,
-                                   "max_abs_mc_diff": dmc}
+        dmc = max(max(abs(rb.mc[i] - rl[i].mc), abs(rc.mc[i] - rl[i].mc)) for i in range(3))
+        res[f"lmc_bn{int(bn)}"] = {"pairs": t_b, "pairs_chunk3": t_c, "loop_vmap": t_v,
+                                   "loop_loop": t_l, "max_abs_mc_diff": dmc}
         rows.append([f"cnn1d{' + BN' if bn else ''}", f"{t_b:.2f} ({s_b:.2f})",
+                     f"{t_c:.2f} ({s_c:.2f})",
                      f"{t_v:.2f} ({s_v:.2f})", f"{t_l:.2f} ({s_l:.2f})",
                      f"{t_v / t_b:.2f}x", f"{t_l / t_b:.2f}x", f"{dmc:.1e}"])
     print("\n## 3. LMC of one cell (3 seeds -> 3 pairs x 11 points, train 4,000 + test 1,000),"
           " 1 thread; seconds (spread)")
-    print(table(["model", "lmc_pairs (batched)", "loop of lmc (vmap per pair)",
+    print(table(["model", "lmc_pairs (batched)", "lmc_pairs(max_members=3)",
+                 "loop of lmc (vmap per pair)",
                  "loop of lmc(engine=loop)", "speed-up vs per-pair vmap",
                  "speed-up vs full loop", "max |mc diff|"], rows))
 
@@ -415,12 +424,13 @@ def bench_scaling(args, res: dict) -> None:
                               args.device)
         per_l, per_v = tl / (2 * steps), tv / (12 * steps)
         rows.append([width, f"{nparam:,}", f"{per_l * 1e3:.2f}", f"{per_v * 1e3:.2f}",
-                     f"{per_l / per_v:.2f}x", f"{sv:.2f}", mib(pv.peak), mib(pv.delta)])
+                     f"{per_l / per_v:.2f}x", f"{sv:.2f}", mib(pv.peak), mib(pv.delta),
+                     mib(pv.gpu_peak)])
         res[f"width_{width}"] = {"loop": per_l, "vmap12": per_v, "peak": pv.peak}
     print(f"\n## 4b. Engine scaling with the model (cnn1d width w, batch 64, {steps} steps, "
           f"best of {args.repeat}, 1 thread)")
     print(table(["width", "params", "loop ms / model-step", "vmap M=12 ms / model-step",
-                 "speed-up", "spread", "peak RSS", "RSS growth"], rows))
+                 "speed-up", "spread", "peak RSS", "RSS growth", "peak GPU memory"], rows))
 
 
 # --------------------------------------------------------------------------- 5. FLOP rate
