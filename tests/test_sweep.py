@@ -165,3 +165,53 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error: ")
     assert "axes.density[1]" in err and "got 2" in err
+
+
+@pytest.mark.parametrize("mode", ["finetune", "rewind", "reinit"])
+def test_retrain_modes_start_from_the_right_weights(tiny_spec, tmp_path, monkeypatch, mode):
+    """finetune: pruned dense weights; rewind: the dense snapshot at rewind_epoch, masked;
+    reinit: fresh random weights with the same mask (Liu et al. 2019 baseline)."""
+    import threeregime.train as train
+    from threeregime import _artifacts as art
+    from threeregime.sweep import _dense_path, _point_plan
+
+    p = tiny_spec.points()[-1][1]  # the end of the dense run (epochs 2), density 0.6
+    p = dataclasses.replace(p, retrain_mode=mode, rewind_epoch=1)
+    captured = {}
+    real_fit = train.fit
+
+    def spy(model, init, data, spec, **kw):
+        if kw.get("masks") and kw["masks"][0] is not None:
+            captured["init"], captured["masks"] = init, kw["masks"]
+        return real_fit(model, init, data, spec, **kw)
+
+    monkeypatch.setattr(train, "fit", spy)
+    run_point(p, out=tmp_path, device="cpu", progress=False)
+    dj, _, _ = _point_plan({}, p)
+    final = art.load_torch(_dense_path(tmp_path, dj.key, p.snapshot_epoch))["state"]
+    early = art.load_torch(_dense_path(tmp_path, dj.key, 1))["state"]
+    init, mask = captured["init"][0], captured["masks"][0]
+    name = next(iter(mask))
+    kept = mask[name]
+    assert 0.55 < kept.float().mean() < 0.65
+    ref = {"finetune": final, "rewind": early}.get(mode)
+    if ref is not None:
+        torch_equal = (init[name][kept] == ref[name][kept]).all()
+        assert bool(torch_equal), mode
+    else:
+        assert not bool((init[name][kept] == final[name][kept]).all())
+        assert not bool((init[name][kept] == early[name][kept]).all())
+    # the mask comes from the magnitudes of the dense source in every mode
+    src = final[name].abs()
+    assert src[kept].min() >= src[~kept].max()
+
+
+def test_point_with_hessian(tiny_spec):
+    p = tiny_spec.points()[-1][1]
+    p = dataclasses.replace(p, measure=dataclasses.replace(
+        p.measure, hessian=True, hessian_probes=8, hessian_n=64))
+    ds = run_point(p, device="cpu", progress=False)
+    tr_, se = ds["hessian_trace"].values, ds["hessian_trace_stderr"].values
+    assert np.isfinite(tr_).all() and (se > 0).all()
+    assert np.isfinite(ds["hessian_top_eig"].values).all()
+    assert ds["hessian_trace"].attrs["long_name"]
