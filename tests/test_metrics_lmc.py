@@ -167,13 +167,14 @@ def test_bn_recalibration_statistics():
     torch.testing.assert_close(var, ref.bn.running_var)
 
 
+@pytest.mark.parametrize("engine", ["vmap", "loop", "auto"])
 @pytest.mark.parametrize("bn", [True, False])
-def test_pairs_equal_loop(bn):
+def test_pairs_equal_loop(bn, engine):
     models = [trained(s, bn) for s in range(3)]
     train, test = make_data(1), make_data(2, n=60)
     pairs = [(0, 1), (0, 2), (1, 2)]
     r = lmc_pairs(models[0], [m.state_dict() for m in models], pairs, train, test, points=6,
-                  batch_size=50)
+                  batch_size=50, engine=engine)
     assert r.curve.shape == (3, 6, 2, 2) and r.mc.shape == (3,)
     for k, (i, j) in enumerate(pairs):
         ref = lmc(models[i], models[j], train, test, points=6, batch_size=50)
@@ -181,7 +182,7 @@ def test_pairs_equal_loop(bn):
         assert r.mc[k] == pytest.approx(ref.mc, abs=1e-12)
         assert r[k].mc == r.mc[k]
     chunked = lmc_pairs(models[0], [m.state_dict() for m in models], pairs, train, test,
-                        points=6, batch_size=50, max_members=5)
+                        points=6, batch_size=50, max_members=5, engine="vmap")
     np.testing.assert_allclose(chunked.curve, r.curve, rtol=1e-6, atol=1e-7)
     assert "LMCPairsResult" in repr(r)
 

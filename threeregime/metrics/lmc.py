@@ -248,13 +248,16 @@ def _full_state(model: nn.Module, state: Mapping[str, Tensor], i: int) -> dict[s
 def lmc_pairs(model: nn.Module, states: Sequence[Mapping[str, Tensor]],
               pairs: Sequence[tuple[int, int]], train_data, test_data=None, points: int = 11,
               *, batch_size: int = 1000, device=None, bn_recalibrate: bool = True,
-              max_members: int | None = None) -> LMCPairsResult:
+              max_members: int | None = None, engine: str = "auto") -> LMCPairsResult:
     """Linear mode connectivity of many pairs of same-architecture models at once.
 
-    All ``len(pairs) * points`` path points are one stacked ensemble run through
+    With ``engine="vmap"`` all ``len(pairs) * points`` path points are one stacked ensemble run through
     :func:`threeregime._functional.ensemble_forward` (BatchNorm recalibrated per member), so a
-    whole seed family costs about one batched pass per t-grid.  Estimator, cost and BatchNorm
-    treatment as in :func:`lmc`; the numbers equal a per-pair loop to float rounding.
+    whole seed family costs about one batched pass per t-grid; ``engine="loop"`` runs
+    :func:`lmc` pair by pair.  ``"auto"`` (default) loops on a CPU, where vmap turns a conv
+    net's convolutions into slow grouped convolutions (the loop measured 2.5x faster on the quick
+    sweep's CNN: benchmarks/RESULTS.md), and stacks on a GPU.  Estimator, cost and BatchNorm
+    treatment as in :func:`lmc`; both engines give the same numbers to float rounding.
 
     Parameters
     ----------
@@ -265,6 +268,7 @@ def lmc_pairs(model: nn.Module, states: Sequence[Mapping[str, Tensor]],
     points : number of equally spaced t in [0, 1].
     batch_size : evaluation batch size for ``(x, y)`` data.
     max_members : evaluate at most this many stacked path points at a time (memory).
+    engine : ``"auto"``, ``"vmap"`` or ``"loop"``.
 
     Returns
     -------
@@ -274,12 +278,26 @@ def lmc_pairs(model: nn.Module, states: Sequence[Mapping[str, Tensor]],
     dev = resolve_device(device) if device is not None else _device_of(model)
     if not pairs:
         raise SpecError("pairs must list at least one (i, j) pair; got []")
+    if engine not in ("auto", "vmap", "loop"):
+        raise SpecError(f"engine must be one of auto, vmap, loop; got {engine!r}")
     k_states = len(states)
     for p in pairs:
         if len(p) != 2 or not all(0 <= int(q) < k_states for q in p):
             raise SpecError(f"pairs must hold (i, j) with 0 <= i, j < {k_states}; got {p!r}")
     template = copy.deepcopy(model).to(dev)
     full = [_full_state(template, s, i) for i, s in enumerate(states)]
+    if engine == "loop" or (engine == "auto" and dev.type == "cpu"):
+        def _model(i: int) -> nn.Module:
+            m = copy.deepcopy(template)
+            m.load_state_dict(full[i])
+            return m
+
+        res = [lmc(_model(int(a)), _model(int(b)), train_data, test_data, points=points,
+                   batch_size=batch_size, device=dev, bn_recalibrate=bn_recalibrate,
+                   engine="loop") for a, b in pairs]
+        return LMCPairsResult(pairs=[tuple(int(q) for q in p) for p in pairs],
+                              mc=np.array([r.mc for r in res]), t=t,
+                              curve=np.stack([r.curve for r in res]))
     bn_stats = bn_stat_names(template)
     names = list(full[0])
     # per-member endpoint indices and weights: member = (pair, t)
