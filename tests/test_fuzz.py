@@ -18,12 +18,12 @@ import pytest
 import xarray as xr
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
-from threeregime import SpecError
-from threeregime.regimes import classify
-from threeregime.spec import (
+from threeregime import SpecError  # noqa: E402
+from threeregime.regimes import classify  # noqa: E402
+from threeregime.spec import (  # noqa: E402
     AXES,
     PointSpec,
     SweepSpec,

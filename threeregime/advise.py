@@ -602,9 +602,9 @@ def _advise_dataset(ds: xr.Dataset, point: Mapping[str, Any] | None, *,
                                         atol=0)) if vals.dtype.kind in "fiu" else \
             np.flatnonzero(vals == point[d])
         if hit.size == 0:
-            raise SpecError(f"point[{d!r}] must be one of "
-                            f"{', '.join(f'{v:g}' if vals.dtype.kind in 'fiu' else str(v) for v in vals)}"
-                            f"; got {point[d]!r}")
+            allowed = ", ".join(f"{v:g}" if vals.dtype.kind in "fiu" else str(v)
+                                for v in vals)
+            raise SpecError(f"point[{d!r}] must be one of {allowed}; got {point[d]!r}")
         sel[d] = int(hit[0])
     kw: dict[str, Any] = {"tau_lmc": _check_tau(
         "tau_lmc", DEFAULTS["tau_lmc"] if tau_lmc is None else tau_lmc)}

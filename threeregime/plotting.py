@@ -520,4 +520,4 @@ def save(fig: Any, path: str | Path, *, dpi: int = 150) -> Path:
     return path
 
 
-from . import accessor as _accessor  # noqa: F401  (registers ds.threeregime)
+from . import accessor as _accessor  # noqa: E402, F401 (registers ds.threeregime)

@@ -441,4 +441,4 @@ def classify(ds: xr.Dataset, *, tau_lmc: float = DEFAULTS["tau_lmc"],
     return out
 
 
-from . import accessor as _accessor  # noqa: F401  (registers ds.threeregime)
+from . import accessor as _accessor  # noqa: E402, F401 (registers ds.threeregime)

@@ -629,4 +629,4 @@ def export(ds: xr.Dataset, path: str | os.PathLike, format: str = "netcdf") -> P
     return write_dataset(ds, path)
 
 
-from . import accessor as _accessor  # noqa: F401  (registers ds.threeregime)
+from . import accessor as _accessor  # noqa: E402, F401 (registers ds.threeregime)

@@ -251,9 +251,9 @@ def lmc_pairs(model: nn.Module, states: Sequence[Mapping[str, Tensor]],
               max_members: int | None = None, engine: str = "auto") -> LMCPairsResult:
     """Linear mode connectivity of many pairs of same-architecture models at once.
 
-    With ``engine="vmap"`` all ``len(pairs) * points`` path points are one stacked ensemble run through
-    :func:`threeregime._functional.ensemble_forward` (BatchNorm recalibrated per member), so a
-    whole seed family costs about one batched pass per t-grid; ``engine="loop"`` runs
+    With ``engine="vmap"`` all ``len(pairs) * points`` path points are one stacked ensemble
+    run through :func:`threeregime._functional.ensemble_forward` (BatchNorm recalibrated per
+    member), so a whole seed family costs about one batched pass per t-grid; ``engine="loop"`` runs
     :func:`lmc` pair by pair.  ``"auto"`` (default) loops on a CPU, where vmap turns a conv
     net's convolutions into slow grouped convolutions (the loop measured 2.5x faster on the quick
     sweep's CNN: benchmarks/RESULTS.md), and stacks on a GPU.  Estimator, cost and BatchNorm
