@@ -338,15 +338,32 @@ def test_waits_for_a_live_claim_then_takes_over_a_dead_one(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_many_random_kills(tiny, tmp_path):
-    """Long version: random stages and random kill times in three fresh directories."""
+    """Long version: random stages, random counts and random kill times, in fresh directories
+    until at least 30 kills have happened."""
     spec, ref = tiny
     rng = random.Random(7)
     total = 0
-    stages = ["dense", "prune", "retrain", "measure", "claim", "write"]
-    for round_ in range(3):
+    def stages_left(out):   # hooks that can still fire in this directory
+        n_ret = len(list(out.glob("retrain/*.pt")))
+        if not list(out.glob("dense/*/final.pt")):
+            return ["dense", "claim", "write"]
+        if n_ret < 8:
+            return ["prune", "retrain", "claim", "write"]
+        if len(list(out.glob("points/*.nc"))) < N_POINTS:
+            return ["measure", "claim", "write"]
+        return []
+
+    round_ = 0
+    while total < 30 and round_ < 10:
         out = tmp_path / f"round{round_}"
+        round_ += 1
+        total += _crash_and_resume(spec, out, [], timer_kills=[
+            rng.uniform(3.0, 8.0) for _ in range(2)])
         for _ in range(40):
-            fault = f"{rng.choice(stages)}:{rng.randint(1, 4)}"
+            if not stages_left(out):
+                break
+            stage = rng.choice(stages_left(out))
+            fault = f"{stage}:{rng.randint(2, 3) if stage == 'write' else 1}"
             before = _final_files(out) if out.exists() else {}
             r = _run(spec, out, fault)
             if r.returncode == 0:
@@ -357,11 +374,9 @@ def test_many_random_kills(tiny, tmp_path):
             assert all(after.get(k) == v for k, v in before.items())
             _check_complete(out)
             _check_partial_read(spec, out)
-        total += _crash_and_resume(spec, out, [], timer_kills=[
-            rng.uniform(2.0, 12.0) for _ in range(4)])
         _finish(spec, out, ref)
     assert total >= 30
-    print(f"survived {total} kills")
+    print(f"survived {total} kills in {round_} directories")
 
 
 # --------------------------------------------------------------------------- spec edits
