@@ -87,7 +87,7 @@ def test_quadratic_samples_are_exact_quadratic_forms():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("method", ["autograd", "func-vjp", "func-jvp"])
+@pytest.mark.parametrize("method", ["autograd", "func-vjp", "func-jvp", "taylor"])
 def test_mlp_trace_matches_exact(seed, method):
     model = mlp(seed)
     x, y = data(seed)
@@ -100,14 +100,136 @@ def test_methods_give_identical_samples_and_batching_is_exact():
     model = mlp(4)
     x, y = data(4, n=30)
     r = [hessian_trace(model, None, (x, y), probes=5, seed=1, method=m).samples
-         for m in ("autograd", "func-vjp", "func-jvp")]
+         for m in ("autograd", "func-vjp", "func-jvp", "taylor")]
     np.testing.assert_allclose(r[0], r[1], rtol=1e-10)
     np.testing.assert_allclose(r[0], r[2], rtol=1e-10)
-    rb = hessian_trace(model, None, (x, y), probes=5, seed=1, batch_size=7).samples
-    np.testing.assert_allclose(r[0], rb, rtol=1e-10)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
-    np.testing.assert_allclose(r[0], hessian_trace(model, None, loader, probes=5,
-                                                   seed=1).samples, rtol=1e-10)
+    np.testing.assert_allclose(r[0], r[3], rtol=1e-10)
+    for m in ("autograd", "taylor"):
+        rb = hessian_trace(model, None, (x, y), probes=5, seed=1, batch_size=7, method=m)
+        np.testing.assert_allclose(r[0], rb.samples, rtol=1e-10)
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+        np.testing.assert_allclose(r[0], hessian_trace(model, None, loader, probes=5, seed=1,
+                                                       method=m).samples, rtol=1e-10)
+
+
+# ----------------------------------------------------------------- the "taylor" fast path
+def probe_vectors(model, seed, probes, masks=None):
+    """The Rademacher probes hessian_trace draws, flattened in parameter order."""
+    from threeregime.metrics.hessian import _HVP
+    h = _HVP(model, None, data(0), params=None, masks=masks, batch_size=None, device=None,
+             method="autograd")
+    return [torch.cat([t.reshape(-1) for t in h.rademacher(seed, i).values()])
+            for i in range(probes)]
+
+
+TAYLOR_MODELS = {
+    "tanh": lambda: mlp(0),
+    "relu-3-layers": lambda: nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5),
+                                           nn.ReLU(inplace=True), nn.Linear(5, 3)),
+    "sigmoid-no-bias": lambda: nn.Sequential(nn.Linear(4, 5, bias=False), nn.Sigmoid(),
+                                             nn.Linear(5, 3)),
+    "leaky-nested-flatten": lambda: nn.Sequential(
+        nn.Flatten(), nn.Sequential(nn.Linear(4, 5), nn.LeakyReLU(0.1)), nn.Dropout(0.5),
+        nn.Identity(), nn.Linear(5, 3)),
+    "linear": lambda: nn.Sequential(nn.Linear(4, 3)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TAYLOR_MODELS))
+def test_taylor_samples_are_exact_quadratic_forms(kind):
+    """Each sample equals v^T H v with H from torch.func.hessian, for the same probe v."""
+    torch.manual_seed(3)
+    model = TAYLOR_MODELS[kind]().double().eval()  # Dropout: the Hessian is in eval mode
+    x, y = data(5, n=20)
+    if kind.startswith("leaky"):
+        x = x.reshape(20, 2, 2)
+    x0 = x.clone()
+    h = exact_hessian(model, x, y)
+    r = hessian_trace(model, None, (x, y), probes=6, seed=2)
+    assert r.method == "taylor"
+    assert torch.equal(x, x0)  # an inplace ReLU must not touch the data
+    want = [float(v @ h @ v) for v in probe_vectors(model, 2, 6)]
+    np.testing.assert_allclose(r.samples, want, rtol=1e-10, atol=1e-12)
+    ra = hessian_trace(model, None, (x, y), probes=6, seed=2, method="autograd")
+    np.testing.assert_allclose(r.samples, ra.samples, rtol=1e-10, atol=1e-12)
+
+
+def test_taylor_three_gemm_form_agrees(monkeypatch):
+    """The two-GEMM (polarised) layer update and the plain three-GEMM one give the same."""
+    from threeregime.metrics import hessian as hm
+    torch.manual_seed(1)
+    model = TAYLOR_MODELS["relu-3-layers"]().double()
+    x, y = data(1, n=25)
+    r2 = hessian_trace(model, None, (x, y), probes=5, seed=0)
+    monkeypatch.setattr(hm, "_POLARIZE", False)
+    r3 = hessian_trace(model, None, (x, y), probes=5, seed=0)
+    assert r2.method == r3.method == "taylor"
+    np.testing.assert_allclose(r2.samples, r3.samples, rtol=1e-11)
+    want = [float(v @ exact_hessian(model, x, y) @ v) for v in probe_vectors(model, 0, 5)]
+    np.testing.assert_allclose(r3.samples, want, rtol=1e-10)
+
+
+def test_taylor_with_masks_params_and_loss_module():
+    model = mlp(6)
+    x, y = data(6)
+    g = torch.Generator().manual_seed(6)
+    masks = {"0.weight": torch.rand(5, 4, generator=g) < 0.5,
+             "2.weight": torch.rand(3, 5, generator=g) < 0.5}
+    h = exact_hessian(model, x, y)
+    vs = probe_vectors(model, 4, 5, masks)
+    r = hessian_trace(model, None, (x, y), probes=5, seed=4, masks=masks, method="taylor")
+    assert r.method == "taylor"
+    np.testing.assert_allclose(r.samples, [float(v @ h @ v) for v in vs], rtol=1e-10)
+    ce = nn.CrossEntropyLoss()
+    for params in (["2.weight"], ["0.weight", "2.bias"], ["0.bias"]):
+        ra = hessian_trace(model, ce, (x, y), probes=5, seed=4, params=params,
+                           method="autograd")
+        rt = hessian_trace(model, ce, (x, y), probes=5, seed=4, params=params)
+        assert rt.method == "taylor"
+        np.testing.assert_allclose(rt.samples, ra.samples, rtol=1e-10, atol=1e-14)
+
+
+def test_taylor_float32_matches_autograd_samples():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                          nn.Linear(64, 10))
+    x, y = torch.randn(500, 40), torch.randint(0, 10, (500,))
+    ra = hessian_trace(model, None, (x, y), probes=10, seed=0, method="autograd")
+    rt = hessian_trace(model, None, (x, y), probes=10, seed=0)
+    assert rt.method == "taylor" and rt.samples.dtype == np.float64
+    np.testing.assert_allclose(rt.samples, ra.samples, rtol=1e-5)
+    assert abs(rt.trace - ra.trace) < 1e-5 * abs(ra.trace)
+
+
+class NotSequential(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = mlp(0)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.mark.parametrize("case", ["module", "loss", "smoothing", "layer", "hook", "targets"])
+def test_taylor_falls_back_to_autograd(case):
+    model, loss, (x, y) = mlp(0), None, data(0)
+    if case == "module":
+        model = NotSequential()
+    elif case == "loss":
+        loss = lambda out, t: ((out - nn.functional.one_hot(t, 3)) ** 2).mean()
+    elif case == "smoothing":
+        loss = nn.CrossEntropyLoss(label_smoothing=0.1)
+    elif case == "layer":
+        model = nn.Sequential(nn.Linear(4, 5), nn.GELU(), nn.Linear(5, 3)).double()
+    elif case == "hook":
+        model[1].register_forward_hook(lambda m, i, o: o * 2)
+    else:  # class probabilities instead of indices
+        y = nn.functional.one_hot(y, 3).double()
+    ra = hessian_trace(model, loss, (x, y), probes=4, seed=0, method="autograd")
+    for method in ("auto", "taylor"):
+        r = hessian_trace(model, loss, (x, y), probes=4, seed=0, method=method)
+        assert r.method == "autograd"
+        np.testing.assert_allclose(r.samples, ra.samples, rtol=1e-12)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
