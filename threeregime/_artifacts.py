@@ -12,8 +12,9 @@ created complete (written to a temporary file, then hard-linked to its name), so
 leaves an empty claim that would block a stage until it goes stale.
 
 Test hook: with ``THREEREGIME_FAULT=stage:n`` in the environment, the process SIGKILLs itself
-(``stage:n:INT``: sends itself SIGINT, a Ctrl-C) at its n-th call of :func:`fault` for that stage (``dense``, ``prune``, ``retrain``,
-``measure``, ``claim``, and ``write``: a complete temporary file not yet renamed).  It lets
+(``stage:n:INT``: sends itself SIGINT, a Ctrl-C) at its n-th call of :func:`fault` for that
+stage (``dense``, ``prune``, ``retrain``, ``measure``, ``claim``, and ``write``: a complete
+temporary file not yet renamed).  It lets
 ``tests/test_faults.py`` crash a sweep at every stage; unset, it costs one dict lookup.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Tiny name -> factory registries (data sources, models, pruners)."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
 from ._errors import SpecError, did_you_mean
@@ -42,3 +42,17 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+
+def resolve_options(kind: str, name: str, given: Mapping, defaults: Mapping) -> dict:
+    """Merge ``given`` options over ``defaults``; an unknown key is a one-line SpecError.
+
+    >>> resolve_options("model", "mlp", {"hidden": [8]}, {"hidden": [128, 128]})
+    {'hidden': [8]}
+    """
+    for key in given:
+        if key not in defaults:
+            allowed = ", ".join(sorted(defaults)) or f"none (this {kind} takes no options)"
+            raise SpecError(f"options.{key}: unknown option for {kind} {name!r}"
+                            f"{did_you_mean(str(key), defaults)}; allowed: {allowed}")
+    return {**defaults, **given}

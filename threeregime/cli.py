@@ -137,12 +137,14 @@ def regime_table(ds) -> str:
         tv = tv[::-1]
     lv = list(ds[l_dim].values)
     w = max(8, *(len(f"{v:g}") + 2 for v in lv))
-    lines = [f"regimes (rows: {t_dim}, hottest first; columns: {l_dim})",
+    lines = [f"regimes (rows: {t_dim}, hottest first; columns: {l_dim}; undet. = "
+             "undetermined)",
              f"{'':>10s}" + "".join(f"{v:>{w}g}" for v in lv)]
     for t in tv:
         row = names.sel({t_dim: t})
-        lines.append(f"{t:>10g}" + "".join(f"{row.sel({l_dim: v}).values!s:>{w}s}"
-                                           for v in lv))
+        cells = [str(row.sel({l_dim: v}).values).replace("undetermined", "undet.")
+                 for v in lv]
+        lines.append(f"{t:>10g}" + "".join(f"{c:>{w}s}" for c in cells))
     return "\n".join(lines)
 
 

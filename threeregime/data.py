@@ -47,7 +47,7 @@ import math
 import pickle
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -55,8 +55,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._errors import DataError, SpecError, did_you_mean
-from ._registry import Registry
+from ._errors import DataError, SpecError
+from ._registry import Registry, resolve_options
 from .spec import DataSpec, spec_hash
 
 __all__ = ["TensorData", "Splits", "DATA_SOURCES", "load_data", "as_tensor_data",
@@ -133,15 +133,6 @@ def _source(name: str, *, augmentable: bool = False, **defaults: Any) -> Callabl
 
 
 # --------------------------------------------------------------------------- option checks
-def _resolve_options(name: str, given: Mapping, defaults: Mapping) -> dict:
-    for key in given:
-        if key not in defaults:
-            allowed = ", ".join(sorted(defaults)) or "none (this source takes no options)"
-            raise SpecError(f"options.{key}: unknown option for data source {name!r}"
-                            f"{did_you_mean(str(key), defaults)}; allowed: {allowed}")
-    return {**defaults, **given}
-
-
 def _opt_int(name: str, opts: dict, key: str, minimum: int = 1) -> int:
     v = opts[key]
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
@@ -393,7 +384,7 @@ def load_data(spec: DataSpec) -> Splits:
         _CACHE.move_to_end(key)
         return _CACHE[key]
     source = DATA_SOURCES.get(spec.name, field="data.name")
-    opts = _resolve_options(spec.name, spec.options, source.defaults)
+    opts = resolve_options("data source", spec.name, spec.options, source.defaults)
     if spec.augment and not source.augmentable:
         with_aug = [n for n in DATA_SOURCES.names() if DATA_SOURCES.get(n).augmentable]
         raise SpecError(f"augment: data source {spec.name!r} has no training augmentation; "

@@ -17,15 +17,15 @@ in-place operation on a layer's input (hence ``F.relu``, never ``ReLU(inplace=Tr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._errors import SpecError, did_you_mean
-from ._registry import Registry
+from ._errors import SpecError
+from ._registry import Registry, resolve_options
 from .spec import ModelSpec
 
 __all__ = ["MODELS", "build_model", "prunable_names", "MLP", "CNN1d", "PreResNet20", "VGG"]
@@ -44,16 +44,6 @@ def _model(name: str, **defaults: Any) -> Callable:
         fn.defaults = dict(defaults)  # type: ignore[attr-defined]
         return MODELS.register(name)(fn)
     return deco
-
-
-def _resolve_options(kind: str, name: str, given: Mapping, defaults: Mapping) -> dict:
-    """Merge ``given`` over ``defaults``; an unknown key is a SpecError with did-you-mean."""
-    for key in given:
-        if key not in defaults:
-            allowed = ", ".join(sorted(defaults)) or "none (this one takes no options)"
-            raise SpecError(f"options.{key}: unknown option for {kind} {name!r}"
-                            f"{did_you_mean(str(key), defaults)}; allowed: {allowed}")
-    return {**defaults, **given}
 
 
 def _scaled(n: int, width: float) -> int:
@@ -327,7 +317,7 @@ def build_model(spec: ModelSpec, input_shape: Sequence[int], num_classes: int,
         raise SpecError(f"num_classes must be an integer >= 2; got {num_classes!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise SpecError(f"seed must be an integer >= 0; got {seed!r}")
-    opts = _resolve_options("model", spec.name, spec.options, factory.defaults)
+    opts = resolve_options("model", spec.name, spec.options, factory.defaults)
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.random.default_generator.manual_seed(seed)
         model = factory(spec, shape, num_classes, opts)

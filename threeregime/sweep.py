@@ -41,6 +41,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -219,6 +220,20 @@ def _problem(p: PointSpec):
     return data, template
 
 
+# --------------------------------------------------------------------------- claims
+@contextlib.contextmanager
+def _claimed(root: Path, jobs: Sequence, done: Callable[[Any], bool]):
+    """Yield ``(todo, mine)``: the jobs not done yet and those this process claimed; the
+    claims are released on exit, however the stage ends."""
+    todo = [j for j in jobs if not done(j)]
+    mine = [j for j in todo if art.claim(root / "claims" / f"{j.key}.claim")]
+    try:
+        yield todo, mine
+    finally:
+        for j in mine:
+            art.release(root / "claims" / f"{j.key}.claim")
+
+
 # --------------------------------------------------------------------------- stage: dense
 def _ensemble(jobs: Sequence, mine: list, chunk: str, done_path: Callable) -> list:
     """The members to train together in one vectorized ensemble.
@@ -245,11 +260,9 @@ def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions
 
     root = Path(root)
     _setup_threads(opts)
-    todo = [j for j in jobs if not _dense_done(root, j)]
-    if not todo:
-        return {"trained": 0}
-    mine = [j for j in todo if art.claim(root / "claims" / f"{j.key}.claim")]
-    try:
+    with _claimed(root, jobs, lambda j: _dense_done(root, j)) as (todo, mine):
+        if not todo:
+            return {"trained": 0}
         if not mine:
             return {"trained": 0, "claimed_elsewhere": len(todo)}
         art.fault("dense")
@@ -292,9 +305,6 @@ def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions
                     "train_error": float(tr_err[m]), "train_loss": float(tr_loss[m]),
                     "test_error": float(te_err[m]), "test_loss": float(te_loss[m])})
         return {"trained": len(mine)}
-    finally:
-        for j in mine:
-            art.release(root / "claims" / f"{j.key}.claim")
 
 
 # --------------------------------------------------------------------------- stage: retrain
@@ -323,11 +333,9 @@ def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOpt
 
     root = Path(root)
     _setup_threads(opts)
-    todo = [j for j in jobs if not _retrain_path(root, j.key).exists()]
-    if not todo:
-        return {"trained": 0}
-    mine = [j for j in todo if art.claim(root / "claims" / f"{j.key}.claim")]
-    try:
+    with _claimed(root, jobs, lambda j: _retrain_path(root, j.key).exists()) as (todo, mine):
+        if not todo:
+            return {"trained": 0}
         if not mine:
             return {"trained": 0, "claimed_elsewhere": len(todo)}
         chunk = spec_hash([j.key for j in jobs])
@@ -388,9 +396,6 @@ def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOpt
                 "history": {k: v[:, m].tolist() if v.ndim == 2 else v.tolist()
                             for k, v in res.history.items()}})
         return {"trained": len(mine)}
-    finally:
-        for j in mine:
-            art.release(root / "claims" / f"{j.key}.claim")
 
 
 # --------------------------------------------------------------------------- stage: measure

@@ -534,9 +534,9 @@ def hessian_trace(model: nn.Module, loss_fn: Callable | None = None, data=None,
     Avron & Toledo 2011).  Cost: one forward and one backward with ``create_graph=True``, then
     one HVP (about two backward passes) per probe and batch; with the ``"taylor"`` engine
     (MLPs under cross-entropy, the default where it applies) one forward and backward, then
-    about two matmuls per layer per probe and batch (about one forward pass's worth).  H is the Hessian of the *mean*
-    loss over all of ``data`` (model in eval mode; Yang et al. 2021 measure it on a fixed
-    training subset with cross-entropy).
+    about two matmuls per layer per probe and batch (about one forward pass's worth).  H is the
+    Hessian of the *mean* loss over all of ``data`` (model in eval mode; Yang et al. 2021
+    measure it on a fixed training subset with cross-entropy).
 
     Parameters
     ----------
