@@ -114,9 +114,10 @@ def report(path: str, z: float, calibrate_on: str | None) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", nargs="?", default="tests/data/quick_dense_seed0.nc",
+    ap.add_argument("results", nargs="?", default="tests/data/quick_dense_seeds234.nc",
                     help="results .nc file or sweep folder to validate on (default: the quick "
-                    "sweep, dense seed 0, shipped in tests/data)")
+                    "sweep with dense seeds 2, 3, 4 -- sweeps/quick_validation.yaml -- shipped "
+                    "in tests/data)")
     ap.add_argument("--z", type=float, default=1.0,
                     help="noise margin of 'keep' in standard errors (default 1)")
     ap.add_argument("--calibrate-on", default="tests/data/quick_dense_seed1.nc",
