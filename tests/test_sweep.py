@@ -215,3 +215,26 @@ def test_point_with_hessian(tiny_spec):
     assert np.isfinite(tr_).all() and (se > 0).all()
     assert np.isfinite(ds["hessian_top_eig"].values).all()
     assert ds["hessian_trace"].attrs["long_name"]
+
+
+def test_cli_point_writes_a_point_dataset(tiny_spec, tmp_path, capsys):
+    """`threeregime point FILE.yaml -o OUT.nc` (issue #2's one point end to end)."""
+    p = tiny_spec.points()[-1][1]
+    f = tmp_path / "point.yaml"
+    threeregime.dump_yaml(p, f)
+    out = tmp_path / "point.nc"
+    assert cli.main(["point", str(f), "-o", str(out), "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "test_error" in text and f"wrote {out}" in text
+    ds = xr.load_dataset(out, engine="h5netcdf")
+    assert ds.sizes["retrain_seed"] == 2 and np.isfinite(ds["lmc"]).all()
+
+
+def test_python_dash_m_entry_point():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "threeregime", "--help"], capture_output=True,
+                       text=True, check=True)
+    for cmd in ("run", "status", "plot", "export", "point", "advise"):
+        assert cmd in r.stdout
