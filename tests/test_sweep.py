@@ -238,3 +238,22 @@ def test_python_dash_m_entry_point():
                        text=True, check=True)
     for cmd in ("run", "status", "plot", "export", "point", "advise"):
         assert cmd in r.stdout
+
+
+def test_memory_budget_sizes_the_ensembles(tiny_spec):
+    from threeregime.sweep import RunOptions, chunk_size, retrain_tasks
+    from threeregime.train import estimate_member_bytes
+
+    p = tiny_spec.points()[0][1]
+    plan = plan_sweep(tiny_spec)
+    assert [len(t) for t in retrain_tasks(plan, RunOptions(device="cpu"))] == [8]
+    from threeregime.sweep import _problem
+
+    data, template = _problem(p)
+    per = estimate_member_bytes(template, data.input_shape, p.retrain.batch_size)
+    assert per > sum(q.numel() * 4 for q in template.parameters())
+    tight = RunOptions(device="cpu", memory_budget=3 * per)
+    assert chunk_size(p, p.retrain, tight) == 3
+    assert [len(t) for t in retrain_tasks(plan, tight)] == [3, 3, 2]
+    with pytest.raises(threeregime.SpecError, match="memory_budget must be a positive"):
+        RunOptions(memory_budget=0)

@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--engine", default="vmap", choices=["vmap", "loop"])
     r.add_argument("--max-members", type=int, default=None,
                    help="largest ensemble trained at once (default 12 on CPU, 256 on CUDA)")
+    r.add_argument("--memory-budget", type=float, default=None, metavar="GIB",
+                   help="memory one ensemble may use, in GiB (default 2 on CPU, 40%% of a GPU)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
     s = sub.add_parser("status", help="done/pending/failed/diverged counts of a sweep")
@@ -99,7 +101,9 @@ def _run(args) -> int:
             warnings.simplefilter("always", ThreeRegimeWarning)
             ds = run_sweep(spec, out, executor=executor, device=args.device, engine=args.engine,
                            max_members=args.max_members,
-                           progress=False if args.quiet else None, threads=args.threads)
+                           progress=False if args.quiet else None, threads=args.threads,
+                           memory_budget=(args.memory_budget * 2**30 if args.memory_budget
+                                          else None))
     except KeyboardInterrupt:
         st = sweep_status(spec, out)
         # one line (after a newline that ends a progress bar, when bars are shown)

@@ -183,6 +183,7 @@ class RunOptions:
     max_members: int | None = None
     progress: bool | None = None
     threads: int | None = None   # torch threads per process; None: 1 on CPU
+    memory_budget: float | None = None   # bytes per ensemble; None: 2 GiB CPU, 40 % of a GPU
 
     def __post_init__(self) -> None:
         if self.engine not in ("vmap", "loop"):
@@ -194,6 +195,24 @@ class RunOptions:
         if isinstance(self.max_members, bool) or not isinstance(self.max_members, int) \
                 or self.max_members < 1:
             raise SpecError(f"max_members must be an integer >= 1; got {self.max_members!r}")
+        if self.memory_budget is None:
+            self.memory_budget = _default_budget(self.device)
+        if isinstance(self.memory_budget, bool) or not isinstance(
+                self.memory_budget, (int, float)) or self.memory_budget <= 0:
+            raise SpecError(f"memory_budget must be a positive number of bytes; got "
+                            f"{self.memory_budget!r}")
+
+
+def _default_budget(device: str) -> float:
+    """2 GiB on a CPU (the quick sweep's ensembles need far less); 40 % of a GPU's memory."""
+    from .train import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        import torch
+
+        return 0.4 * torch.cuda.get_device_properties(dev).total_memory
+    return 2.0 * 2**30
 
 
 def _setup_threads(opts: RunOptions) -> None:
@@ -497,18 +516,35 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+def chunk_size(p: PointSpec, train_spec, opts: RunOptions) -> int:
+    """Members per ensemble: ``opts.max_members``, lowered so that the estimated memory of a
+    training step (:func:`threeregime.train.estimate_member_bytes`) fits ``opts.memory_budget``.
+    A function of the spec and the options only, never of the executor."""
+    from .train import estimate_member_bytes
+
+    data, template = _problem(p)
+    per = estimate_member_bytes(template, data.input_shape, train_spec.batch_size,
+                                sam=train_spec.sam_rho > 0)
+    return max(1, min(opts.max_members, int(opts.memory_budget // max(per, 1))))
+
+
 def dense_tasks(plan: SweepPlan, opts: RunOptions) -> list[list[DenseJob]]:
     groups: dict[str, list[DenseJob]] = defaultdict(list)
     for j in plan.dense:
         groups[j.group].append(j)
-    return [c for g in groups.values() for c in _chunks(g, opts.max_members)]
+    out = []
+    for g in groups.values():
+        hottest = max(g, key=lambda j: j.spec.dense.sam_rho).spec  # SAM needs the most memory
+        out += _chunks(g, chunk_size(g[0].spec, hottest.dense, opts))
+    return out
 
 
 def retrain_tasks(plan: SweepPlan, opts: RunOptions) -> list[list[RetrainJob]]:
     groups: dict[str, list[RetrainJob]] = defaultdict(list)
     for j in plan.retrain:
         groups[j.group].append(j)
-    return [c for g in groups.values() for c in _chunks(g, opts.max_members)]
+    return [c for g in groups.values()
+            for c in _chunks(g, chunk_size(g[0].spec, g[0].spec.retrain, opts))]
 
 
 # --------------------------------------------------------------------------- status
@@ -735,7 +771,8 @@ def _call(args):
 def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
               executor=None, device: str = "auto", engine: str = "vmap",
               max_members: int | None = None, progress: bool | None = None,
-              threads: int | None = None, write_results: bool = True,
+              threads: int | None = None, memory_budget: float | None = None,
+              write_results: bool = True,
               poll: float = 1.0):
     """Run (or resume) a sweep and return its Dataset.
 
@@ -747,6 +784,9 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
     device : ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:N"``.
     engine : ``"vmap"`` (vectorized ensembles) or ``"loop"`` (one model at a time).
     max_members : largest ensemble trained at once (default 12 on CPU, 256 on CUDA).
+    memory_budget : bytes one ensemble's training step may use (estimated per member from the
+        model's parameters and activations); ensembles are cut to fit. Default 2 GiB on CPU,
+        40 % of the GPU's memory on CUDA.
     poll : seconds between checks while waiting for stages that another process (sharing
         ``out``) has claimed; the call returns when they are done, or takes them over when that
         process died (same host) or its claim is older than 6 hours.
@@ -762,7 +802,7 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
         spec = load_yaml(spec, kind="sweep")
     root = Path(out) if out is not None else default_out(spec)
     opts = RunOptions(device=device, engine=engine, max_members=max_members,
-                      progress=progress, threads=threads)
+                      progress=progress, threads=threads, memory_budget=memory_budget)
     plan = plan_sweep(spec)
     _preflight(plan)
     try:

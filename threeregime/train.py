@@ -42,7 +42,8 @@ from ._errors import DataError, SpecError
 from ._functional import ensemble_forward, split_state, stack_states, template_of, unstack_state
 from .spec import TrainSpec
 
-__all__ = ["FitResult", "fit", "evaluate", "resolve_device", "lr_factor", "init_states"]
+__all__ = ["FitResult", "estimate_member_bytes", "evaluate", "fit", "init_states", "lr_factor",
+           "resolve_device"]
 
 
 # --------------------------------------------------------------------------- utilities
@@ -486,6 +487,45 @@ class _LoopRunner:
         out = [evaluate(mdl, [mdl.state_dict()], data, device=next(mdl.parameters()).device)
                for mdl in self.models]
         return np.array([o[0][0] for o in out]), np.array([o[1][0] for o in out])
+
+
+# --------------------------------------------------------------------------- memory
+def estimate_member_bytes(model: nn.Module, input_shape: Sequence[int], batch_size: int,
+                          *, sam: bool = False) -> int:
+    """Bytes one ensemble member needs during a training step (an estimate).
+
+    Parameters x 3 (weights, gradient, momentum buffer; x 5 with SAM's perturbed copy and
+    second gradient) and buffers, plus twice the activations of one forward pass on a batch of
+    ``batch_size`` (kept for backward, and their gradients; twice again with SAM), measured with
+    forward hooks on one zero example in eval mode (the model is not changed).  Used by the
+    sweep driver to size ensembles under a memory budget.
+    """
+    p_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    b_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
+    act = 0
+
+    def hook(_m, _i, out):
+        nonlocal act
+        if isinstance(out, Tensor):
+            act += out.numel() * out.element_size()
+
+    first = next(iter(model.parameters()), None)
+    dtype = first.dtype if first is not None else torch.float32
+    dev = first.device if first is not None else torch.device("cpu")
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), dtype=dtype, device=dev))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    sam_factor = 2 if sam else 1
+    return int((3 + 2 * (sam_factor - 1)) * p_bytes + b_bytes
+               + 2 * sam_factor * act * batch_size)
 
 
 # --------------------------------------------------------------------------- evaluation
