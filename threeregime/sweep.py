@@ -582,8 +582,7 @@ def sweep_status(spec_or_dir: SweepSpec | str | Path, out: str | Path | None = N
             c.done += 1
             from .storage import read_point
             with contextlib.suppress(ResultsError):
-                if str(read_point(pp).attrs.get("status", "")) == "diverged" or int(
-                        read_point(pp)["status"].values) == 1:
+                if int(read_point(pp)["status"].values) == 1:  # 1 = diverged
                     c.diverged += 1
         elif any(_failed_path(root, k).exists() for k in (pj.key, pj.dense_key,
                                                           *pj.retrain_keys)):
