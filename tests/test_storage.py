@@ -220,7 +220,7 @@ def test_atomic_write_cleans_up_on_replace_failure(tmp_path, monkeypatch):
     def no_replace(src, dst):
         raise OSError("cross-device")
     monkeypatch.setattr(os, "replace", no_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(ResultsError, match=r"cannot write .*p\.nc: cross-device"):
         write_point(_point(), tmp_path / "p.nc")
     assert os.listdir(tmp_path) == []
 

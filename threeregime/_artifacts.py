@@ -60,6 +60,20 @@ def _tmp_name(path: Path) -> Path:
                           f"{TMP_SUFFIX}")
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Flush a directory entry (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     """Call ``writer(tmp_path)`` then atomically move the result to ``path``."""
     path = Path(path)
@@ -80,6 +94,7 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    _fsync_dir(path.parent)  # make the rename itself durable
     return path
 
 

@@ -93,7 +93,6 @@ import itertools
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,6 +100,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ._artifacts import atomic_write
 from ._errors import ResultsError, SpecError
 
 __all__ = [
@@ -519,39 +519,9 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     return enc
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        ds.to_netcdf(tmp, engine=ENGINE, encoding=_encoding(ds))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
+def _write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine=ENGINE,
+                                                       encoding=_encoding(ds)))
 
 
 def write_point(ds: xr.Dataset, path: str | os.PathLike) -> Path:
@@ -560,14 +530,15 @@ def write_point(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     Returns
     -------
     pathlib.Path
-        ``path``.  On any error the temporary file is removed and ``path`` is untouched.
+        ``path``.  On any error the temporary file is removed and ``path`` is untouched; an
+        OS error (disk full, read-only folder) is a one-line :class:`ResultsError`.
     """
-    return _atomic_write(ds, path)
+    return _write_netcdf(ds, path)
 
 
 def write_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write a sweep Dataset atomically (like :func:`write_point`)."""
-    return _atomic_write(ds, path)
+    return _write_netcdf(ds, path)
 
 
 def read_point(path: str | os.PathLike) -> xr.Dataset:

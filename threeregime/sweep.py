@@ -497,7 +497,7 @@ def measure_point(root: str | Path, job: PointJob, opts: RunOptions) -> dict:
             cka_logits=cka_logits, hessian_trace=h_tr, hessian_trace_stderr=h_se,
             hessian_top_eig=h_eig, extra_attrs={"point_spec": canonical_json(p),
                                                 "point_key": job.key})
-        art.atomic_write(out, lambda tmp: write_point(ds, tmp))
+        write_point(ds, out)
         return {"measured": 1}
     finally:
         art.release(root / "claims" / f"{job.key}.claim")
@@ -573,6 +573,8 @@ def sweep_status(spec_or_dir: SweepSpec | str | Path, out: str | Path | None = N
     ``spec_or_dir`` is a :class:`SweepSpec`, a YAML path, or a sweep directory (whose
     ``sweep.json`` holds the spec).
     """
+    from .storage import read_point
+
     spec, root = _resolve(spec_or_dir, out)
     plan = plan_sweep(spec)
     c = StageCounts(total=len(plan.points))
@@ -580,7 +582,6 @@ def sweep_status(spec_or_dir: SweepSpec | str | Path, out: str | Path | None = N
         pp = _point_path(root, pj.key)
         if pp.exists():
             c.done += 1
-            from .storage import read_point
             with contextlib.suppress(ResultsError):
                 if int(read_point(pp)["status"].values) == 1:  # 1 = diverged
                     c.diverged += 1
@@ -762,11 +763,6 @@ def _await_others(plan: SweepPlan, root: Path, executor, opts: RunOptions,
             time.sleep(poll)
 
 
-def _call(args):
-    fn, payload = args
-    return fn(*payload)
-
-
 def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
               executor=None, device: str = "auto", engine: str = "vmap",
               max_members: int | None = None, progress: bool | None = None,
@@ -832,7 +828,7 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
     ds = assemble(spec, root, plan)
     if write_results:
         from .storage import write_dataset
-        art.atomic_write(root / "results.nc", lambda tmp: write_dataset(ds, tmp))
+        write_dataset(ds, root / "results.nc")
     if errors:
         import warnings
 

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .._errors import DataError, SpecError
+from ..train import resolve_device  # the one device rule of the package (re-exported)
 
 __all__ = [
     "bn_modules",
@@ -19,13 +20,6 @@ __all__ = [
     "probe_seed",
     "resolve_device",
 ]
-
-
-def resolve_device(device) -> torch.device:
-    """``None``/``"auto"`` -> cuda if available else cpu; otherwise ``torch.device(device)``."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _is_loader(data) -> bool:
