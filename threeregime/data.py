@@ -459,3 +459,40 @@ def as_tensor_data(data: Any) -> TensorData:
     elif y.dtype == torch.bool:
         raise DataError("labels y must be integer class indices; got a bool tensor")
     return TensorData(x.to(torch.float32), y.to(torch.int64))
+
+
+def as_splits(data: Any) -> Splits:
+    """Coerce user data into :class:`Splits` (the one place that does it).
+
+    Parameters
+    ----------
+    data : Splits, object with ``train`` and ``test``, ``((x_train, y_train), (x_test,
+        y_test))``, or one ``(x, y)`` pair
+        A Splits (or any object with ``train`` and ``test`` attributes) is returned as is. A
+        pair of ``(x, y)`` pairs becomes train and test (x float32, y int64, the number of
+        classes read off the labels). One ``(x, y)`` pair becomes a train-only split with its
+        dtypes kept, so regression targets work with a custom ``loss_fn``.
+
+    Raises
+    ------
+    DataError
+        Anything else, mismatched lengths, or train and test inputs of different shapes.
+    """
+    if hasattr(data, "train") and hasattr(data, "test"):
+        return data
+    if (isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data, TensorData)
+            and all(isinstance(d, (tuple, list)) and len(d) == 2 for d in data)):
+        train, test = as_tensor_data(data[0]), as_tensor_data(data[1])
+        if tuple(train.x.shape[1:]) != tuple(test.x.shape[1:]):
+            raise DataError(f"data: train and test inputs must have the same shape; got "
+                            f"{tuple(train.x.shape[1:])} and {tuple(test.x.shape[1:])}")
+        ncls = int(torch.cat([train.y, test.y]).max()) + 1 if len(train.y) else 0
+        return Splits(train, test, max(ncls, 2), tuple(train.x.shape[1:]), None)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = torch.as_tensor(data[0]), torch.as_tensor(data[1])
+        if x.shape[0] != y.shape[0]:
+            raise DataError(f"x and y must have the same length; got {x.shape[0]} and "
+                            f"{y.shape[0]}")
+        return Splits(TensorData(x, y), None, 0, tuple(x.shape[1:]), None)
+    raise DataError(f"data must be a Splits (from threeregime.load_data), a (train, test) pair "
+                    f"of (x, y) pairs, or an (x, y) pair; got {type(data).__name__}")

@@ -29,6 +29,7 @@ from ._errors import SpecError, did_you_mean
 __all__ = [
     "DataSpec", "ModelSpec", "TrainSpec", "PruneSpec", "MeasureSpec", "PointSpec", "SweepSpec",
     "AXES", "canonical_json", "spec_hash", "load_yaml", "dump_yaml", "from_dict", "to_dict",
+    "check_pos_int", "check_float", "check_choice",
 ]
 
 PRUNE_METHODS = ("magnitude", "global", "lamp", "random", "nm")
@@ -37,20 +38,22 @@ RETRAIN_MODES = ("finetune", "rewind", "reinit")
 CKA_INPUTS = ("test", "train")
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- validators
+# The one set of validators of the package: every user-facing check (specs, advise, plotting)
+# goes through these, so errors read alike: "<field> must be <allowed>; got <value>".
 def _err(field_name: str, value: Any, allowed: str) -> SpecError:
     return SpecError(f"{field_name} must be {allowed}; got {value!r}")
 
 
-def _check_pos_int(name: str, v: Any, *, allow_none: bool = False, minimum: int = 1) -> None:
+def check_pos_int(name: str, v: Any, *, allow_none: bool = False, minimum: int = 1) -> None:
     if v is None and allow_none:
         return
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
         raise _err(name, v, f"an integer >= {minimum}" + (" or null" if allow_none else ""))
 
 
-def _check_float(name: str, v: Any, lo: float, hi: float, *, lo_open: bool = False,
-                 hi_open: bool = False) -> None:
+def check_float(name: str, v: Any, lo: float, hi: float, *, lo_open: bool = False,
+                hi_open: bool = False) -> None:
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     if ok:
         ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
@@ -61,7 +64,7 @@ def _check_float(name: str, v: Any, lo: float, hi: float, *, lo_open: bool = Fal
         raise _err(name, v, f"a number in {lb}{lo:g}, {hi_s}{rb}")
 
 
-def _check_choice(name: str, v: Any, choices: tuple[str, ...]) -> None:
+def check_choice(name: str, v: Any, choices: tuple[str, ...]) -> None:
     if v not in choices:
         raise SpecError(f"{name} must be one of {', '.join(choices)}; got {v!r}"
                         f"{did_you_mean(str(v), choices)}")
@@ -95,9 +98,9 @@ class DataSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise _err("name", self.name, "a registered data source name")
-        _check_pos_int("train_size", self.train_size, allow_none=True)
-        _check_pos_int("test_size", self.test_size, allow_none=True)
-        _check_pos_int("seed", self.seed, minimum=0)
+        check_pos_int("train_size", self.train_size, allow_none=True)
+        check_pos_int("test_size", self.test_size, allow_none=True)
+        check_pos_int("seed", self.seed, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise _err("name", self.name, "a registered model name")
-        _check_float("width", self.width, 0.0, math.inf, lo_open=True)
+        check_float("width", self.width, 0.0, math.inf, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -149,21 +152,21 @@ class TrainSpec:
     snapshots: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_pos_int("epochs", self.epochs)
-        _check_pos_int("iterations", self.iterations, allow_none=True)
-        _check_pos_int("batch_size", self.batch_size)
-        _check_float("lr", self.lr, 0.0, math.inf, lo_open=True)
-        _check_float("momentum", self.momentum, 0.0, 1.0, hi_open=True)
-        _check_float("weight_decay", self.weight_decay, 0.0, math.inf)
-        _check_choice("schedule", self.schedule, SCHEDULES)
+        check_pos_int("epochs", self.epochs)
+        check_pos_int("iterations", self.iterations, allow_none=True)
+        check_pos_int("batch_size", self.batch_size)
+        check_float("lr", self.lr, 0.0, math.inf, lo_open=True)
+        check_float("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        check_float("weight_decay", self.weight_decay, 0.0, math.inf)
+        check_choice("schedule", self.schedule, SCHEDULES)
         object.__setattr__(self, "milestones", tuple(self.milestones))
         for i, m in enumerate(self.milestones):
-            _check_float(f"milestones[{i}]", m, 0.0, 1.0, lo_open=True, hi_open=True)
-        _check_float("gamma", self.gamma, 0.0, 1.0, lo_open=True)
-        _check_float("sam_rho", self.sam_rho, 0.0, math.inf)
+            check_float(f"milestones[{i}]", m, 0.0, 1.0, lo_open=True, hi_open=True)
+        check_float("gamma", self.gamma, 0.0, 1.0, lo_open=True)
+        check_float("sam_rho", self.sam_rho, 0.0, math.inf)
         object.__setattr__(self, "snapshots", tuple(sorted(set(self.snapshots))))
         for i, s in enumerate(self.snapshots):
-            _check_pos_int(f"snapshots[{i}]", s, minimum=0)
+            check_pos_int(f"snapshots[{i}]", s, minimum=0)
             if self.iterations is None and s > self.epochs:
                 raise SpecError(f"snapshots[{i}] must be <= train.epochs ({self.epochs}); "
                                 f"got {s}")
@@ -195,8 +198,8 @@ class PruneSpec:
     nm: str | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("method", self.method, PRUNE_METHODS)
-        _check_float("density", self.density, 0.0, 1.0, lo_open=True)
+        check_choice("method", self.method, PRUNE_METHODS)
+        check_float("density", self.density, 0.0, 1.0, lo_open=True)
         if self.method == "nm":
             n, m = self.nm_pair()
             if abs(self.density - n / m) > 1e-9:
@@ -239,13 +242,13 @@ class MeasureSpec:
     eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
-        _check_pos_int("lmc_points", self.lmc_points, minimum=2)
-        _check_choice("cka_inputs", self.cka_inputs, CKA_INPUTS)
-        _check_pos_int("cka_n", self.cka_n, allow_none=True, minimum=2)
-        _check_pos_int("hessian_probes", self.hessian_probes)
-        _check_pos_int("hessian_n", self.hessian_n)
-        _check_pos_int("hessian_top_k", self.hessian_top_k)
-        _check_pos_int("eval_batch_size", self.eval_batch_size)
+        check_pos_int("lmc_points", self.lmc_points, minimum=2)
+        check_choice("cka_inputs", self.cka_inputs, CKA_INPUTS)
+        check_pos_int("cka_n", self.cka_n, allow_none=True, minimum=2)
+        check_pos_int("hessian_probes", self.hessian_probes)
+        check_pos_int("hessian_n", self.hessian_n)
+        check_pos_int("hessian_top_k", self.hessian_top_k)
+        check_pos_int("eval_batch_size", self.eval_batch_size)
 
 
 @dataclass(frozen=True)
@@ -272,17 +275,17 @@ class PointSpec:
     snapshot_epoch: int | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("retrain_mode", self.retrain_mode, RETRAIN_MODES)
-        _check_pos_int("rewind_epoch", self.rewind_epoch, minimum=0)
-        _check_pos_int("dense_seed", self.dense_seed, minimum=0)
+        check_choice("retrain_mode", self.retrain_mode, RETRAIN_MODES)
+        check_pos_int("rewind_epoch", self.rewind_epoch, minimum=0)
+        check_pos_int("dense_seed", self.dense_seed, minimum=0)
         object.__setattr__(self, "retrain_seeds", tuple(self.retrain_seeds))
         if not self.retrain_seeds:
             raise SpecError("retrain_seeds must list at least one seed; got []")
         if len(set(self.retrain_seeds)) != len(self.retrain_seeds):
             raise SpecError(f"retrain_seeds must be distinct; got {list(self.retrain_seeds)}")
         for i, s in enumerate(self.retrain_seeds):
-            _check_pos_int(f"retrain_seeds[{i}]", s, minimum=0)
-        _check_pos_int("snapshot_epoch", self.snapshot_epoch, allow_none=True, minimum=0)
+            check_pos_int(f"retrain_seeds[{i}]", s, minimum=0)
+        check_pos_int("snapshot_epoch", self.snapshot_epoch, allow_none=True, minimum=0)
         if self.snapshot_epoch is not None and self.dense.iterations is None \
                 and self.snapshot_epoch > self.dense.epochs:
             raise SpecError(f"snapshot_epoch must be <= dense.epochs ({self.dense.epochs}); "

@@ -38,8 +38,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from ._device import progress_bar as _tqdm
+from ._device import resolve_device
 from ._errors import DataError, SpecError
 from ._functional import ensemble_forward, split_state, stack_states, template_of, unstack_state
+from .data import as_splits
 from .spec import TrainSpec
 
 __all__ = ["FitResult", "estimate_member_bytes", "evaluate", "fit", "init_states", "lr_factor",
@@ -47,23 +50,6 @@ __all__ = ["FitResult", "estimate_member_bytes", "evaluate", "fit", "init_states
 
 
 # --------------------------------------------------------------------------- utilities
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"``/``None`` -> CUDA if available (else MPS, else CPU); otherwise as given."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SpecError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") \
-            from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SpecError(f"device {device!r} was requested but CUDA is not available; use "
-                        "device='auto' or 'cpu'")
-    return dev
-
-
 def lr_factor(spec: TrainSpec, step: int, total_steps: int) -> float:
     """Multiplier of the base learning rate at optimizer step ``step`` (0-based).
 
@@ -194,33 +180,6 @@ class _Order:
 
 
 # --------------------------------------------------------------------------- fit
-def _tqdm(progress: bool | None):
-    """tqdm.auto (notebook widgets) only when bars may show; plain tqdm otherwise, so a
-    kernel without ipywidgets prints no warning for a disabled bar."""
-    if progress is False:
-        from tqdm import tqdm
-    else:
-        from tqdm.auto import tqdm
-    return tqdm
-
-
-def _as_splits(data):
-    """A :class:`~threeregime.data.Splits` as is; an ``(x, y)`` pair as a train-only split
-    (dtypes kept, so regression targets work with a custom ``loss_fn``)."""
-    from .data import Splits, TensorData
-
-    if hasattr(data, "train") and hasattr(data, "test"):
-        return data
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = torch.as_tensor(data[0]), torch.as_tensor(data[1])
-        if x.shape[0] != y.shape[0]:
-            raise DataError(f"x and y must have the same length; got {x.shape[0]} and "
-                            f"{y.shape[0]}")
-        return Splits(TensorData(x, y), None, 0, tuple(x.shape[1:]), None)
-    raise DataError(f"data must be a Splits (from threeregime.load_data) or an (x, y) "
-                    f"pair; got {type(data).__name__}")
-
-
 def fit(model: nn.Module, init: Sequence[Mapping[str, Tensor]] | Mapping[str, Tensor],
         data, spec: TrainSpec, *, seeds: Sequence[int] = (0,),
         lrs: Sequence[float] | None = None, rhos: Sequence[float] | None = None,
@@ -259,7 +218,7 @@ def fit(model: nn.Module, init: Sequence[Mapping[str, Tensor]] | Mapping[str, Te
     """
     if engine not in ("vmap", "loop"):
         raise SpecError(f"engine must be one of vmap, loop; got {engine!r}")
-    splits = _as_splits(data)
+    splits = as_splits(data)
     dev = resolve_device(device)
     M = len(seeds)
     if isinstance(init, Mapping):

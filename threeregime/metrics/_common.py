@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .._errors import DataError, SpecError
-from ..train import resolve_device  # the one device rule of the package (re-exported)
+from .._device import resolve_device  # the one device rule of the package (re-exported)
 
 __all__ = [
     "bn_modules",
