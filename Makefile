@@ -6,8 +6,6 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
-# demo worker processes (one torch thread each)
-WORKERS ?= 2
 export MPLBACKEND := Agg
 
 .PHONY: install test test-all demo bench lint clean notebooks
@@ -29,7 +27,7 @@ test-all: install
 	$(BIN)/python -m pytest --runslow $(PYTEST_ARGS)
 
 demo: install
-	$(BIN)/threeregime run sweeps/quick.yaml --out runs/quick --workers $(WORKERS)
+	$(BIN)/threeregime run sweeps/quick.yaml --out runs/quick
 	$(BIN)/threeregime export runs/quick results/quick.nc
 	$(BIN)/threeregime plot results/quick.nc -o results/quick.png
 	@echo "demo: wrote results/quick.nc and results/quick.png"

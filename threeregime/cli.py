@@ -1,45 +1,86 @@
 """Command line: a thin front end over the library.
 
-    threeregime run SWEEP.yaml [--out DIR] [--workers N | --dask ADDRESS | --slurm ...]
+    threeregime run SWEEP.yaml [--out DIR] [--workers auto|N | --dask ADDRESS | --slurm ...]
     threeregime status DIR_OR_SWEEP.yaml
     threeregime plot RESULTS.nc|DIR [-o FILE.png] [--var lmc]
     threeregime export DIR OUT.nc
     threeregime point POINT.yaml [-o OUT.nc]
-    threeregime advise CHECKPOINT.pt --data mnist1d --model cnn1d --density 0.05 \
-        --hyperparameter epochs --value 40
+    threeregime advise CHECKPOINT.pt --density 0.05 [--data mnist1d --model cnn1d ...]
+    threeregime advise RESULTS.nc --point epochs=40 --point density=0.05
 
-User errors print one line (``error: ...``) and exit with status 2; Ctrl-C prints what was
-saved and exits with 130.
+Each command parses its options and calls the library with plain arguments; nothing here
+computes. User errors print one line (``error: ...``) and exit with status 2; Ctrl-C prints
+what was saved and exits with 130.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
-from ._errors import ThreeRegimeError, ThreeRegimeWarning
+from ._errors import SpecError, ThreeRegimeError, ThreeRegimeWarning
+
+_RUN_EPILOG = """\
+By default one worker process runs per CPU core with one torch thread each (on a CPU, small
+models train 10-20x faster per thread that way than with several threads in one process);
+results do not depend on the executor. --workers 1 runs inline (debugger-friendly).
+A sweep directory is content-addressed: rerunning the same command resumes an interrupted
+sweep, and an edited spec recomputes only what changed."""
+
+_ADVISE_EPILOG = """\
+A checkpoint is a saved state_dict (torch.save(model.state_dict(), 'model.pt')) of a zoo model
+(--model, --width, --batchnorm) trained on a data source (--data, its default sizes). It is
+pruned to --density, retrained with --seeds seeds, and LMC and CKA are measured on the seed
+pairs; the retrained models are cached in $THREEREGIME_CACHE (default ~/.cache/threeregime),
+so a second call with the same inputs trains nothing.
+A results file (.nc, or a sweep directory) is read instead: --point selects its cell, one
+AXIS=VALUE per cell axis, e.g. --point epochs=40 --point density=0.05."""
+
+
+def _workers(text: str) -> int | str:
+    """``--workers``: ``auto`` or an integer >= 1."""
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 1; got {text!r}")
+    return n
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="threeregime", description="Three-regime model of "
                                  "network pruning: sweeps, regimes, phase diagrams, advice.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
 
-    r = sub.add_parser("run", help="run or resume a sweep")
+    r = sub.add_parser("run", help="run or resume a sweep", epilog=_RUN_EPILOG,
+                       formatter_class=fmt, description="Run or resume a sweep; print its "
+                       "status and the regime of every cell.")
     r.add_argument("sweep", help="sweep YAML file (see sweeps/)")
     r.add_argument("--out", help="sweep directory (default runs/<name>)")
     ex = r.add_mutually_exclusive_group()
-    ex.add_argument("--workers", type=int, help="local process pool of N workers")
+    ex.add_argument("--workers", type=_workers, default="auto", metavar="auto|N",
+                    help="local worker processes: auto (default) = one per CPU core, "
+                    "1 = inline in this process")
     ex.add_argument("--dask", metavar="ADDRESS",
                     help="dask.distributed scheduler address, or 'local' for a LocalCluster")
     ex.add_argument("--slurm", metavar="PARTITION", help="submit tasks to Slurm via submitit")
-    r.add_argument("--slurm-timeout", type=int, default=60, help="minutes per Slurm task")
-    r.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    r.add_argument("--slurm-timeout", type=int, default=60, metavar="MIN",
+                   help="minutes per Slurm task (default 60)")
+    r.add_argument("--threads", type=int, default=None,
+                   help="torch threads per process (default 1 on CPU)")
     r.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    r.add_argument("--engine", default="vmap", choices=["vmap", "loop"])
-    r.add_argument("--max-members", type=int, default=None,
+    r.add_argument("--engine", default="vmap", choices=["vmap", "loop"],
+                   help="vmap (default): ensembles as one vectorized model; loop: one model "
+                   "at a time, for models vmap cannot run")
+    r.add_argument("--max-members", type=int, default=None, metavar="N",
                    help="largest ensemble trained at once (default 12 on CPU, 256 on CUDA)")
     r.add_argument("--memory-budget", type=float, default=None, metavar="GIB",
                    help="memory one ensemble may use, in GiB (default 2 on CPU, 40%% of a GPU)")
@@ -52,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="phase diagrams of a results file")
     p.add_argument("results", help="results .nc file or sweep directory")
     p.add_argument("-o", "--output", help="PNG/PDF path (default: next to the results)")
-    p.add_argument("--var", help="one variable instead of the four panels")
+    p.add_argument("--var", help="one variable (e.g. lmc) instead of the four panels")
 
     e = sub.add_parser("export", help="write a sweep's Dataset as netCDF")
     e.add_argument("sweep", help="sweep directory")
@@ -61,26 +102,42 @@ def _parser() -> argparse.ArgumentParser:
     pt = sub.add_parser("point", help="run one point end to end")
     pt.add_argument("point", help="point YAML file")
     pt.add_argument("-o", "--output", help="write the point Dataset to this .nc file")
-    pt.add_argument("--device", default="auto")
+    pt.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
 
-    a = sub.add_parser("advise", help="which way to move a temperature-like hyperparameter")
+    a = sub.add_parser("advise", help="which way to move a temperature-like hyperparameter",
+                       epilog=_ADVISE_EPILOG, formatter_class=fmt,
+                       description="Advise which way to move a temperature-like "
+                       "hyperparameter before pruning to a density: hotter (Regime I), "
+                       "colder (II-A) or keep (II-B).")
     a.add_argument("checkpoint", help="a saved state_dict (.pt) of a zoo model, or a sweep "
-                   "results file (.nc) with --point")
-    a.add_argument("--data", default="mnist1d")
-    a.add_argument("--model", default="cnn1d")
-    a.add_argument("--batchnorm", action="store_true")
-    a.add_argument("--width", type=float, default=1.0)
-    a.add_argument("--density", type=float)
+                   "results file (.nc) / sweep directory with --point")
+    a.add_argument("--data", default="mnist1d", help="data source the model was trained on "
+                   "(default mnist1d)")
+    a.add_argument("--model", default="cnn1d", help="zoo architecture (default cnn1d)")
+    a.add_argument("--batchnorm", action="store_true", help="the model has BatchNorm")
+    a.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1)")
+    a.add_argument("--density", type=float,
+                   help="target density in (0, 1]: fraction of prunable weights kept "
+                   "(required for a checkpoint)")
     a.add_argument("--hyperparameter", default=None,
                    choices=["epochs", "batch_size", "lr", "sam_rho"],
                    help="default: epochs for a checkpoint, the temperature axis for a .nc")
-    a.add_argument("--value", type=float, help="the value the model was trained with")
-    a.add_argument("--seeds", type=int, default=3, help="retraining seeds (>= 2)")
-    a.add_argument("--epochs", type=int, default=None, help="retraining epochs")
-    a.add_argument("--point", action="append", default=[],
-                   help="AXIS=VALUE selecting a cell of a results file (repeatable)")
-    a.add_argument("--device", default="auto")
+    a.add_argument("--value", type=float, help="the value the model was trained with "
+                   "(reported only)")
+    a.add_argument("--seeds", type=int, default=3, help="retraining seeds (>= 2; default 3)")
+    a.add_argument("--epochs", type=int, default=None,
+                   help="retraining epochs (default 40; fewer: a quicker, noisier answer)")
+    a.add_argument("--point", action="append", default=[], metavar="AXIS=VALUE",
+                   help="a cell coordinate of a results file (repeat for every cell axis)")
+    a.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     return ap
+
+
+def auto_workers() -> int:
+    """The CPU cores this process may use (``--workers auto``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def _run(args) -> int:
@@ -94,16 +151,19 @@ def _run(args) -> int:
     if args.slurm:
         slurm = {"folder": str(out / "_submitit"), "slurm_partition": args.slurm,
                  "timeout_min": args.slurm_timeout}
-    executor = make_executor(workers=args.workers, dask=args.dask, slurm=slurm,
+    workers = None
+    if args.dask is None and slurm is None:
+        workers = auto_workers() if args.workers == "auto" else args.workers
+    executor = make_executor(workers=workers, dask=args.dask, slurm=slurm,
                              threads=args.threads or 1)
+    memory_budget = args.memory_budget * 2**30 if args.memory_budget else None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ThreeRegimeWarning)
             ds = run_sweep(spec, out, executor=executor, device=args.device, engine=args.engine,
                            max_members=args.max_members,
                            progress=False if args.quiet else None, threads=args.threads,
-                           memory_budget=(args.memory_budget * 2**30 if args.memory_budget
-                                          else None))
+                           memory_budget=memory_budget)
     except KeyboardInterrupt:
         st = sweep_status(spec, out)
         # one line (after a newline that ends a progress bar, when bars are shown)
@@ -112,8 +172,8 @@ def _run(args) -> int:
         return 130
     except ThreeRegimeError as e:
         msg = str(e)
-        raise type(e)(msg if msg.startswith(str(args.sweep)) else f"{args.sweep}: {msg}") \
-            from None
+        prefixed = msg if msg.startswith(str(args.sweep)) else f"{args.sweep}: {msg}"
+        raise type(e)(prefixed) from None
     finally:
         executor.close()
     for w in caught:
@@ -208,10 +268,44 @@ def _point(args) -> int:
     return 0
 
 
-def _advise(args) -> int:
-    from .advise import advise_checkpoint
+def parse_point(items: Sequence[str]) -> dict[str, float]:
+    """``["epochs=40", "density=0.05"]`` -> ``{"epochs": 40.0, "density": 0.05}``."""
+    out: dict[str, float] = {}
+    for it in items or []:
+        k, sep, v = str(it).partition("=")
+        try:
+            if not sep or not k.strip():
+                raise ValueError
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise SpecError(f"--point must be AXIS=VALUE (e.g. epochs=40); got {it!r}") from None
+    return out
 
-    adv = advise_checkpoint(args)
+
+def _advise(args) -> int:
+    path = Path(args.checkpoint)
+    if path.suffix == ".nc" or path.is_dir():
+        from .advice import advise_dataset
+
+        adv = advise_dataset(_open(args.checkpoint), parse_point(args.point),
+                             hyperparameter=args.hyperparameter)
+    else:
+        from .casestudies import advise, load_checkpoint
+        from .spec import TrainSpec
+
+        if args.point:
+            raise SpecError(f"--point is only used with a results .nc file; got a checkpoint "
+                            f"{path.name}")
+        if args.density is None:
+            raise SpecError("--density must be given for a checkpoint (a number in (0, 1]); "
+                            "got none")
+        model, data = load_checkpoint(path, data=args.data, model=args.model,
+                                      width=args.width, batchnorm=args.batchnorm)
+        adv = advise(model, data, target_density=args.density,
+                     hyperparameter=args.hyperparameter or "epochs", value=args.value,
+                     seeds=args.seeds,
+                     retrain=TrainSpec(epochs=args.epochs) if args.epochs else None,
+                     device=args.device)
     print(adv)
     return 0
 
@@ -221,6 +315,7 @@ _COMMANDS = {"run": _run, "status": _status, "plot": _plot, "export": _export,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``threeregime`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     # a second Ctrl-C while cleaning up still stops promptly
     signal.signal(signal.SIGINT, signal.default_int_handler)
