@@ -6,7 +6,7 @@ from torch import nn
 
 from ._errors import SpecError
 
-__all__ = ["device_of", "progress_bar", "resolve_device"]
+__all__ = ["device_of", "progress_bar", "resolve_device", "target_device"]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -31,6 +31,11 @@ def device_of(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
+
+
+def target_device(device: str | torch.device | None, model: nn.Module) -> torch.device:
+    """Where to compute for ``model``: ``device`` (validated) if given, else the model's own."""
+    return resolve_device(device) if device is not None else device_of(model)
 
 
 def progress_bar(progress: bool | None):

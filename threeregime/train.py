@@ -41,7 +41,13 @@ from torch.func import functional_call, vmap
 from ._device import progress_bar as _tqdm
 from ._device import resolve_device
 from ._errors import DataError, SpecError
-from ._functional import ensemble_forward, split_state, stack_states, template_of, unstack_state
+from ._functional import (
+    evaluate_stacked,
+    split_state,
+    stack_states,
+    template_of,
+    unstack_state,
+)
 from .data import as_splits
 from .spec import TrainSpec
 
@@ -491,24 +497,12 @@ def estimate_member_bytes(model: nn.Module, input_shape: Sequence[int], batch_si
 def _evaluate_stacked(template: nn.Module, stacked: Mapping[str, Tensor], data, M: int,
                       batch_size: int = 1000, max_elems: int = 1 << 15
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean cross-entropy and error of M stacked models on ``data`` (eval mode)."""
+    """(loss, error) of M stacked models on ``data`` (eval mode), in batches of at most
+    ``max_elems // M`` examples (memory)."""
     dev = next(iter(stacked.values())).device
     p, b = split_state(template, stacked)
-    x_all, y_all = data.x, data.y
-    N = int(x_all.shape[0])
     bs = max(1, min(batch_size, max_elems // max(1, M)))
-    loss_sum = torch.zeros(M, dtype=torch.float64, device=dev)
-    err_sum = torch.zeros(M, dtype=torch.float64, device=dev)
-    with torch.no_grad():
-        for s in range(0, N, bs):
-            x = x_all[s:s + bs].to(dev)
-            y = y_all[s:s + bs].to(dev)
-            out = ensemble_forward(template, p, b, x, train=False, shared_input=True)
-            Mm, B, C = out.shape
-            loss = F.cross_entropy(out.reshape(Mm * B, C), y.repeat(Mm), reduction="none")
-            loss_sum += loss.reshape(Mm, B).double().sum(1)
-            err_sum += (out.argmax(-1) != y).double().sum(1)
-    return (loss_sum / N).cpu().numpy(), (err_sum / N).cpu().numpy()
+    return evaluate_stacked(template, p, b, data, batch_size=bs, device=dev, what="data")
 
 
 def evaluate(model: nn.Module, states: Sequence[Mapping[str, Tensor]] | None, data, *,

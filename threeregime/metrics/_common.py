@@ -1,4 +1,8 @@
-"""Helpers shared by the metrics: data batching, device choice, state matching."""
+"""Helpers shared by the metrics: input batching, state matching.
+
+``(x, y)`` batching is :func:`threeregime._functional.iter_batches` (re-exported here); the
+device rule is :mod:`threeregime._device`.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
@@ -7,8 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._errors import DataError, SpecError
-from .._device import resolve_device  # the one device rule of the package (re-exported)
+from .._errors import SpecError
+from .._functional import iter_batches
 
 __all__ = [
     "bn_modules",
@@ -18,45 +22,7 @@ __all__ = [
     "iter_inputs",
     "named_state",
     "probe_seed",
-    "resolve_device",
 ]
-
-
-def _is_loader(data) -> bool:
-    return isinstance(data, torch.utils.data.DataLoader) or (
-        hasattr(data, "__iter__") and not isinstance(data, (tuple, list, Tensor, np.ndarray)))
-
-
-def iter_batches(data, batch_size: int | None, device: torch.device | None = None,
-                 *, what: str = "data") -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield ``(x, y)`` batches from an ``(x, y)`` pair (incl. ``TensorData``) or a DataLoader.
-
-    A pair is split into consecutive slices of ``batch_size`` (``None``: one batch); a loader
-    is iterated as it is (its own batch size).  Nothing is shuffled or augmented.
-    """
-    if data is None:
-        raise DataError(f"{what} must be an (inputs, targets) pair or a DataLoader; got None")
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
-        x, y = data
-        if not isinstance(y, Tensor) or len(x) != len(y):
-            raise DataError(f"{what} must be (inputs, targets) tensors of equal length; got "
-                            f"{type(y).__name__} targets, {len(x)} inputs")
-        n = len(x)
-        step = n if batch_size is None else max(1, int(batch_size))
-        for i in range(0, n, step):
-            xb, yb = x[i:i + step], y[i:i + step]
-            yield (xb.to(device), yb.to(device)) if device is not None else (xb, yb)
-        return
-    if _is_loader(data):
-        for b in data:
-            if not (isinstance(b, (tuple, list)) and len(b) >= 2):
-                raise DataError(f"{what}: a DataLoader must yield (inputs, targets) batches; "
-                                f"got {type(b).__name__}")
-            xb, yb = b[0], b[1]
-            yield (xb.to(device), yb.to(device)) if device is not None else (xb, yb)
-        return
-    raise DataError(f"{what} must be an (inputs, targets) pair of tensors, a TensorData or a "
-                    f"DataLoader; got {type(data).__name__}")
 
 
 def iter_inputs(inputs, batch_size: int, device: torch.device | None = None

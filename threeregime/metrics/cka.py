@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._device import target_device
 from .._errors import SpecError, did_you_mean
 from .._functional import ensemble_forward, split_state, stack_states
-from ._common import iter_inputs, named_state, resolve_device
+from ._common import iter_inputs, named_state
 
 __all__ = ["CKAPairsResult", "CKAResult", "cka", "cka_pairs", "gram_cka", "linear_cka"]
 
@@ -252,12 +253,6 @@ def _check_kernel(kernel: str) -> None:
                         f"{did_you_mean(str(kernel), KERNELS)}")
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 class _Hooks:
     """Forward hooks storing the output of named modules for the current batch."""
 
@@ -311,7 +306,7 @@ def cka(model_a: nn.Module, model_b: nn.Module, inputs, *, batch_size: int = 100
     CKAResult
     """
     _check_kernel(kernel)
-    dev = resolve_device(device) if device is not None else _device_of(model_a)
+    dev = target_device(device, model_a)
     layers = list(layers or [])
     flags = [(m, m.training) for mod in (model_a, model_b) for m in mod.modules()]
     model_a.eval()
@@ -375,7 +370,7 @@ def cka_pairs(model: nn.Module, states: Sequence[Mapping[str, Tensor]],
     for p in pairs:
         if len(p) != 2 or not all(0 <= int(q) < k_states for q in p):
             raise SpecError(f"pairs must hold (i, j) with 0 <= i, j < {k_states}; got {p!r}")
-    dev = resolve_device(device) if device is not None else _device_of(model)
+    dev = target_device(device, model)
     import copy
 
     template = copy.deepcopy(model).to(dev).eval()

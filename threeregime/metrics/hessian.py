@@ -60,8 +60,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .._device import target_device
 from .._errors import SpecError, did_you_mean
-from ._common import iter_batches, probe_seed, resolve_device
+from ._common import iter_batches, probe_seed
 
 __all__ = [
     "HessianEigenResult",
@@ -145,7 +146,7 @@ class _HVP:
             raise SpecError(f"method must be one of {', '.join(_METHODS)}; got {method!r}"
                             f"{did_you_mean(str(method), _METHODS)}")
         self.model = model
-        self.device = resolve_device(device) if device is not None else _model_device(model)
+        self.device = target_device(device, model)
         self.loss_fn = loss_fn if loss_fn is not None else nn.functional.cross_entropy
         all_params = dict(model.named_parameters())
         if params is None:
@@ -495,12 +496,6 @@ def _global_hooks_empty() -> bool:
         "_global_forward_hooks", "_global_forward_pre_hooks"))
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    return torch.device("cpu")
-
-
 def _dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
     return float(sum((a[n].double() * b[n].double()).sum() for n in a))
 
@@ -599,7 +594,7 @@ def _pyhessian_trace(model, loss_fn, data, probes, seed, batch_size, device):
     except ImportError as e:  # pragma: no cover - declared dependency
         raise SpecError("backend 'pyhessian' needs the PyPI package pyhessian "
                         "(pip install pyhessian)") from e
-    dev = resolve_device(device) if device is not None else _model_device(model)
+    dev = target_device(device, model)
     work = copy.deepcopy(model).to(dev)  # pyhessian writes .grad and sets eval mode
     crit = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     batches = list(iter_batches(data, batch_size, dev))

@@ -32,15 +32,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._device import target_device
 from .._errors import SpecError
-from .._functional import ensemble_forward, split_state
+from .._functional import ensemble_forward, evaluate_stacked, split_state
 from ._common import (
     bn_modules,
     bn_stat_names,
     check_same_names,
     iter_batches,
     named_state,
-    resolve_device,
 )
 
 __all__ = [
@@ -197,27 +197,6 @@ def _recalibrate_stacked(template: nn.Module, params: dict, buffers: dict, train
         template.eval()
 
 
-@torch.no_grad()
-def _evaluate_stacked(template: nn.Module, params: dict, buffers: dict, data, batch_size: int,
-                      device, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(error[M], loss[M]) of M stacked models in eval mode, float64 accumulation."""
-    m_count = next(iter(params.values())).shape[0]
-    wrong = torch.zeros(m_count, dtype=torch.float64, device=device)
-    loss = torch.zeros(m_count, dtype=torch.float64, device=device)
-    n = 0
-    for x, y in iter_batches(data, batch_size, device, what=what):
-        out = ensemble_forward(template, params, buffers, x, train=False, shared_input=True)
-        out = out.reshape(m_count, len(x), -1)  # (M, B, C)
-        logp = torch.log_softmax(out.double(), dim=-1)
-        yy = y.view(1, -1, 1).expand(m_count, -1, 1)
-        loss += -logp.gather(-1, yy).squeeze(-1).sum(1)
-        wrong += (out.argmax(-1) != y.view(1, -1)).sum(1).double()
-        n += len(x)
-    if n == 0:
-        raise SpecError(f"{what} must hold at least one example; got 0")
-    return (wrong / n).cpu().numpy(), (loss / n).cpu().numpy()
-
-
 def _path_curves(template, params, buffers, train_data, test_data, *, batch_size, device,
                  bn_recalibrate) -> np.ndarray:
     """(M, 2, 2) curve values for M stacked path points."""
@@ -225,11 +204,11 @@ def _path_curves(template, params, buffers, train_data, test_data, *, batch_size
     if bn_recalibrate:
         _recalibrate_stacked(template, params, buffers, train_data, batch_size, device)
     out = np.full((m_count, 2, 2), np.nan)
-    out[:, 0, 0], out[:, 0, 1] = _evaluate_stacked(template, params, buffers, train_data,
-                                                   batch_size, device, "train_data")
-    if test_data is not None:
-        out[:, 1, 0], out[:, 1, 1] = _evaluate_stacked(template, params, buffers, test_data,
-                                                       batch_size, device, "test_data")
+    for s, (data, what) in enumerate(((train_data, "train_data"), (test_data, "test_data"))):
+        if data is not None:
+            out[:, s, 1], out[:, s, 0] = evaluate_stacked(
+                template, params, buffers, data, batch_size=batch_size, device=device,
+                loss_dtype=torch.float64, what=what)
     return out
 
 
@@ -275,7 +254,7 @@ def lmc_pairs(model: nn.Module, states: Sequence[Mapping[str, Tensor]],
     LMCPairsResult with ``mc`` (P,) and ``curve`` (P, T, 2, 2).
     """
     t = _check_points(points)
-    dev = resolve_device(device) if device is not None else _device_of(model)
+    dev = target_device(device, model)
     if not pairs:
         raise SpecError("pairs must list at least one (i, j) pair; got []")
     if engine not in ("auto", "vmap", "loop"):
@@ -328,12 +307,6 @@ def lmc_pairs(model: nn.Module, states: Sequence[Mapping[str, Tensor]],
                           curve=curve)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def lmc(model_a: nn.Module, model_b: nn.Module, train_data, test_data=None, points: int = 11,
         *, batch_size: int = 1000, device=None, bn_recalibrate: bool = True,
         engine: str = "loop") -> LMCResult:
@@ -375,7 +348,7 @@ def lmc(model_a: nn.Module, model_b: nn.Module, train_data, test_data=None, poin
     if engine != "loop":
         raise SpecError(f"engine must be 'vmap' or 'loop'; got {engine!r}")
     t = _check_points(points)
-    dev = resolve_device(device) if device is not None else _device_of(model_a)
+    dev = target_device(device, model_a)
     work = copy.deepcopy(model_a).to(dev)
     bn_stats = bn_stat_names(work)
     wstate = named_state(work)
@@ -435,7 +408,7 @@ def lmc_curve_bezier(model_a: nn.Module, model_b: nn.Module, train_data, test_da
     t_grid = _check_points(points)
     sa, sb = named_state(model_a), named_state(model_b)
     check_same_names(sa, sb)
-    dev = resolve_device(device) if device is not None else _device_of(model_a)
+    dev = target_device(device, model_a)
     template = copy.deepcopy(model_a).to(dev)
     bn_stats = bn_stat_names(template)
     pnames = {n for n, _ in template.named_parameters()}
