@@ -1,0 +1,266 @@
+"""The torch-free advice: the rule, the display objects, advice off a Dataset, validation.
+
+The torch side (pruning, retraining and measuring a user's model) is tested in
+tests/test_casestudies.py.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _results_synth import synthetic_sweep
+
+import threeregime
+from threeregime import SpecError
+from threeregime.advice import (
+    DEFAULTS,
+    SELECT_RULE,
+    Advice,
+    advice_from_measurements,
+    advise_dataset,
+    check_density,
+    check_hyperparameter,
+    check_seeds,
+    check_tau,
+    check_value,
+    classify_cell,
+    make_advice,
+    make_selection,
+    move_for,
+    parse_point,
+    step_value,
+)
+from threeregime.validation import validate_advice
+
+_DATA = Path(__file__).resolve().parent / "data"
+
+
+def _measured(lmc, cka, *, test_error=0.1, train_error=0.05, k=3, **kw):
+    """Advice of one measured model (what casestudies.advise does after measuring)."""
+    kw = {"hyperparameter": "batch_size", "value": 64, "num_classes": 10,
+          "tau_lmc": DEFAULTS["tau_lmc"], "tau_cka": DEFAULTS["tau_cka"], **kw}
+    return advice_from_measurements(lmc, cka, [test_error] * k, [train_error] * k,
+                                    evidence={"pairs": [[0, 1], [0, 2], [1, 2]],
+                                              "seeds": [0, 1, 2], "density": 0.1}, **kw)
+
+
+# --------------------------------------------------------------------------- moves
+@pytest.mark.parametrize("hp,hotter,colder", [
+    ("epochs", "train fewer epochs", "train more epochs"),
+    ("batch_size", "use a smaller batch", "use a larger batch"),
+    ("lr", "raise the learning rate", "lower the learning rate"),
+    ("sam_rho", "raise rho", "lower rho")])
+def test_moves_in_own_words(hp, hotter, colder):
+    assert move_for(hp, "hotter") == hotter
+    assert move_for(hp, "colder") == colder
+    assert move_for(hp, "keep") == f"keep {hp}"
+    assert move_for(hp, "unknown").startswith("no advice")
+
+
+def test_move_for_bad_direction():
+    with pytest.raises(SpecError, match=r"^direction must be one of hotter, colder, keep, "
+                                        r"unknown; got 'warmer'"):
+        move_for("epochs", "warmer")
+
+
+@pytest.mark.parametrize("hp,value,direction,expected", [
+    ("epochs", 40, "hotter", 20), ("epochs", 40, "colder", 80), ("epochs", 1, "hotter", 1),
+    ("epochs", 2, "colder", 3), ("batch_size", 64, "hotter", 32),
+    ("lr", 0.1, "hotter", 0.2), ("sam_rho", 0.2, "colder", 0.1)])
+def test_step_value(hp, value, direction, expected):
+    # epochs 2 -> 2 * 1.4 = 2.8 rounds to 3; at least one step of 1; never below 1
+    factor = 1.4 if (hp, value) == ("epochs", 2) else 2.0
+    assert step_value(value, direction, hp, factor) == pytest.approx(expected)
+
+
+# --------------------------------------------------------------------------- the cell rule
+@pytest.mark.parametrize("lmc,cka,regime,direction,move", [
+    ([-0.10, -0.12, -0.09], [0.60, 0.62, 0.61], "I", "hotter", "use a smaller batch"),
+    ([0.0, -0.002, 0.001], [0.80, 0.82, 0.81], "II-A", "colder", "use a larger batch"),
+    ([0.0, -0.002, 0.001], [0.99, 0.985, 0.99], "II-B", "keep", "keep batch_size")])
+def test_regime_to_direction_and_move(lmc, cka, regime, direction, move):
+    adv = _measured(lmc, cka)
+    assert (adv.regime, adv.direction, adv.move) == (regime, direction, move)
+    assert adv.hyperparameter == "batch_size" and adv.value == 64.0
+    assert 0.5 <= adv.confidence <= 1.0
+    ev = adv.evidence
+    assert ev["n_pairs"] == 3 and len(ev["lmc"]) == len(ev["cka"]) == 3
+    assert ev["lmc_mean"] == pytest.approx(np.mean(lmc))
+    assert ev["cka_sem"] == pytest.approx(np.std(cka, ddof=1) / math.sqrt(3))
+    assert ev["test_error"] == [0.1] * 3 and ev["test_error_mean"] == pytest.approx(0.1)
+    assert adv.rule["tau_lmc"] == DEFAULTS["tau_lmc"] == 0.02
+    assert adv.rule["cka_rule"] == "absolute"
+    assert adv.rule["tau_cka"] == DEFAULTS["tau_cka"]
+    text = str(adv)
+    assert text.splitlines()[0].startswith(f"Advice: {move} ({direction}; regime {regime}")
+    assert "batch_size = 64 at density 0.1" in text and len(text.splitlines()) <= 7
+    ds = adv.to_dataset()
+    assert ds.attrs["regime"] == regime and ds.attrs["move"] == move
+    assert ds["lmc"].dims == ("pair",) and ds.sizes["retrain_seed"] == 3
+
+
+def test_thresholds_are_arguments():
+    lmc, cka = [-0.03] * 3, [0.9] * 3
+    assert _measured(lmc, cka, hyperparameter="epochs").regime == "I"
+    adv = _measured(lmc, cka, hyperparameter="epochs", tau_lmc=0.05, tau_cka=0.85)
+    assert adv.regime == "II-B" and adv.rule["tau_cka"] == 0.85
+
+
+def test_collapse_is_undetermined():
+    # retrained models at chance look connected and similar (PROBE.md): no advice
+    adv = _measured([0.0] * 3, [0.9999] * 3, train_error=0.88, test_error=0.9,
+                    hyperparameter="epochs")
+    assert (adv.regime, adv.direction) == ("undetermined", "unknown")
+    assert "collapsed" in adv.evidence["undetermined_reason"] and math.isnan(adv.confidence)
+    assert "undetermined: the retrained models collapsed" in str(adv)
+
+
+def test_classify_cell_without_a_name_and_failed_pairs():
+    nan = float("nan")
+    regime, conf, ev, rule = classify_cell([nan, -0.1, nan], [nan, 0.7, nan],
+                                           [0.1, 0.1, nan], [0.05, 0.05, nan],
+                                           num_classes=None, tau_lmc=0.02, tau_cka=0.9)
+    assert regime == "I" and ev["n_valid_pairs"] == 1 and math.isnan(conf)
+    assert rule == {"tau_lmc": 0.02, "cka_rule": "absolute", "tau_cka": 0.9,
+                    "chance_fraction": 0.9, "num_classes": None, "min_pairs": 1}
+    regime, _, ev, _ = classify_cell([nan] * 3, [nan] * 3, [nan] * 3, [nan] * 3,
+                                     num_classes=10, tau_lmc=0.02, tau_cka=0.9)
+    assert regime == "undetermined" and ev["undetermined_reason"]
+
+
+def test_make_advice_and_to_dataset_without_evidence():
+    adv = make_advice("II-B", 0.8, {}, {}, "lr", None)
+    assert isinstance(adv, Advice) and adv.move == "keep lr" and adv.value is None
+    ds = adv.to_dataset()
+    assert ds.sizes["pair"] == 0 and math.isnan(ds.attrs["value"])
+
+
+# --------------------------------------------------------------------------- sweep Dataset
+def test_advise_from_dataset():
+    ds = synthetic_sweep(0)
+    adv = advise_dataset(ds, {"epochs": 20, "density": 0.05})
+    assert (adv.regime, adv.direction, adv.move) == ("I", "hotter", "train fewer epochs")
+    assert adv.hyperparameter == "epochs" and adv.value == 20.0
+    assert adv.evidence["n_pairs"] == 9 and len(adv.evidence["lmc"]) == 9
+    assert adv.evidence["density"] == 0.05 and adv.rule["cka_rule"] == "relative"
+    adv = advise_dataset(ds, {"epochs": 5, "density": 0.5})
+    assert (adv.regime, adv.move) == ("II-A", "train more epochs")
+    adv = advise_dataset(ds, {"epochs": 40, "density": 0.5})
+    assert (adv.regime, adv.move) == ("II-B", "keep epochs")
+    # the absolute rule on demand
+    assert advise_dataset(ds, {"epochs": 5, "density": 0.5}, tau_cka=0.7).regime == "II-B"
+
+
+def test_advise_from_dataset_errors():
+    ds = synthetic_sweep(0)
+    with pytest.raises(SpecError, match=r"^point must give a value for every cell dim; missing "
+                                        r"density"):
+        advise_dataset(ds, {"epochs": 20})
+    with pytest.raises(SpecError, match=r"^point\['epochs'\] must be one of 5, 10, 20, 40; "
+                                        r"got 15"):
+        advise_dataset(ds, {"epochs": 15, "density": 0.05})
+    with pytest.raises(SpecError, match=r"did you mean 'density'"):
+        advise_dataset(ds, {"epochs": 20, "densty": 0.05})
+    with pytest.raises(SpecError, match=r"^point must be a mapping"):
+        advise_dataset(ds, None)
+    with pytest.raises(SpecError, match=r"^hyperparameter must be one of epochs; got 'epoch' "
+                                        r"\(did you mean 'epochs'\?\)"):
+        advise_dataset(ds, {"epochs": 20, "density": 0.05}, hyperparameter="epoch")
+
+
+# --------------------------------------------------------------------------- validators
+def test_validators_read_like_spec():
+    assert check_density(np.float32(0.5)) == 0.5 and check_tau("tau_cka", np.int64(1)) == 1.0
+    assert check_seeds(3) == (0, 1, 2) and check_seeds([4, np.int64(7)]) == (4, 7)
+    assert check_value(None) is None and check_value(np.int32(40)) == 40.0
+    assert check_hyperparameter("sam_rho") == "sam_rho"
+    cases = [
+        (check_density, (0,), r"^target_density must be a number in \(0, 1\]; got 0$"),
+        (check_density, (float("nan"),), r"^target_density must be a number in \(0, 1\]"),
+        (check_density, (True,), r"^target_density must be a number in \(0, 1\]; got True$"),
+        (check_seeds, (1,), r"^seeds must be an integer >= 2; got 1$"),
+        (check_seeds, ([1, 1],), r"^seeds must be an integer >= 2 or a list of >= 2 distinct"),
+        (check_seeds, ("01",), r"^seeds must be an integer >= 2 or a list"),
+        (check_seeds, ([0, -1],), r"^seeds\[1\] must be an integer >= 0; got -1$"),
+        (check_tau, ("tau_lmc", -1), r"^tau_lmc must be a number in \[0, inf\]; got -1$"),
+        (check_value, (float("inf"),), r"^value must be a number"),
+        (check_hyperparameter, ("epoch",), r"^hyperparameter must be one of epochs, batch_size, "
+                                           r"lr, sam_rho; got 'epoch' \(did you mean 'epochs'"),
+        (check_hyperparameter, (None,), r"^hyperparameter must be one of .*; got None$"),
+    ]
+    for fn, args, pattern in cases:
+        with pytest.raises(SpecError, match=pattern):
+            fn(*args)
+
+
+def test_parse_point():
+    assert parse_point(["epochs=40", " density = 0.05"]) == {"epochs": 40.0, "density": 0.05}
+    assert parse_point(None) == {}
+    for bad in ("epochs40", "=3", "epochs=x"):
+        with pytest.raises(SpecError, match=r"^--point must be AXIS=VALUE \(e\.g\. epochs=40\)"):
+            parse_point([bad])
+
+
+# --------------------------------------------------------------------------- case study 2
+def _fake_advice(regime, lmc, cka, te=0.1):
+    return make_advice(regime, 0.9, {"lmc_mean": lmc, "cka_mean": cka, "test_error_mean": te},
+                       {}, "epochs", None)
+
+
+def test_make_selection_ranking():
+    table = {"hot": ("II-A", 0.0, 0.80), "mid": ("II-B", -0.001, 0.95),
+             "cold": ("I", -0.2, 0.99), "colder": ("I", -0.3, 0.995),
+             "broken": ("undetermined", 0.0, 1.0)}
+    sel = make_selection([(k, f"model {k}", _fake_advice(*v)) for k, v in table.items()])
+    assert sel.best == "mid" and sel.best_model == "model mid" and sel.rule == SELECT_RULE
+    assert [r["name"] for r in sel.ranking] == ["mid", "hot", "cold", "colder", "broken"]
+    assert [r["eligible"] for r in sel.ranking] == [True, True, False, False, False]
+    text = str(sel)
+    assert text.startswith("Selected: 'mid'") and "(dropped)" in text
+    # all in Regime I: the best connected wins, CKA does not matter
+    sel = make_selection([(i, k, _fake_advice(*table[k])) for i, k in
+                          enumerate(["cold", "colder"])])
+    assert sel.best == 0 and sel.best_model == "cold"
+    sel = make_selection([(0, "broken", _fake_advice(*table["broken"]))])
+    assert sel.best is None and sel.best_model is None and "none" in str(sel)
+
+
+# --------------------------------------------------------------------------- validation
+def test_validate_advice_synthetic():
+    # truth: test error lowest at the hottest row in the two low-density columns and at the
+    # coldest row at high density -> I cells should be advised hotter etc.
+    ds = synthetic_sweep(0)
+    te = ds["test_error"].copy()
+    best = {0.05: 5, 0.1: 5, 0.2: 20, 0.5: 40}
+    for d, e_best in best.items():
+        for e in ds["epochs"].values:
+            off = 0.0 if e == e_best else 0.05 * (1 + abs(np.log2(e / e_best)))
+            te.loc[{"epochs": e, "density": d}] = 0.1 + off + 0.0 * te.loc[
+                {"epochs": e, "density": d}]
+    ds["test_error"] = te
+    out = validate_advice(ds, rule="sweep")
+    assert out["n_cells"] == 16 and set(out["naive"]) == {"hotter", "colder", "keep"}
+    cells = {(c["epochs"], c["density"]): c for c in out["cells"]}
+    assert cells[(20, 0.05)]["truth"] == "hotter" and cells[(20, 0.05)]["advised"] == "hotter"
+    assert cells[(5, 0.5)]["truth"] == "colder" and cells[(5, 0.5)]["advised"] == "colder"
+    assert cells[(40, 0.5)]["truth"] == "keep"
+    assert 0 <= out["agreement"] <= 1 and out["agreement"] > max(out["naive"].values())
+    # a margin wider than every difference makes every cell "keep"
+    out = validate_advice(ds, margin=1.0)
+    assert out["naive"]["keep"] == 1.0
+    with pytest.raises(SpecError, match=r"^rule must be one of advise, sweep; got 'swept'"):
+        validate_advice(ds, rule="swept")
+
+
+def test_advice_beats_naive_rules_on_quick_sweep():
+    """Held-out validation (docs/advice_validation.md): tau_cka was fit on dense seed 1; this
+    is the quick sweep with dense seeds 2, 3, 4 (3 dense x 3 retraining seeds per cell)."""
+    ds = threeregime.open_sweep(_DATA / "quick_dense_seeds234.nc")
+    for rule in ("advise", "sweep"):
+        out = validate_advice(ds, rule=rule)
+        assert out["agreement"] > max(out["naive"].values()), (rule, out["agreement"],
+                                                               out["naive"])
+    # the hottest 50 % cell is connected with relatively low CKA: II-A, "train more epochs"
+    assert advise_dataset(ds, {"epochs": 5, "density": 0.5}).direction == "colder"
