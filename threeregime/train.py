@@ -36,18 +36,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
 
 from ._device import progress_bar as _tqdm
 from ._device import resolve_device
+from ._engines import LoopRunner, VmapRunner, evaluate_states
 from ._errors import DataError, SpecError
-from ._functional import (
-    evaluate_stacked,
-    split_state,
-    stack_states,
-    template_of,
-    unstack_state,
-)
 from .data import as_splits
 from .spec import TrainSpec
 
@@ -73,18 +66,6 @@ def lr_factor(spec: TrainSpec, step: int, total_steps: int) -> float:
 def init_states(model: nn.Module) -> dict[str, Tensor]:
     """A detached copy of a model's state dict."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _loss_and_error(loss_fn, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Loss and classification error of one model's outputs (B, C) on targets (B,).
-
-    The error is NaN for non-integer targets (regression losses)."""
-    loss = loss_fn(out, y)
-    if y.dtype in (torch.int64, torch.int32) and out.dim() == 2:
-        err = (out.argmax(-1) != y).float().mean()
-    else:
-        err = torch.full_like(loss, float("nan"))
-    return loss, err
 
 
 @dataclass
@@ -123,49 +104,6 @@ class FitResult:
             if col.size:
                 out[m] = col[-k:].mean()
         return out
-
-
-# --------------------------------------------------------------------------- optimizer math
-def _sgd_update(params: Sequence[Tensor], grads: Sequence[Tensor], bufs: list[Tensor | None],
-                lr: Tensor | float, spec: TrainSpec, masks: Sequence[Tensor | None]) -> None:
-    """In-place SGD step shared by both engines.
-
-    ``lr`` is a float (loop engine) or an (M,) tensor broadcast over each stacked parameter
-    (vmap engine). Diverged members are frozen by passing lr = 0 for them.
-    """
-    with torch.no_grad():
-        for i, (p, g) in enumerate(zip(params, grads)):
-            mask = masks[i]
-            d = g if spec.weight_decay == 0 else g.add(p, alpha=spec.weight_decay)
-            if mask is not None:
-                d = d * mask
-            if spec.momentum:
-                if bufs[i] is None:
-                    bufs[i] = d.clone()
-                else:
-                    bufs[i].mul_(spec.momentum).add_(d)
-                d = d.add(bufs[i], alpha=spec.momentum) if spec.nesterov else bufs[i]
-            if isinstance(lr, Tensor):
-                step = d * lr.reshape((-1,) + (1,) * (d.dim() - 1))
-            else:
-                step = d * lr
-            p.sub_(step)
-            if mask is not None:
-                p.mul_(mask)
-
-
-def _sam_perturbation(grads: Sequence[Tensor], rho: Tensor | float, stacked: bool
-                      ) -> list[Tensor]:
-    """e = rho * g / ||g||, the norm over all parameters of each member (global, non-adaptive,
-    Foret et al. 2021)."""
-    if stacked:
-        M = grads[0].shape[0]
-        sq = sum(g.reshape(M, -1).pow(2).sum(1) for g in grads)
-        scale = rho / (sq.sqrt() + 1e-12)  # (M,)
-        return [g * scale.reshape((-1,) + (1,) * (g.dim() - 1)) for g in grads]
-    norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
-    return [g * (rho / (norm + 1e-12)) for g in grads]
-
 
 # --------------------------------------------------------------------------- data order
 class _Order:
@@ -250,7 +188,7 @@ def fit(model: nn.Module, init: Sequence[Mapping[str, Tensor]] | Mapping[str, Te
         eval_epochs = set(range(max(1, n_epochs - last_k + 1), n_epochs + 1)) | (snaps - {0})
     eval_epochs = set(eval_epochs)
 
-    runner = _VmapRunner if engine == "vmap" else _LoopRunner
+    runner = VmapRunner if engine == "vmap" else LoopRunner
     r = runner(model, init, masks, lrs, rhos, spec, dev, loss_fn or F.cross_entropy)
     X, Y = splits.train.x.to(dev), splits.train.y.to(dev)
     test = splits.test if splits.test is not None else None
@@ -318,142 +256,6 @@ def _progress(total: int, desc: str, progress: bool | None):
     return _tqdm(progress)(total=total, desc=desc, unit="step", leave=False,
                 disable=(None if progress is None else not progress), mininterval=0.5)
 
-
-class _VmapRunner:
-    """All members as one stacked computation."""
-
-    def __init__(self, model, init, masks, lrs, rhos, spec, dev, loss_fn):
-        self.template = template_of(model).to(dev)
-        self.loss_fn = loss_fn
-        stacked = {k: v.to(dev) for k, v in stack_states(init).items()}
-        p, b = split_state(self.template, stacked)
-        self.names = list(p)
-        self.params = [p[k].clone() for k in self.names]
-        self.buffers = {k: v.clone() for k, v in b.items()}
-        self.spec = spec
-        M = len(lrs)
-        dtype = self.params[0].dtype if self.params else torch.float32
-        self.lrs = torch.tensor(lrs, dtype=dtype, device=dev)
-        self.rhos = torch.tensor(rhos, dtype=dtype, device=dev)
-        self.use_sam = bool((self.rhos > 0).any())
-        self.masks: list[Tensor | None] = []
-        for k in self.names:
-            if any(mk is not None and k in mk for mk in masks):
-                ms = [(mk[k] if (mk is not None and k in mk) else torch.ones_like(p[k][0],
-                      dtype=torch.bool)) for mk in masks]
-                self.masks.append(torch.stack([m_.to(dev) for m_ in ms]).to(p[k].dtype))
-            else:
-                self.masks.append(None)
-        with torch.no_grad():
-            for prm, mk in zip(self.params, self.masks):
-                if mk is not None:
-                    prm.mul_(mk)
-        self.bufs: list[Tensor | None] = [None] * len(self.names)
-        self.M = M
-
-    def _loss(self, params, buffers, x, y):
-        template, loss_fn = self.template, self.loss_fn
-        template.train(True)
-
-        def f(p, b, xi, yi):
-            return _loss_and_error(loss_fn, functional_call(template, (p, b), (xi,)), yi)
-
-        return vmap(f, randomness="different")(dict(zip(self.names, params)), buffers, x, y)
-
-    def step(self, xb, yb, fac):
-        x, y = torch.stack(xb), torch.stack(yb)
-        params = [p.requires_grad_(True) for p in self.params]
-        loss, err = self._loss(params, self.buffers, x, y)
-        grads = torch.autograd.grad(loss.sum(), params)
-        if self.use_sam:
-            e = _sam_perturbation(grads, self.rhos, stacked=True)
-            pert = [(p + ei).detach().requires_grad_(True) for p, ei in zip(params, e)]
-            scratch = {k: v.clone() for k, v in self.buffers.items()}  # BN: first pass only
-            loss2, _ = self._loss(pert, scratch, x, y)
-            grads = torch.autograd.grad(loss2.sum(), pert)
-        for p in params:
-            p.requires_grad_(False)
-        _sgd_update(self.params, grads, self.bufs, self.lrs * fac, self.spec, self.masks)
-        return loss, err
-
-    def freeze(self, m: int) -> None:
-        self.lrs[m] = 0.0
-
-    def states(self) -> list[dict[str, Tensor]]:
-        stacked = {**dict(zip(self.names, self.params)), **self.buffers}
-        order = list(self.template.state_dict())
-        stacked = {k: stacked[k].detach().cpu() for k in order}
-        return [unstack_state(stacked, i) for i in range(self.M)]
-
-    def evaluate(self, data) -> tuple[np.ndarray, np.ndarray]:
-        stacked = {**dict(zip(self.names, [p.detach() for p in self.params])), **self.buffers}
-        loss, err = _evaluate_stacked(self.template, stacked, data, self.M)
-        return loss, err
-
-
-class _LoopRunner:
-    """The reference: one ordinary module per member, stepped one after another."""
-
-    def __init__(self, model, init, masks, lrs, rhos, spec, dev, loss_fn):
-        self.loss_fn = loss_fn
-        self.models = []
-        for st in init:
-            mdl = template_of(model).to(dev)
-            mdl.load_state_dict({k: v.to(dev) for k, v in st.items()})
-            self.models.append(mdl)
-        self.spec = spec
-        self.lrs, self.rhos = list(lrs), list(rhos)
-        self.masks = []
-        for mdl, mk in zip(self.models, masks):
-            ml = [(mk[n].to(dev).to(prm.dtype) if (mk is not None and n in mk) else None)
-                  for n, prm in mdl.named_parameters()]
-            self.masks.append(ml)
-            with torch.no_grad():
-                for prm, mm in zip(mdl.parameters(), ml):
-                    if mm is not None:
-                        prm.mul_(mm)
-        self.bufs = [[None] * len(list(mdl.parameters())) for mdl in self.models]
-
-    def step(self, xb, yb, fac):
-        losses, errs = [], []
-        for m, mdl in enumerate(self.models):
-            mdl.train()
-            params = list(mdl.parameters())
-            out = mdl(xb[m])
-            loss, err = _loss_and_error(self.loss_fn, out, yb[m])
-            grads = torch.autograd.grad(loss, params)
-            if self.rhos[m] > 0:
-                e = _sam_perturbation(grads, self.rhos[m], stacked=False)
-                saved = {k: v.clone() for k, v in mdl.named_buffers()}
-                with torch.no_grad():
-                    for p, ei in zip(params, e):
-                        p.add_(ei)
-                loss2 = self.loss_fn(mdl(xb[m]), yb[m])
-                grads = torch.autograd.grad(loss2, params)
-                with torch.no_grad():
-                    for p, ei in zip(params, e):
-                        p.sub_(ei)
-                    for k, v in mdl.named_buffers():  # BN statistics: first pass only
-                        v.copy_(saved[k])
-            _sgd_update([p.data for p in params], grads, self.bufs[m], self.lrs[m] * fac,
-                        self.spec, self.masks[m])
-            losses.append(loss.detach())
-            errs.append(err.detach())
-        return torch.stack(losses), torch.stack(errs)
-
-    def freeze(self, m: int) -> None:
-        self.lrs[m] = 0.0
-
-    def states(self):
-        return [{k: v.detach().cpu().clone() for k, v in mdl.state_dict().items()}
-                for mdl in self.models]
-
-    def evaluate(self, data):
-        out = [evaluate(mdl, [mdl.state_dict()], data, device=next(mdl.parameters()).device)
-               for mdl in self.models]
-        return np.array([o[0][0] for o in out]), np.array([o[1][0] for o in out])
-
-
 # --------------------------------------------------------------------------- memory
 def estimate_member_bytes(model: nn.Module, input_shape: Sequence[int], batch_size: int,
                           *, sam: bool = False) -> int:
@@ -494,17 +296,6 @@ def estimate_member_bytes(model: nn.Module, input_shape: Sequence[int], batch_si
 
 
 # --------------------------------------------------------------------------- evaluation
-def _evaluate_stacked(template: nn.Module, stacked: Mapping[str, Tensor], data, M: int,
-                      batch_size: int = 1000, max_elems: int = 1 << 15
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """(loss, error) of M stacked models on ``data`` (eval mode), in batches of at most
-    ``max_elems // M`` examples (memory)."""
-    dev = next(iter(stacked.values())).device
-    p, b = split_state(template, stacked)
-    bs = max(1, min(batch_size, max_elems // max(1, M)))
-    return evaluate_stacked(template, p, b, data, batch_size=bs, device=dev, what="data")
-
-
 def evaluate(model: nn.Module, states: Sequence[Mapping[str, Tensor]] | None, data, *,
              batch_size: int = 1000, device: str | torch.device | None = "cpu"
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -520,12 +311,7 @@ def evaluate(model: nn.Module, states: Sequence[Mapping[str, Tensor]] | None, da
     -------
     (loss, error) : two float64 arrays of shape (M,).
     """
-    from .data import as_tensor_data
-
-    td = as_tensor_data(data)
     dev = resolve_device(device)
     if states is None:
         states = [init_states(model)]
-    template = template_of(model).to(dev)
-    stacked = {k: v.to(dev) for k, v in stack_states(list(states)).items()}
-    return _evaluate_stacked(template, stacked, td, len(states), batch_size=batch_size)
+    return evaluate_states(model, states, data, batch_size=batch_size, device=dev)
