@@ -1,21 +1,19 @@
-"""Data sources: one contract test over every registered source, plus bad-input messages."""
+"""Data sources: source-specific values and bad-input messages (the contract test over every
+registered source is in test_registries.py)."""
 from __future__ import annotations
 
 import pickle
-import random
 
 import numpy as np
 import pytest
 import torch
+from _tiny_cifar import write_cifar
 from torch.utils.data import DataLoader, TensorDataset
 
 from threeregime import DataError, DataSpec, SpecError
 from threeregime.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
-    DATA_SOURCES,
-    Splits,
-    TensorData,
     as_tensor_data,
     clear_cache,
     load_data,
@@ -23,29 +21,10 @@ from threeregime.data import (
 
 torch.set_num_threads(1)
 
-CIFAR_TRAIN_PER_BATCH = 6
-CIFAR_TEST = 8
-
-
-def _write_cifar(folder, *, n_train=CIFAR_TRAIN_PER_BATCH, n_test=CIFAR_TEST, seed=0):
-    """Tiny CIFAR-10 python batches in the exact standard format (bytes keys, uint8 rows)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name in names:
-        n = n_test if name == "test_batch" else n_train
-        d = {b"batch_label": name.encode(),
-             b"labels": [int(v) for v in rng.integers(0, 10, n)],
-             b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-             b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
-        with open(folder / name, "wb") as f:
-            pickle.dump(d, f, protocol=2)
-    return folder
-
 
 @pytest.fixture
 def cifar_root(tmp_path):
-    _write_cifar(tmp_path / "cifar-10-batches-py")
+    write_cifar(tmp_path / "cifar-10-batches-py")
     return str(tmp_path)          # the parent folder: the source must find the subfolder
 
 
@@ -54,86 +33,6 @@ def _fresh_cache():
     clear_cache()
     yield
     clear_cache()
-
-
-# name -> (spec kwargs for a small, fast load; input_shape; num_classes; pool sizes)
-CASES = {
-    "mnist1d": (dict(options={"n_train": 300, "n_test": 100}), (1, 40), 10, (300, 100)),
-    "digits": (dict(), (64,), 10, (1437, 360)),
-    "teacher_student": (dict(options={"n_train": 300, "n_test": 100, "dim": 7}), (7,), 10,
-                        (300, 100)),
-    "cifar10": (dict(), (3, 32, 32), 10, (5 * CIFAR_TRAIN_PER_BATCH, CIFAR_TEST)),
-}
-
-
-def _rng_states():
-    return torch.get_rng_state(), np.random.get_state(), random.getstate()
-
-
-def _assert_rng_unchanged(before):
-    t, n, p = before
-    assert torch.equal(torch.get_rng_state(), t)
-    n2 = np.random.get_state()
-    assert n2[0] == n[0] and np.array_equal(n2[1], n[1]) and n2[2:] == n[2:]
-    assert random.getstate() == p
-
-
-def _row_set(x):
-    return {tuple(r) for r in x.reshape(len(x), -1).tolist()}
-
-
-@pytest.mark.parametrize("name", DATA_SOURCES.names())
-def test_data_source_contract(name, request):
-    assert name in CASES, f"add a contract case for the new data source {name!r}"
-    kwargs, shape, classes, (n_train, n_test) = CASES[name]
-    if name == "cifar10":
-        kwargs = dict(kwargs, root=request.getfixturevalue("cifar_root"))
-    before = _rng_states()
-
-    full = load_data(DataSpec(name, **kwargs))
-    assert isinstance(full, Splits)
-    assert full.input_shape == shape and full.num_classes == classes
-    assert full.augment is None
-    for split, n in ((full.train, n_train), (full.test, n_test)):
-        assert isinstance(split, TensorData)
-        assert split.x.dtype == torch.float32 and split.y.dtype == torch.int64
-        assert split.x.shape == (n, *shape) and split.y.shape == (n,)
-        assert torch.isfinite(split.x).all()
-        assert int(split.y.min()) >= 0 and int(split.y.max()) < classes
-    assert load_data(DataSpec(name, **kwargs)) is full          # in-process cache
-
-    # seeded subsample: honoured, a subset of the pool, reproducible, seed-dependent
-    sub_spec = DataSpec(name, train_size=20, test_size=5, **kwargs)
-    sub = load_data(sub_spec)
-    assert sub.train.x.shape == (20, *shape) and sub.test.x.shape == (5, *shape)
-    assert _row_set(sub.train.x) <= _row_set(full.train.x)
-    assert _row_set(sub.test.x) <= _row_set(full.test.x)
-    clear_cache()
-    again = load_data(sub_spec)
-    assert torch.equal(again.train.x, sub.train.x) and torch.equal(again.train.y, sub.train.y)
-    assert torch.equal(again.test.x, sub.test.x)
-    other = load_data(DataSpec(name, train_size=20, test_size=5, seed=1, **kwargs))
-    assert not torch.equal(other.train.x, sub.train.x)
-    # for a fixed seed, a smaller training set is nested in a larger one (data-size axis)
-    smaller = load_data(DataSpec(name, train_size=10, test_size=5, **kwargs))
-    assert _row_set(smaller.train.x) <= _row_set(sub.train.x)
-
-    # augmentation
-    if DATA_SOURCES.get(name).augmentable:
-        aug = load_data(DataSpec(name, augment=True, **kwargs))
-        assert callable(aug.augment)
-        xb = aug.train.x[:8]
-        out1 = aug.augment(xb, torch.Generator().manual_seed(3))
-        out2 = aug.augment(xb, torch.Generator().manual_seed(3))
-        assert out1.shape == xb.shape and out1.dtype == xb.dtype
-        assert torch.equal(out1, out2)
-        assert not torch.equal(out1, aug.augment(xb, torch.Generator().manual_seed(4)))
-    else:
-        with pytest.raises(SpecError, match=f"augment: data source '{name}' has no training "
-                                            "augmentation; set augment: false"):
-            load_data(DataSpec(name, augment=True, **kwargs))
-
-    _assert_rng_unchanged(before)
 
 
 def test_cifar10_values_and_exact_crop_flip(cifar_root):
@@ -210,16 +109,16 @@ def test_bad_specs(spec, exc, match):
 
 
 def test_cifar10_missing_and_corrupt_files(tmp_path):
-    folder = _write_cifar(tmp_path / "cifar-10-batches-py")
+    folder = write_cifar(tmp_path / "cifar-10-batches-py")
     (folder / "data_batch_3").unlink()
     with pytest.raises(DataError, match=r"cifar10 files missing in '.*cifar-10-batches-py': "
                                         r"data_batch_3; put the CIFAR-10 python batches"):
         load_data(DataSpec("cifar10", root=str(tmp_path)))
-    _write_cifar(folder)
+    write_cifar(folder)
     (folder / "data_batch_2").write_bytes(b"not a pickle")
     with pytest.raises(DataError, match=r"cifar10 file '.*data_batch_2' is corrupt"):
         load_data(DataSpec("cifar10", root=str(folder)))
-    _write_cifar(folder)
+    write_cifar(folder)
     with pytest.raises(DataError, match=r"test_size must be <= 8 \(the examples data source "
                                         r"'cifar10' has\); got 9"):
         load_data(DataSpec("cifar10", root=str(folder), test_size=9))

@@ -1,77 +1,15 @@
-"""Model zoo: one contract test over every registered model, plus bad-input messages."""
+"""Model zoo: architecture details and bad-input messages (the contract test over every
+registered model is in test_registries.py)."""
 from __future__ import annotations
 
-import copy
-
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from threeregime import ModelSpec, SpecError
-from threeregime._functional import ensemble_forward, split_state, stack_states, template_of
-from threeregime.models import MODELS, build_model, prunable_names
+from threeregime.models import build_model, prunable_names
 
 torch.set_num_threads(1)
-
-# name -> (small spec kwargs, a matching input shape)
-CASES = {
-    "mlp": (dict(options={"hidden": [16, 8]}), (1, 40)),
-    "cnn1d": (dict(width=0.25), (1, 40)),
-    "preresnet20": (dict(width=0.25), (3, 8, 8)),
-    "vgg": (dict(width=0.125), (3, 16, 16)),
-}
-
-
-def _states_equal(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-@pytest.mark.parametrize("batchnorm", [False, True], ids=["plain", "bn"])
-@pytest.mark.parametrize("name", MODELS.names())
-def test_model_contract(name, batchnorm):
-    assert name in CASES, f"add a contract case for the new model {name!r}"
-    kwargs, shape = CASES[name]
-    spec = ModelSpec(name, batchnorm=batchnorm, **kwargs)
-    t_state, n_state = torch.get_rng_state(), np.random.get_state()
-    models = [build_model(spec, shape, 5, seed=s) for s in (0, 1)]
-    assert torch.equal(torch.get_rng_state(), t_state)
-    assert np.array_equal(np.random.get_state()[1], n_state[1])
-
-    # same seed -> identical weights; different seed -> different
-    again = build_model(spec, shape, 5, seed=0)
-    assert _states_equal(again.state_dict(), models[0].state_dict())
-    assert not _states_equal(models[1].state_dict(), models[0].state_dict())
-
-    x = torch.randn(2, 4, *shape, generator=torch.Generator().manual_seed(0))   # (M, B, ...)
-    for m in models:
-        m.eval()
-        assert m(x[0]).shape == (4, 5)
-
-    # prunable names: weights of Linear/Conv layers, classifier excluded unless asked for
-    names = prunable_names(models[0])
-    params = dict(models[0].named_parameters())
-    assert names and all(n in params and params[n].ndim >= 2 for n in names)
-    assert "classifier.weight" not in names
-    assert prunable_names(models[0], include_classifier=True) == [*names, "classifier.weight"]
-
-    # vmapped ensemble == per-model forward, in eval and train mode (BN buffers per member)
-    template = template_of(models[0])
-    for train in (False, True):
-        refs = [copy.deepcopy(m).train(train) for m in models]
-        stacked = stack_states([m.state_dict() for m in refs])
-        p, b = split_state(template, stacked)
-        out = ensemble_forward(template, p, b, x, train=train)
-        assert out.shape == (2, 4, 5)
-        for i, ref in enumerate(refs):
-            torch.testing.assert_close(out[i], ref(x[i]), rtol=1e-4, atol=1e-5)
-            for k, v in ref.state_dict().items():     # updated running statistics agree
-                if k in b:
-                    torch.testing.assert_close(b[k][i], v, rtol=1e-4, atol=1e-5)
-        shared = ensemble_forward(template, *split_state(template, stack_states(
-            [m.state_dict() for m in models])), x[0], train=False, shared_input=True)
-        torch.testing.assert_close(shared[1], copy.deepcopy(models[1]).eval()(x[0]),
-                                   rtol=1e-4, atol=1e-5)
 
 
 def test_cnn1d_matches_probe_size():

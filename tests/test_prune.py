@@ -1,4 +1,5 @@
-"""Pruning masks against brute-force references on tiny layers, for many seeds."""
+"""Pruning masks against brute-force references on tiny layers, for many seeds (the contract
+test over every registered pruner is in test_registries.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -201,42 +202,13 @@ def test_random_keeps_every_weight_with_equal_probability():
     assert float((freq - 0.25).abs().max()) < 0.11
 
 
-# --------------------------------------------------------------------------- contract
+# --------------------------------------------------------------------------- apply / report
 def _mlp() -> nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return nn.Sequential(nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 4))
 
 
-SPECS = {"magnitude": PruneSpec("magnitude", 0.3), "global": PruneSpec("global", 0.3),
-         "lamp": PruneSpec("lamp", 0.3), "random": PruneSpec("random", 0.3),
-         "nm": PruneSpec("nm", 0.5, "2:4")}
-
-
-def test_every_registered_method_has_a_spec_here():
-    assert PRUNERS.names() == sorted(SPECS)
-
-
-@pytest.mark.parametrize("method", sorted(SPECS))
-def test_pruner_contract(method):
-    model = _mlp()
-    names = ["2.weight", "0.weight"]
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    rng = torch.get_rng_state()
-    masks = compute_masks(model, SPECS[method], names, seed=1)
-    assert torch.equal(torch.get_rng_state(), rng)               # global RNG untouched
-    assert list(masks) == names
-    params = dict(model.named_parameters())
-    for k in names:
-        assert masks[k].dtype == torch.bool and masks[k].shape == params[k].shape
-        assert masks[k].device == params[k].device
-    for k, v in model.state_dict().items():                     # model not modified
-        assert torch.equal(v, before[k])
-    _assert_same(compute_masks(model.state_dict(), SPECS[method], names, seed=1), masks)
-    assert 0 < density_report(masks)["overall"] <= 1
-
-
-# --------------------------------------------------------------------------- apply / report
 def test_apply_masks_zeroes_exactly_the_pruned_entries():
     ws = _weights(2)
     ws["a.weight"][0, 0] = float("nan")
