@@ -164,6 +164,18 @@ def _global_select(weights: dict[str, Tensor], ranked_scores: dict[str, Tensor],
     return _masks_from_ranks(weights, orders, kept)
 
 
+def _global_top(weights: dict[str, Tensor], density: float,
+                rank: Callable[[Tensor], tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    """Keep the round(d * N) largest scores over all layers; ``rank(w)`` gives a layer's
+    ``(order, scores in that order)``."""
+    orders, scores = {}, {}
+    for name, w in weights.items():
+        _check_finite(name, w)
+        orders[name], scores[name] = rank(w)
+    total = sum(w.numel() for w in weights.values())
+    return _global_select(weights, scores, orders, _global_count(total, density))
+
+
 # --------------------------------------------------------------------------- methods
 @PRUNERS.register("magnitude")
 def _magnitude(weights: dict[str, Tensor], density: float, spec: PruneSpec,
@@ -183,12 +195,7 @@ def _magnitude(weights: dict[str, Tensor], density: float, spec: PruneSpec,
 def _global(weights: dict[str, Tensor], density: float, spec: PruneSpec,
             generator: torch.Generator) -> dict[str, Tensor]:
     """Global magnitude: the round(d * N) largest |w| over all prunable layers."""
-    orders, mags = {}, {}
-    for name, w in weights.items():
-        _check_finite(name, w)
-        orders[name], mags[name] = _rank_desc(w)
-    total = sum(w.numel() for w in weights.values())
-    return _global_select(weights, mags, orders, _global_count(total, density))
+    return _global_top(weights, density, _rank_desc)
 
 
 def _lamp_scores(w: Tensor) -> tuple[Tensor, Tensor]:
@@ -215,12 +222,7 @@ def _lamp_scores(w: Tensor) -> tuple[Tensor, Tensor]:
 def _lamp(weights: dict[str, Tensor], density: float, spec: PruneSpec,
           generator: torch.Generator) -> dict[str, Tensor]:
     """LAMP: global top round(d * N) of the layer-wise LAMP scores."""
-    orders, scores = {}, {}
-    for name, w in weights.items():
-        _check_finite(name, w)
-        orders[name], scores[name] = _lamp_scores(w)
-    total = sum(w.numel() for w in weights.values())
-    return _global_select(weights, scores, orders, _global_count(total, density))
+    return _global_top(weights, density, _lamp_scores)
 
 
 @PRUNERS.register("random")
