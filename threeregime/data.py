@@ -299,8 +299,8 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             d = pickle.load(f, encoding="bytes")
         data = np.asarray(d[b"data"])
         labels = np.asarray(d[b"labels"], dtype=np.int64)
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 \
-                or labels.shape != (data.shape[0],) or labels.min() < 0 or labels.max() > 9:
+        if (data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072
+                or labels.shape != (data.shape[0],) or labels.min() < 0 or labels.max() > 9):
             raise ValueError("unexpected contents")
     except Exception as e:  # noqa: BLE001 - any failure means the file is unusable
         raise DataError(f"cifar10 file {str(path)!r} is corrupt or not a CIFAR-10 python batch "

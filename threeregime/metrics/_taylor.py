@@ -156,8 +156,8 @@ class TaylorQuadForm:
                     return None
                 h = h.flatten(1)
         logits = h
-        if logits.dim() != 2 or y.dim() != 1 or y.dtype.is_floating_point or y.is_complex() \
-                or len(y) != len(logits):
+        if (logits.dim() != 2 or y.dim() != 1 or y.dtype.is_floating_point or y.is_complex()
+                or len(y) != len(logits)):
             return None
         c = logits.shape[1]
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= c or bool((y == ignore).any())):

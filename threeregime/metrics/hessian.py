@@ -369,8 +369,8 @@ def _pyhessian_trace(model, loss_fn, data, probes, seed, batch_size, device):
     crit = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     batches = list(iter_batches(data, batch_size, dev))
     n = sum(len(x) for x, _ in batches)
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), \
-            warnings.catch_warnings():
+    with (torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []),
+          warnings.catch_warnings()):
         # its loss.backward(create_graph=True) warns about a reference cycle on a private copy
         warnings.simplefilter("ignore", UserWarning)
         torch.manual_seed(seed)
