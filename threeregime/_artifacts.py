@@ -11,11 +11,11 @@ process is gone (same host) or older than ``stale_after`` seconds is taken over.
 created complete (written to a temporary file, then hard-linked to its name), so a crash never
 leaves an empty claim that would block a stage until it goes stale.
 
-Test hook: with ``THREEREGIME_FAULT=stage:n`` in the environment, the process SIGKILLs itself
-(``stage:n:INT``: sends itself SIGINT, a Ctrl-C) at its n-th call of :func:`fault` for that
-stage (``dense``, ``prune``, ``retrain``, ``measure``, ``claim``, and ``write``: a complete
-temporary file not yet renamed).  It lets
-``tests/test_faults.py`` crash a sweep at every stage; unset, it costs one dict lookup.
+Fault injection (a named test hook, :func:`fault`): the durability layer is tested by crashing
+a sweep at each point of :data:`FAULT_POINTS`.  With ``THREEREGIME_FAULT=point:n`` in the
+environment when this module is imported, the process SIGKILLs itself (``point:n:INT``: sends
+itself SIGINT, a Ctrl-C) at its n-th call of ``fault(point)``.  Unset (the normal case),
+``fault`` is a function that does nothing, bound once at import: no parsing, no lookup.
 """
 from __future__ import annotations
 
@@ -39,20 +39,39 @@ _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 # ".<name>.<host hash>_<pid>.<random>.tmp": clean_temp knows whose temporary file it is
 _TMP_OWNER = re.compile(r"\.([0-9a-f]{8})_(\d+)\.[0-9a-f]{8}\.tmp")
 
-_FAULT = os.environ.get("THREEREGIME_FAULT", "")
-_fault_counts: dict[str, int] = {}
+#: The named fault points of the package (see the module docstring):
+#: dense / prune / retrain / measure: inside the stage, before its work is committed;
+#: claim: before a claim file is created; write: a complete temporary file not yet renamed.
+FAULT_POINTS = ("dense", "prune", "retrain", "measure", "claim", "write")
 
 
-def fault(stage: str) -> None:
-    """Test hook: SIGKILL this process at the n-th call for ``stage`` (``THREEREGIME_FAULT``)."""
-    if not _FAULT:
-        return
-    want, n, sig = (_FAULT.split(":") + ["1", "KILL"][len(_FAULT.split(":")) - 1:])[:3]
-    if want != stage:
-        return
-    _fault_counts[stage] = _fault_counts.get(stage, 0) + 1
-    if _fault_counts[stage] == int(n):
-        os.kill(os.getpid(), getattr(signal, f"SIG{sig}"))
+def _no_fault(point: str) -> None:
+    """Fault hook when ``THREEREGIME_FAULT`` is unset: free."""
+
+
+def _fault_injector(setting: str) -> Callable[[str], None]:
+    """The armed hook for ``THREEREGIME_FAULT=point:n[:SIGNAL]``."""
+    parts = setting.split(":")
+    want = parts[0]
+    n = int(parts[1]) if len(parts) > 1 else 1
+    sig = getattr(signal, f"SIG{parts[2] if len(parts) > 2 else 'KILL'}")
+    if want not in FAULT_POINTS:
+        raise ValueError(f"THREEREGIME_FAULT point must be one of {', '.join(FAULT_POINTS)}; "
+                         f"got {want!r}")
+    calls = [0]
+
+    def fault(point: str) -> None:
+        if point != want:
+            return
+        calls[0] += 1
+        if calls[0] == n:
+            os.kill(os.getpid(), sig)
+    return fault
+
+
+#: ``fault(point)``: the test hook called at each of :data:`FAULT_POINTS`.
+fault: Callable[[str], None] = (_fault_injector(os.environ["THREEREGIME_FAULT"])
+                                if os.environ.get("THREEREGIME_FAULT") else _no_fault)
 
 
 def _tmp_name(path: Path) -> Path:
@@ -107,8 +126,8 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
-        raise ResultsError(f"{path} is unreadable or corrupt ({e}); delete it to recompute") \
-            from None
+        msg = f"{path} is unreadable or corrupt ({e}); delete it to recompute"
+        raise ResultsError(msg) from None
 
 
 def save_torch(path: str | Path, obj: Any) -> Path:
@@ -187,9 +206,9 @@ def claim(path: str | Path, *, stale_after: float = 6 * 3600) -> bool:
                 since = float(owner.get("time", path.stat().st_mtime))
             except (OSError, TypeError, ValueError):
                 continue  # released meanwhile (or unreadable time): try again
-            stale = (owner.get("host") == me["host"] and owner.get("pid")
-                     and not _pid_alive(int(owner["pid"]))) or \
-                (time.time() - since > stale_after)
+            stale = ((owner.get("host") == me["host"] and owner.get("pid")
+                      and not _pid_alive(int(owner["pid"])))
+                     or time.time() - since > stale_after)
             if not stale:
                 return False
             with contextlib.suppress(OSError):

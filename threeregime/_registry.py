@@ -1,4 +1,13 @@
-"""Tiny name -> factory registries (data sources, models, pruners)."""
+"""Tiny name -> factory registries (data sources, models, pruners, measures), torch-free.
+
+Every :class:`Registry` records the names registered under its kind in :data:`NAMES`, a plain
+table that imports nothing, so :mod:`threeregime.spec` can accept a newly registered name
+(e.g. a pruner) without importing the torch-side module that holds the factory.
+
+:class:`FieldError` is a :class:`~threeregime.SpecError` that carries the field it is about,
+so a caller that knows where the field sits (``base.model``, ``sweeps/x.yaml: axes``) can
+prefix the location explicitly instead of re-parsing message text.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -6,36 +15,70 @@ from typing import Generic, TypeVar
 
 from ._errors import SpecError, did_you_mean
 
+__all__ = ["NAMES", "FieldError", "Registry", "registered_names", "resolve_options"]
+
 T = TypeVar("T")
+
+#: kind -> names registered so far (filled by :meth:`Registry.register`).
+NAMES: dict[str, set[str]] = {}
+
+
+class FieldError(SpecError):
+    """A one-line SpecError about ``field``; its message starts with the field's path.
+
+    >>> str(FieldError("density", "density must be in (0, 1]; got 2").under("prune"))
+    'prune.density must be in (0, 1]; got 2'
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def under(self, prefix: str) -> FieldError:
+        """The same error located under ``prefix`` (``prefix.field ...``)."""
+        return FieldError(f"{prefix}.{self.field}", f"{prefix}.{self}")
+
+
+def registered_names(kind: str) -> frozenset[str]:
+    """Names registered so far under ``kind`` (empty before the registering module loads)."""
+    return frozenset(NAMES.get(kind, ()))
 
 
 class Registry(Generic[T]):
     """A mapping from names to factories with helpful errors.
 
-    >>> r = Registry("model"); r.register("mlp")(dict) is dict
+    >>> r = Registry("example"); r.register("mlp")(dict) is dict
     True
     """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        NAMES.setdefault(kind, set())
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
             if name in self._items:
                 raise SpecError(f"{self.kind} '{name}' is already registered")
             self._items[name] = obj
+            NAMES[self.kind].add(name)
             return obj
         return deco
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (tests that register a temporary entry clean up with this)."""
+        self._items.pop(name, None)
+        NAMES[self.kind].discard(name)
 
     def get(self, name: str, field: str | None = None) -> T:
         try:
             return self._items[name]
         except KeyError:
-            where = f"{field}: " if field else ""
-            raise SpecError(
-                f"{where}unknown {self.kind} {name!r}{did_you_mean(name, self._items)}; "
-                f"known: {', '.join(sorted(self._items))}") from None
+            msg = (f"unknown {self.kind} {name!r}{did_you_mean(name, self._items)}; "
+                   f"known: {', '.join(sorted(self._items))}")
+            if field:
+                raise FieldError(field, f"{field}: {msg}") from None
+            raise SpecError(msg) from None
 
     def names(self) -> list[str]:
         return sorted(self._items)
@@ -45,7 +88,7 @@ class Registry(Generic[T]):
 
 
 def resolve_options(kind: str, name: str, given: Mapping, defaults: Mapping) -> dict:
-    """Merge ``given`` options over ``defaults``; an unknown key is a one-line SpecError.
+    """Merge ``given`` options over ``defaults``; an unknown key is a one-line FieldError.
 
     >>> resolve_options("model", "mlp", {"hidden": [8]}, {"hidden": [128, 128]})
     {'hidden': [8]}
@@ -53,6 +96,7 @@ def resolve_options(kind: str, name: str, given: Mapping, defaults: Mapping) -> 
     for key in given:
         if key not in defaults:
             allowed = ", ".join(sorted(defaults)) or f"none (this {kind} takes no options)"
-            raise SpecError(f"options.{key}: unknown option for {kind} {name!r}"
-                            f"{did_you_mean(str(key), defaults)}; allowed: {allowed}")
+            raise FieldError(f"options.{key}",
+                             f"options.{key}: unknown option for {kind} {name!r}"
+                             f"{did_you_mean(str(key), defaults)}; allowed: {allowed}")
     return {**defaults, **given}

@@ -15,7 +15,7 @@ from typing import Any
 from ._errors import SpecError
 
 __all__ = ["InlineExecutor", "ProcessExecutor", "DaskExecutor", "SubmititExecutor",
-           "make_executor"]
+           "make_executor", "resolve_workers"]
 
 
 def _run(fn: Callable, payload: tuple) -> Any:
@@ -188,17 +188,36 @@ class SubmititExecutor:
         pass
 
 
-def make_executor(*, workers: int | None = None, dask: str | None = None,
+def resolve_workers(workers: int | str | None) -> int:
+    """``"auto"`` -> one worker per core (``os.cpu_count()``); an integer >= 1 as given."""
+    if workers == "auto":
+        return max(1, os.cpu_count() or 1)
+    if workers is None:
+        return 1
+    if isinstance(workers, str) and workers.isdigit():
+        workers = int(workers)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SpecError(f"workers must be 'auto' or an integer >= 1; got {workers!r}")
+    return workers
+
+
+def make_executor(*, workers: int | str | None = "auto", dask: str | None = None,
                   slurm: dict | None = None, threads: int = 1):
-    """Executor from CLI-style options (at most one of workers / dask / slurm)."""
-    chosen = [n for n, v in (("--workers", workers), ("--dask", dask), ("--slurm", slurm))
-              if v is not None]
+    """Executor from CLI-style options (at most one of workers / dask / slurm).
+
+    ``workers="auto"`` (the default): one process per core, each with ``threads`` torch
+    threads; ``workers=1``: inline (in this process).  ``dask``/``slurm`` replace the local
+    workers (then ``workers`` must be left at ``"auto"`` or None).
+    """
+    chosen = [n for n, v in (("--workers", workers if workers != "auto" else None),
+                             ("--dask", dask), ("--slurm", slurm)) if v is not None]
     if len(chosen) > 1:
         raise SpecError(f"choose one executor; got {' and '.join(chosen)}")
     if dask is not None:
         return DaskExecutor(None if dask in ("", "local") else dask, threads=threads)
     if slurm is not None:
         return SubmititExecutor(**slurm)
-    if workers is not None and workers > 1:
-        return ProcessExecutor(workers, threads=threads)
+    n = resolve_workers(workers)
+    if n > 1:
+        return ProcessExecutor(n, threads=threads)
     return InlineExecutor()

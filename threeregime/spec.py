@@ -25,14 +25,19 @@ from pathlib import Path
 from typing import Any, Union
 
 from ._errors import SpecError, did_you_mean
+from ._registry import FieldError, registered_names
 
 __all__ = [
     "DataSpec", "ModelSpec", "TrainSpec", "PruneSpec", "MeasureSpec", "PointSpec", "SweepSpec",
     "AXES", "canonical_json", "spec_hash", "load_yaml", "dump_yaml", "from_dict", "to_dict",
-    "check_pos_int", "check_float", "check_choice",
+    "check_pos_int", "check_float", "check_choice", "FieldError", "prune_methods",
+    "measure_names",
 ]
 
+#: built-in pruning methods; methods registered later in ``prune.PRUNERS`` are accepted too
 PRUNE_METHODS = ("magnitude", "global", "lamp", "random", "nm")
+#: built-in point measures (MeasureSpec's flags); more register in ``measures.MEASURES``
+MEASURES = ("lmc", "cka", "hessian")
 SCHEDULES = ("step", "cosine", "constant")
 RETRAIN_MODES = ("finetune", "rewind", "reinit")
 CKA_INPUTS = ("test", "train")
@@ -41,8 +46,25 @@ CKA_INPUTS = ("test", "train")
 # --------------------------------------------------------------------------- validators
 # The one set of validators of the package: every user-facing check (specs, advise, plotting)
 # goes through these, so errors read alike: "<field> must be <allowed>; got <value>".
-def _err(field_name: str, value: Any, allowed: str) -> SpecError:
-    return SpecError(f"{field_name} must be {allowed}; got {value!r}")
+# Each raises a FieldError, which carries the field's path: from_dict and load_yaml prefix the
+# location (``base.prune.density``, ``sweeps/x.yaml: ...``) from it, never from the text.
+def _err(field_name: str, value: Any, allowed: str) -> FieldError:
+    return FieldError(field_name, f"{field_name} must be {allowed}; got {value!r}")
+
+
+def _names(builtin: tuple[str, ...], kind: str) -> tuple[str, ...]:
+    extra = sorted(registered_names(kind) - set(builtin))
+    return (*builtin, *extra)
+
+
+def prune_methods() -> tuple[str, ...]:
+    """Built-in pruning methods, then those registered since (``prune.PRUNERS``)."""
+    return _names(PRUNE_METHODS, "pruning method")
+
+
+def measure_names() -> tuple[str, ...]:
+    """Built-in point measures, then those registered since (``measures.MEASURES``)."""
+    return _names(MEASURES, "measure")
 
 
 def check_pos_int(name: str, v: Any, *, allow_none: bool = False, minimum: int = 1) -> None:
@@ -66,8 +88,8 @@ def check_float(name: str, v: Any, lo: float, hi: float, *, lo_open: bool = Fals
 
 def check_choice(name: str, v: Any, choices: tuple[str, ...]) -> None:
     if v not in choices:
-        raise SpecError(f"{name} must be one of {', '.join(choices)}; got {v!r}"
-                        f"{did_you_mean(str(v), choices)}")
+        raise FieldError(name, f"{name} must be one of {', '.join(choices)}; got {v!r}"
+                               f"{did_you_mean(str(v), choices)}")
 
 
 # --------------------------------------------------------------------------- specs
@@ -168,16 +190,17 @@ class TrainSpec:
         for i, s in enumerate(self.snapshots):
             check_pos_int(f"snapshots[{i}]", s, minimum=0)
             if self.iterations is None and s > self.epochs:
-                raise SpecError(f"snapshots[{i}] must be <= train.epochs ({self.epochs}); "
-                                f"got {s}")
+                raise FieldError(f"snapshots[{i}]", f"snapshots[{i}] must be <= train.epochs "
+                                                    f"({self.epochs}); got {s}")
 
     def steps_per_epoch(self, n_train: int) -> int:
         """Optimizer steps per epoch (the last partial batch is dropped)."""
         return max(1, n_train // self.batch_size)
 
     def total_steps(self, n_train: int) -> int:
-        return self.iterations if self.iterations is not None else \
-            self.epochs * self.steps_per_epoch(n_train)
+        if self.iterations is not None:
+            return self.iterations
+        return self.epochs * self.steps_per_epoch(n_train)
 
 
 @dataclass(frozen=True)
@@ -188,7 +211,7 @@ class PruneSpec:
     ----------
     method : ``magnitude`` (layer-uniform magnitude, the reference), ``global`` (global
         magnitude), ``lamp`` (layer-adaptive magnitude scores), ``random``, ``nm`` (N:M
-        structured magnitude, e.g. 2:4).
+        structured magnitude, e.g. 2:4), or any method registered in ``prune.PRUNERS``.
     density : fraction of prunable weights kept, in (0, 1]; for ``nm`` it must equal N/M.
     nm : ``"N:M"`` for ``method: nm``.
     """
@@ -198,16 +221,16 @@ class PruneSpec:
     nm: str | None = None
 
     def __post_init__(self) -> None:
-        check_choice("method", self.method, PRUNE_METHODS)
+        check_choice("method", self.method, prune_methods())
         check_float("density", self.density, 0.0, 1.0, lo_open=True)
         if self.method == "nm":
             n, m = self.nm_pair()
             if abs(self.density - n / m) > 1e-9:
-                raise SpecError(f"density must equal N/M = {n}/{m} = {n / m:g} for "
-                                f"method nm; got {self.density!r}")
+                raise FieldError("density", f"density must equal N/M = {n}/{m} = {n / m:g} "
+                                            f"for method nm; got {self.density!r}")
         elif self.nm is not None:
-            raise SpecError(f"nm is only used with method nm; got nm={self.nm!r} with "
-                            f"method {self.method!r}")
+            raise FieldError("nm", f"nm is only used with method nm; got nm={self.nm!r} with "
+                                   f"method {self.method!r}")
 
     def nm_pair(self) -> tuple[int, int]:
         try:
@@ -216,8 +239,8 @@ class PruneSpec:
             if not 0 < n <= m:
                 raise ValueError
         except ValueError:
-            raise SpecError(f"nm must be 'N:M' with 0 < N <= M (e.g. '2:4'); "
-                            f"got {self.nm!r}") from None
+            raise FieldError("nm", f"nm must be 'N:M' with 0 < N <= M (e.g. '2:4'); "
+                                   f"got {self.nm!r}") from None
         return n, m
 
 
@@ -226,7 +249,9 @@ class MeasureSpec:
     """What is measured on the retrained sparse models.
 
     LMC and CKA are computed on every pair of retraining seeds; the Hessian (optional, costly)
-    on every retrained model.
+    on every retrained model.  ``extra`` names further measures registered in
+    ``measures.MEASURES`` (left out of the canonical JSON when empty, so hashes of specs
+    without it are unchanged).
     """
 
     lmc: bool = True
@@ -240,15 +265,28 @@ class MeasureSpec:
     hessian_n: int = 512
     hessian_top_k: int = 1
     eval_batch_size: int = 1000
+    extra: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_pos_int("lmc_points", self.lmc_points, minimum=2)
+        object.__setattr__(self, "extra", tuple(self.extra))
+        allowed = measure_names()[len(MEASURES):]
+        for i, name in enumerate(self.extra):
+            if name in MEASURES:
+                raise FieldError(f"extra[{i}]", f"extra[{i}] names the built-in measure "
+                                                f"{name!r}; switch it on with {name}: true")
+            check_choice(f"extra[{i}]", name, allowed)
         check_choice("cka_inputs", self.cka_inputs, CKA_INPUTS)
         check_pos_int("cka_n", self.cka_n, allow_none=True, minimum=2)
         check_pos_int("hessian_probes", self.hessian_probes)
         check_pos_int("hessian_n", self.hessian_n)
         check_pos_int("hessian_top_k", self.hessian_top_k)
         check_pos_int("eval_batch_size", self.eval_batch_size)
+
+    def names(self) -> tuple[str, ...]:
+        """The measures this spec asks for, in the order the measure stage runs them."""
+        flags = {"lmc": self.lmc, "cka": self.cka, "hessian": self.hessian}
+        return (*(n for n in MEASURES if flags[n]), *self.extra)
 
 
 @dataclass(frozen=True)
@@ -280,20 +318,21 @@ class PointSpec:
         check_pos_int("dense_seed", self.dense_seed, minimum=0)
         object.__setattr__(self, "retrain_seeds", tuple(self.retrain_seeds))
         if not self.retrain_seeds:
-            raise SpecError("retrain_seeds must list at least one seed; got []")
+            raise FieldError("retrain_seeds", "retrain_seeds must list at least one seed; got []")
         if len(set(self.retrain_seeds)) != len(self.retrain_seeds):
-            raise SpecError(f"retrain_seeds must be distinct; got {list(self.retrain_seeds)}")
+            raise FieldError("retrain_seeds", f"retrain_seeds must be distinct; got "
+                                              f"{list(self.retrain_seeds)}")
         for i, s in enumerate(self.retrain_seeds):
             check_pos_int(f"retrain_seeds[{i}]", s, minimum=0)
         check_pos_int("snapshot_epoch", self.snapshot_epoch, allow_none=True, minimum=0)
-        if self.snapshot_epoch is not None and self.dense.iterations is None \
-                and self.snapshot_epoch > self.dense.epochs:
-            raise SpecError(f"snapshot_epoch must be <= dense.epochs ({self.dense.epochs}); "
-                            f"got {self.snapshot_epoch}")
-        if self.retrain_mode == "rewind" and self.dense.iterations is None \
-                and self.rewind_epoch > self.dense.epochs:
-            raise SpecError(f"rewind_epoch must be <= dense.epochs ({self.dense.epochs}); "
-                            f"got {self.rewind_epoch}")
+        by_epochs = self.dense.iterations is None
+        snap = self.snapshot_epoch
+        if by_epochs and snap is not None and snap > self.dense.epochs:
+            raise FieldError("snapshot_epoch", f"snapshot_epoch must be <= dense.epochs "
+                                               f"({self.dense.epochs}); got {self.snapshot_epoch}")
+        if by_epochs and self.retrain_mode == "rewind" and self.rewind_epoch > self.dense.epochs:
+            raise FieldError("rewind_epoch", f"rewind_epoch must be <= dense.epochs "
+                                             f"({self.dense.epochs}); got {self.rewind_epoch}")
 
 
 @dataclass(frozen=True)
@@ -558,14 +597,16 @@ def from_dict(cls: type, data: Mapping, *, path: str = "") -> Any:
         kwargs[key] = _coerce(hints[key], value, where)
     try:
         return cls(**kwargs)
+    except FieldError as e:
+        if not path:
+            raise
+        if e.field.split("[", 1)[0] in fields:
+            raise e.under(path) from None
+        raise SpecError(f"{path}: {e}") from None
     except SpecError as e:
-        msg = str(e)
-        first = msg.split(" ", 1)[0].split("[", 1)[0].rstrip(":")
-        if path and first in fields:
-            msg = f"{path}.{msg}"
-        elif path:
-            msg = f"{path}: {msg}"
-        raise SpecError(msg) from None
+        if not path:
+            raise
+        raise SpecError(f"{path}: {e}") from None
 
 
 _KINDS: dict[str, type] = {"sweep": SweepSpec, "point": PointSpec}
@@ -609,8 +650,8 @@ def load_yaml(path: str | Path, kind: str | None = None) -> Any:
     try:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(f"{p}: cannot read the spec file ({e}); give a UTF-8 YAML file") \
-            from None
+        msg = f"{p}: cannot read the spec file ({e}); give a UTF-8 YAML file"
+        raise SpecError(msg) from None
     try:
         raw = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader subclass
     except _DuplicateKey as e:

@@ -50,24 +50,30 @@ missing"``.  A point writer sets 0-2; 3 (``missing``) marks grid points that are
 when a sweep in progress is assembled.  Point attrs are whatever the writer passes in
 ``extra_attrs`` (made netCDF-legal, see below).
 
+Registered measures (``measure.extra``, :mod:`threeregime.measures`) add their own variables
+(``extra_vars``), each with ``long_name`` and ``units``.
+
 Sweep Dataset (:func:`combine_points`)
 --------------------------------------
 Dims ``(*axes, dense_seed, <point dims>)``: every point variable gains the swept axes (named as in
-:data:`threeregime.spec.AXES`, in sweep order) and ``dense_seed`` in front.  Axis coordinates
-carry attrs ``role`` (``temperature`` / ``load``), ``hotter`` (``increasing`` / ``decreasing``;
-temperature axes only), ``long_name`` and ``units``.  Points not computed yet are NaN with
-``status = 3``.  Added variables (dims = the swept axes):
+:data:`threeregime.spec.AXES`, in sweep order) and ``dense_seed`` in front.  Every axis
+coordinate carries attrs ``role`` (``temperature`` / ``load``), ``hotter`` (``increasing`` /
+``decreasing``; temperature axes only; written as ``"none"`` for load axes), ``long_name`` and
+``units``: a reader needs nothing from the package to interpret the axes (readers must use these
+attrs, never a table of known axes).  Points not computed yet are NaN with ``status = 3``.
+Added variables (dims = the swept axes):
 
 =========================== ====== ==========================================================
 variable                    units  meaning
 =========================== ====== ==========================================================
 test_error_mean             1      cell mean test error over dense seeds and retrain seeds
 normalized_test_error       1      ``test_error_mean`` minus its minimum over the temperature
-                                   axes in the same load column (0 = best temperature)
+                                   axes in the same load column (0 = best temperature;
+                                   :func:`normalized_test_error`, the one place it is computed)
 regime                      int8   CF ``flag_values [0, 1, 2, -1]``, ``flag_meanings "regime_I
-                                   regime_II_A regime_II_B undetermined"`` (from
-                                   :func:`threeregime.regimes.classify` with its defaults; its
-                                   ``rule`` attr holds the thresholds as JSON)
+                                   regime_II_A regime_II_B undetermined"`` (added by the sweep
+                                   driver with :func:`threeregime.regimes.classify`, never by
+                                   this module; its ``rule`` attr holds the thresholds as JSON)
 regime_confidence           1      probability of the assigned label (normal approximation)
 lmc_mean, lmc_sem,          1      the evidence the label rests on (see
 cka_mean, cka_sem,                 :mod:`threeregime.regimes`)
@@ -77,9 +83,11 @@ undetermined_reason
 
 The regime variables are added only when the sweep has a temperature axis and LMC/CKA data.
 
-Global attrs: ``spec_json``, ``spec_hash``, ``threeregime_version``, ``torch_version`` (passed
-in: this module never imports torch), ``git_sha`` (``"unknown"`` outside a git checkout),
-``created`` (ISO 8601, UTC) and whatever else the caller passes.
+Global attrs: ``schema_version`` (:data:`SCHEMA_VERSION`, an int raised whenever this schema
+changes incompatibly; files without it are version 1), ``spec_json``, ``spec_hash``,
+``threeregime_version`` (the installed distribution's version, from ``importlib.metadata``),
+``torch_version`` (passed in: this module never imports torch), ``git_sha`` (``"unknown"``
+outside a git checkout), ``created`` (ISO 8601, UTC) and whatever else the caller passes.
 
 netCDF-legal attributes: str, int, float and 1-D numeric arrays only.  :func:`netcdf_attrs`
 converts bools to int, drops None, writes dicts (and lists that are not all numbers) as JSON
@@ -89,6 +97,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import importlib.metadata
 import itertools
 import json
 import os
@@ -102,15 +111,19 @@ import xarray as xr
 
 from ._artifacts import atomic_write
 from ._errors import ResultsError, SpecError
+from .spec import AXES
 
 __all__ = [
     "ENGINE",
     "STATUS",
     "STATUS_FLAG_MEANINGS",
+    "SCHEMA_VERSION",
     "combine_points",
     "export",
     "make_point_dataset",
     "netcdf_attrs",
+    "normalized_test_error",
+    "axis_meta_of",
     "open_sweep",
     "read_point",
     "write_dataset",
@@ -119,6 +132,10 @@ __all__ = [
 
 #: The netCDF engine used for every read and write.
 ENGINE = "h5netcdf"
+
+#: Version of the sweep schema above (global attr ``schema_version``).  2: every axis carries
+#: role/hotter/long_name/units, ``schema_version`` written, regimes added by the driver.
+SCHEMA_VERSION = 2
 
 #: Point status flags (int8).
 STATUS: dict[str, int] = {"ok": 0, "diverged": 1, "failed": 2, "missing": 3}
@@ -216,6 +233,7 @@ def make_point_dataset(*, retrain_seeds: Sequence[int], test_error: Any, train_e
                        cka_logits: Any = None, hessian_trace: Any = None,
                        hessian_trace_stderr: Any = None, hessian_top_eig: Any = None,
                        test_error_curve: Any = None, curve_epochs: Any = None,
+                       extra_vars: Mapping[str, tuple] | None = None,
                        extra_attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
     """Build the Dataset of one point (one grid cell, one dense seed) in the schema above.
 
@@ -239,6 +257,9 @@ def make_point_dataset(*, retrain_seeds: Sequence[int], test_error: Any, train_e
     test_error_curve : array-like, shape (K, E), optional
         Test error per retraining epoch; stored with dim ``retrain_epoch`` (coords
         ``curve_epochs``, default 1..E).  Left out when ``None``.
+    extra_vars : mapping name -> (dims, values, attrs), optional
+        Variables of registered measures (dims among the point dims; attrs with
+        ``long_name`` and ``units``).
     extra_attrs : mapping, optional
         Dataset attrs (made netCDF-legal with :func:`netcdf_attrs`).
 
@@ -321,6 +342,11 @@ def make_point_dataset(*, retrain_seeds: Sequence[int], test_error: Any, train_e
                                           "units": "1"})
         coords["retrain_epoch"] = ("retrain_epoch", ep.astype(np.int64),
                                    {"long_name": "retraining epoch", "units": "epoch"})
+    for name, (dims, values, attrs) in (extra_vars or {}).items():
+        if name in data_vars or name == "status":
+            raise ResultsError(f"extra_vars: {name!r} is a variable of the point schema; "
+                               "choose another name")
+        data_vars[name] = (tuple(dims), np.asarray(values), dict(attrs))
     data_vars["status"] = ((), _status_code(status), dict(_STATUS_ATTRS))
     return xr.Dataset(data_vars, coords=coords, attrs=netcdf_attrs(extra_attrs))
 
@@ -347,16 +373,23 @@ def _nan_like(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def _axis_attrs(name: str, meta: Mapping[str, Any] | None) -> dict[str, Any]:
-    from .spec import AXES
-
-    if meta is None:
+def axis_meta_of(names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """role, hotter, long_name and units of the sweepable axes ``names`` (from
+    :data:`threeregime.spec.AXES`), as :func:`combine_points` writes them."""
+    out = {}
+    for name in names:
         if name not in AXES:
             raise ResultsError(f"axis_meta has no entry for axis {name!r}; give role, hotter, "
                                f"long_name, units (known axes: {', '.join(AXES)})")
         ax = AXES[name]
-        meta = {"role": ax.role, "hotter": ax.hotter, "long_name": ax.long_name,
-                "units": ax.units}
+        out[name] = {"role": ax.role, "hotter": ax.hotter, "long_name": ax.long_name,
+                     "units": ax.units}
+    return out
+
+
+def _axis_attrs(name: str, meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    if meta is None:
+        meta = axis_meta_of([name])[name]
     role = meta.get("role")
     if role not in ("temperature", "load"):
         raise ResultsError(f"axis_meta[{name!r}].role must be 'temperature' or 'load'; "
@@ -365,7 +398,7 @@ def _axis_attrs(name: str, meta: Mapping[str, Any] | None) -> dict[str, Any]:
     if role == "temperature" and hotter not in ("increasing", "decreasing"):
         raise ResultsError(f"axis_meta[{name!r}].hotter must be 'increasing' or "
                            f"'decreasing'; got {hotter!r}")
-    return netcdf_attrs({"role": role, "hotter": hotter,
+    return netcdf_attrs({"role": role, "hotter": hotter or "none",
                          "long_name": meta.get("long_name", name),
                          "units": meta.get("units", "1")})
 
@@ -374,8 +407,7 @@ def combine_points(points: Sequence[tuple[Mapping[str, Any], xr.Dataset]],
                    axes: Mapping[str, Sequence[Any]],
                    axis_meta: Mapping[str, Mapping[str, Any]] | None = None,
                    dense_seeds: Sequence[int] = (0,), *,
-                   attrs: Mapping[str, Any] | None = None,
-                   classify: bool | Mapping[str, Any] = True) -> xr.Dataset:
+                   attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
     """Stack point Datasets into the sweep Dataset (schema above).
 
     Parameters
@@ -392,11 +424,9 @@ def combine_points(points: Sequence[tuple[Mapping[str, Any], xr.Dataset]],
     dense_seeds : sequence of int
     attrs : mapping, optional
         Global attrs (``spec_json``, ``spec_hash``, ``torch_version``, ...); ``created``,
-        ``git_sha`` and ``threeregime_version`` are filled in unless given.
-    classify : bool or mapping
-        Add ``regime`` and its evidence with :func:`threeregime.regimes.classify` (a mapping is
-        passed as its keyword arguments).  Skipped when the sweep has no temperature axis or
-        no LMC/CKA data.
+        ``git_sha``, ``threeregime_version`` and ``schema_version`` are filled in unless given.
+
+    No regimes are classified here (the sweep driver does it, :func:`threeregime.driver.assemble`).
 
     Returns
     -------
@@ -407,8 +437,6 @@ def combine_points(points: Sequence[tuple[Mapping[str, Any], xr.Dataset]],
     ResultsError
         No point given, a point lies off the grid, or points disagree on retraining seeds.
     """
-    from . import __version__
-
     names = list(axes)
     axis_values = {n: list(axes[n]) for n in names}
     seeds = [int(s) for s in dense_seeds]
@@ -481,7 +509,8 @@ def combine_points(points: Sequence[tuple[Mapping[str, Any], xr.Dataset]],
     for c, var in templ.coords.items():
         coords[c] = (var.dims, var.values, dict(var.attrs))
 
-    base_attrs = {"threeregime_version": __version__, "git_sha": _git_sha(),
+    base_attrs = {"schema_version": SCHEMA_VERSION, "threeregime_version": _version(),
+                  "git_sha": _git_sha(),
                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     base_attrs.update(dict(attrs or {}))
     out = xr.Dataset(data_vars, coords=coords, attrs=netcdf_attrs(base_attrs))
@@ -494,20 +523,45 @@ def combine_points(points: Sequence[tuple[Mapping[str, Any], xr.Dataset]],
         mean = np.where(counts > 0, np.nansum(vals, -1) / np.maximum(counts, 1), np.nan)
     out["test_error_mean"] = (tuple(names), mean, {
         "long_name": "cell mean test error over dense and retraining seeds", "units": "1"})
-    temps = [n for n in names if out[n].attrs["role"] == "temperature"]
-    tm = out["test_error_mean"]
+    out["normalized_test_error"] = normalized_test_error(out)
+    return out
+
+
+def normalized_test_error(ds: xr.Dataset) -> xr.DataArray:
+    """Cell test error minus its best over the temperature axes in the same load column.
+
+    The one place this is computed (the sweep Dataset's ``normalized_test_error``, plots).
+    Uses ``test_error_mean`` when present, else the mean of ``test_error`` over the replicate
+    dims (diverged and missing points excluded when ``status`` is there).  Temperature axes are
+    the coordinates whose ``role`` attr is ``temperature``.
+
+    Returns
+    -------
+    xarray.DataArray over the swept axes; 0 = the best temperature of its column.
+    """
+    if "test_error_mean" in ds:
+        tm = ds["test_error_mean"]
+    elif "test_error" in ds:
+        te = ds["test_error"]
+        if "status" in ds:
+            te = te.where(ds["status"] <= STATUS["diverged"])
+        tm = te.mean([d for d in REPLICATE_DIMS if d in te.dims], skipna=True)
+    else:
+        raise ResultsError("normalized_test_error needs test_error_mean or test_error; the "
+                           "Dataset has neither")
+    names = list(tm.dims)
+    temps = [n for n in names if ds[n].attrs.get("role") == "temperature"]
     best = tm.min(temps, skipna=True) if temps else tm
-    out["normalized_test_error"] = (tm - best).transpose(*names).assign_attrs(
+    return (tm - best).transpose(*names).assign_attrs(
         long_name="test error minus the best over the temperature axes in the same load column",
         units="1")
-    if classify is not False and temps and "lmc" in out and "cka" in out:
-        from .regimes import classify as _classify
 
-        kw = dict(classify) if isinstance(classify, Mapping) else {}
-        reg = _classify(out, **kw)
-        for name in reg.data_vars:
-            out[name] = reg[name]
-    return out
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("threeregime")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 # --------------------------------------------------------------------------- files
@@ -599,5 +653,3 @@ def export(ds: xr.Dataset, path: str | os.PathLike, format: str = "netcdf") -> P
         raise SpecError(f"format must be one of {', '.join(_EXPORT_FORMATS)}; got {format!r}")
     return write_dataset(ds, path)
 
-
-from . import accessor as _accessor  # noqa: E402, F401 (registers ds.threeregime)
