@@ -14,11 +14,13 @@ from threeregime.regimes import (
     DEFAULTS,
     FLAG_MEANINGS,
     REASONS,
+    REGIME_VARS,
     REGIMES,
     UNDETERMINED,
     classify,
     decode,
     regime_names,
+    regimes_of,
 )
 
 
@@ -222,3 +224,24 @@ def test_accessor_classify():
     assert json.loads(out["regime"].attrs["rule"])["tau_lmc"] == 0.01
     assert ds.threeregime.dims() == {"cells": ["epochs", "density"],
                                      "temperature": ["epochs"], "load": ["density"]}
+
+
+def test_regimes_of_takes_the_datasets_own_or_classifies():
+    ds = synthetic_sweep(0)
+    fresh = regimes_of(ds)                      # no regimes in ds: classified with defaults
+    assert fresh.identical(classify(ds)) and set(fresh.data_vars) == set(REGIME_VARS)
+    # a Dataset with (deliberately odd) regimes of its own is read as it is ...
+    marked = ds.assign({v: fresh[v] for v in fresh.data_vars})
+    marked["regime"] = marked["regime"].where(False, np.int8(2)).astype(np.int8)
+    marked["regime"].attrs = fresh["regime"].attrs
+    own = regimes_of(marked, temperature="epochs")   # naming a dim does not reclassify
+    assert (own["regime"] == 2).all() and set(own.data_vars) == set(REGIME_VARS)
+    assert json.loads(own.attrs["regime_rule"])["tau_lmc"] == DEFAULTS["tau_lmc"]
+    assert marked.threeregime.regimes()["regime"].identical(own["regime"])
+    # ... unless a rule argument asks for a classification
+    again = regimes_of(marked, tau_lmc=0.01)
+    assert not (again["regime"] == 2).all()
+    assert json.loads(again.attrs["regime_rule"])["tau_lmc"] == 0.01
+    with pytest.raises(ResultsError):
+        regimes_of(ds.drop_vars(["lmc", "cka"]))
+

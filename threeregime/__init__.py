@@ -15,7 +15,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> module that defines it.  Torch-free modules: spec, _errors, storage, regimes,
+# advice, validation, plotting, plan; the others load torch when first used.
 _LAZY = {
     # specs (no torch)
     "DataSpec": "spec", "ModelSpec": "spec", "TrainSpec": "spec", "PruneSpec": "spec",
@@ -26,18 +27,22 @@ _LAZY = {
     "ResultsError": "_errors", "ThreeRegimeWarning": "_errors",
     # torch side
     "load_data": "data", "build_model": "models", "prunable_names": "models",
-    "compute_masks": "prune", "fit": "train", "run_point": "sweep", "run_sweep": "sweep",
-    "sweep_status": "sweep",
+    "compute_masks": "prune", "fit": "train",
+    "run_point": "driver", "run_sweep": "driver", "sweep_status": "driver",
+    "advise": "casestudies", "select_model_to_prune": "casestudies",
+    "tune_temperature": "casestudies",
     # results side (no torch)
-    "open_sweep": "storage", "export": "storage", "classify": "regimes",
+    "plan_sweep": "plan", "open_sweep": "storage", "export": "storage",
+    "classify": "regimes", "regimes_of": "regimes",
     "PhaseDiagram": "plotting", "plot_phase_diagrams": "plotting",
-    "advise": "advise", "Advice": "advise",
-    "select_model_to_prune": "advise", "tune_temperature": "advise",
+    "Advice": "advice", "Selection": "advice", "TuneResult": "advice",
+    "validate_advice": "validation",
 }
 
 __all__ = [*sorted(_LAZY), "__version__", "metrics"]  # noqa: PLE0605
 
-# register the ``ds.threeregime`` accessor (imports xarray, never torch or matplotlib)
+# register the ``ds.threeregime`` accessor, the one place it is registered (imports xarray,
+# never torch or matplotlib)
 from . import accessor as _accessor  # noqa: E402,F401
 
 
@@ -49,9 +54,7 @@ def __getattr__(name: str) -> Any:
     except KeyError:
         raise AttributeError(f"module 'threeregime' has no attribute {name!r}") from None
     value = getattr(importlib.import_module(f".{mod}", __name__), name)
-    # cache it: importing a submodule named like a function (threeregime.advise) would
-    # otherwise leave the package attribute pointing at the module
-    globals()[name] = value
+    globals()[name] = value   # cached: later look-ups skip this function
     return value
 
 

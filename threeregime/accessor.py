@@ -1,8 +1,9 @@
 """The ``ds.threeregime`` xarray accessor: classify and plot results in place.
 
-Registered when any of :mod:`threeregime.storage`, :mod:`threeregime.regimes`,
-:mod:`threeregime.plotting` or this module is imported (``threeregime.open_sweep`` does it).
-Extends Datasets without subclassing them (STYLE rule 4).  No torch, no matplotlib at import.
+Registered in one place: ``import threeregime`` imports this module (so does importing any
+submodule, as Python imports the package first), hence every Dataset, including one read with
+plain ``xr.open_dataset``, has ``ds.threeregime``.  Extends Datasets without subclassing them
+(STYLE rule 4).  No torch, no matplotlib at import.
 
 Examples
 --------
@@ -32,6 +33,13 @@ class ThreeRegimeAccessor:
 
         cell, temps, loads = find_dims(self._ds, var)
         return {"cells": cell, "temperature": temps, "load": loads}
+
+    def regimes(self, **classify_kw: Any) -> xr.Dataset:
+        """The regime variables: the Dataset's own, else classified
+        (:func:`threeregime.regimes.regimes_of`; rule arguments force a classification)."""
+        from .regimes import regimes_of
+
+        return regimes_of(self._ds, **classify_kw)
 
     def classify(self, **kwargs: Any) -> xr.Dataset:
         """Return a copy of the Dataset with the regime variables (re)computed.

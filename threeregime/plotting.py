@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from . import storage
 from ._errors import ResultsError, SpecError, did_you_mean
-from .regimes import REASONS, REGIMES, UNDETERMINED, classify, find_dims
+from .regimes import REASONS, REGIMES, UNDETERMINED, find_dims, regimes_of
+from .spec import AXES, check_choice
 from .storage import REPLICATE_DIMS, STATUS
 
 __all__ = [
@@ -52,8 +54,6 @@ def _label(ds: xr.Dataset, name: str) -> str:
 
 
 def _hotter(ds: xr.Dataset, dim: str) -> str | None:
-    from .spec import AXES
-
     h = ds[dim].attrs.get("hotter") if dim in ds.coords else None
     if h is None and dim in AXES:
         h = AXES[dim].hotter
@@ -204,11 +204,11 @@ class PhaseDiagram:
             Any variable over (x, y[, replicate dims]); ``"regime"`` draws the labels;
             ``"normalized_test_error"`` is computed from ``test_error`` when absent.
         regimes : bool or Dataset or DataArray
-            True: use ``ds["regime"]`` if present, else classify ``ds`` (when it has LMC and
-            CKA; with ``classify_kw``); False: no boundaries; a :func:`classify` result (or its
-            ``regime`` DataArray) to use as is.
+            True: :func:`threeregime.regimes.regimes_of` (``ds``'s own regimes, else classified
+            with ``classify_kw``; none when ``ds`` lacks LMC/CKA); False: no boundaries; a
+            classify result (or its ``regime`` DataArray) to use as is.
         classify_kw : mapping, optional
-            Keyword arguments of :func:`threeregime.regimes.classify` (forces reclassifying).
+            Rule arguments of :func:`threeregime.regimes.classify` (a non-empty one reclassifies).
         """
         if var not in ds and not (var == "normalized_test_error" and "test_error" in ds):
             raise ResultsError(f"var {var!r} is not in the dataset"
@@ -224,13 +224,8 @@ class PhaseDiagram:
                                    f"pass x=<dim name>")
             x = others[0]
         keep = [y, x]
-        if var in ds:
-            da = _reduce(ds[var], ds, keep)
-        else:  # normalized test error of data that lacks it
-            te = _reduce(ds["test_error"], ds, keep)
-            da = (te - te.min(y, skipna=True)).transpose(*keep)
-            da.attrs = {"long_name": "test error minus the best in the load column",
-                        "units": "1"}
+        # normalized test error of data that lacks it: storage computes it (the one place)
+        da = _reduce(ds[var] if var in ds else storage.normalized_test_error(ds), ds, keep)
 
         xv, yv = ds[x].values, ds[y].values
         xo = np.argsort(xv, kind="stable")
@@ -239,6 +234,8 @@ class PhaseDiagram:
             yo = yo[::-1]
         values = np.asarray(da.values, dtype=np.float64)[np.ix_(yo, xo)]
 
+        if regimes is True:
+            regimes = _regimes(ds, classify_kw, temps)
         reg_da = conf_da = reason_da = None
         if isinstance(regimes, xr.Dataset):
             reg_da = regimes["regime"]
@@ -246,20 +243,6 @@ class PhaseDiagram:
             reason_da = regimes.get("undetermined_reason")
         elif isinstance(regimes, xr.DataArray):
             reg_da = regimes
-        elif regimes:
-            src = None
-            if classify_kw is None and "regime" in ds:
-                src = ds
-            elif ("lmc" in ds or "lmc_mean" in ds) and ("cka" in ds or "cka_mean" in ds):
-                try:
-                    src = classify(ds, temperature=temps, **dict(classify_kw or {}))
-                except ResultsError:
-                    if classify_kw is not None:
-                        raise
-            if src is not None:
-                reg_da = src["regime"]
-                conf_da = src.get("regime_confidence")
-                reason_da = src.get("undetermined_reason")
 
         def table(a: xr.DataArray | None, dtype: Any) -> np.ndarray | None:
             if a is None:
@@ -273,7 +256,8 @@ class PhaseDiagram:
 
         return cls(var=var, values=values, x=x, y=y, x_values=xv[xo], y_values=yv[yo],
                    x_label=_label(ds, x), y_label=_label(ds, y),
-                   value_label=(_label(ds, var) if var in ds else da.attrs["long_name"]),
+                   value_label=(_label(ds, var) if var in ds
+                                else da.attrs.get("long_name", var)),
                    regime=table(reg_da, np.int8), reason=table(reason_da, np.int8),
                    confidence=table(conf_da, np.float64), title=sweep_name(ds))
 
@@ -383,18 +367,16 @@ class PhaseDiagram:
 
 
 # --------------------------------------------------------------------------- figures
-def _regimes_once(ds: xr.Dataset, classify_kw: Mapping[str, Any] | None,
-                  y: str | None) -> xr.Dataset | bool:
-    if classify_kw is None and "regime" in ds:
-        keep = [v for v in ("regime", "regime_confidence", "undetermined_reason") if v in ds]
-        return ds[keep]
-    if ("lmc" in ds or "lmc_mean" in ds) and ("cka" in ds or "cka_mean" in ds):
-        try:
-            return classify(ds, temperature=y, **dict(classify_kw or {}))
-        except ResultsError:
-            if classify_kw is not None:
-                raise
-    return False
+def _regimes(ds: xr.Dataset, classify_kw: Mapping[str, Any] | None,
+             temperature: str | Sequence[str] | None) -> xr.Dataset | None:
+    """:func:`threeregime.regimes.regimes_of`, or None when ``ds`` cannot be classified (no
+    LMC / CKA) and no rule argument asked for it."""
+    try:
+        return regimes_of(ds, temperature=temperature, **dict(classify_kw or {}))
+    except ResultsError:
+        if classify_kw:
+            raise
+        return None
 
 
 def plot_phase_diagrams(ds: xr.Dataset, *, x: str | None = None, y: str | None = None,
@@ -419,8 +401,9 @@ def plot_phase_diagrams(ds: xr.Dataset, *, x: str | None = None, y: str | None =
     if not present:
         raise ResultsError(f"none of the variables {list(variables)} is in the dataset; "
                            f"variables: {', '.join(map(str, ds.data_vars))}")
-    reg = _regimes_once(ds, classify_kw, y)
-    diagrams = [PhaseDiagram.from_dataset(ds, x=x, y=y, var=v, regimes=reg) for v in present]
+    reg = _regimes(ds, classify_kw, y)
+    diagrams = [PhaseDiagram.from_dataset(ds, x=x, y=y, var=v, regimes=False if reg is None
+                                          else reg) for v in present]
     ny, nx = diagrams[0].values.shape
     n = len(diagrams)
     ncols = 2 if n == 4 else min(n, 3)
@@ -458,18 +441,15 @@ def plot_lmc_curves(ds: xr.Dataset, *, split: str = "train", quantity: str = "er
     """
     import matplotlib.pyplot as plt
 
-    if by not in ("regime", "cell"):
-        raise SpecError(f"by must be one of regime, cell; got {by!r}")
+    check_choice("by", by, ("regime", "cell"))
     if "lmc_curve" not in ds:
         raise ResultsError("dataset has no variable 'lmc_curve'")
     for name, val in (("split", split), ("quantity", quantity)):
-        allowed = [str(v) for v in ds[name].values]
-        if val not in allowed:
-            raise SpecError(f"{name} must be one of {', '.join(allowed)}; got {val!r}")
+        check_choice(name, val, tuple(str(v) for v in ds[name].values))
     curve = ds["lmc_curve"].sel(split=split, quantity=quantity, drop=True)
     cell = [d for d in curve.dims if d not in REPLICATE_DIMS and d != "t"]
     mean = _reduce(curve, ds, cell + ["t"])
-    reg = _regimes_once(ds, classify_kw, None)
+    reg = _regimes(ds, classify_kw, None)
     codes = (np.asarray(reg["regime"].transpose(*cell).values)
              if isinstance(reg, xr.Dataset) else np.full(mean.shape[:-1], UNDETERMINED))
     t = ds["t"].values
@@ -518,6 +498,3 @@ def save(fig: Any, path: str | Path, *, dpi: int = 150) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     return path
-
-
-from . import accessor as _accessor  # noqa: E402, F401 (registers ds.threeregime)

@@ -65,6 +65,7 @@ __all__ = [
     "FLAG_VALUES",
     "REASONS",
     "REGIMES",
+    "REGIME_VARS",
     "REGIME_I",
     "REGIME_II_A",
     "REGIME_II_B",
@@ -73,6 +74,7 @@ __all__ = [
     "decode",
     "find_dims",
     "regime_names",
+    "regimes_of",
 ]
 
 REGIME_I, REGIME_II_A, REGIME_II_B, UNDETERMINED = 0, 1, 2, -1
@@ -441,4 +443,34 @@ def classify(ds: xr.Dataset, *, tau_lmc: float = DEFAULTS["tau_lmc"],
     return out
 
 
-from . import accessor as _accessor  # noqa: E402, F401 (registers ds.threeregime)
+#: the variables :func:`classify` adds (and :func:`regimes_of` takes from a Dataset)
+REGIME_VARS = ("regime", "regime_confidence", "lmc_mean", "lmc_sem", "cka_mean", "cka_sem",
+               "n_valid_pairs", "undetermined_reason")
+
+
+def regimes_of(ds: xr.Dataset, *, temperature: str | Sequence[str] | None = None,
+               load: str | Sequence[str] | None = None, **classify_kw: Any) -> xr.Dataset:
+    """The regimes of ``ds``: its own regime variables, else :func:`classify`'s.
+
+    The one place that decides "take the regimes or classify": a Dataset that carries
+    ``regime`` (``results.nc`` as assembled by the sweep) is read as it is when no rule
+    argument is given; otherwise (no ``regime``, or any ``classify_kw`` such as ``tau_lmc``)
+    the Dataset is classified.  ``temperature`` and ``load`` only name dims for
+    :func:`classify` and never force a reclassification.
+
+    Returns
+    -------
+    xarray.Dataset
+        The :data:`REGIME_VARS` present (with the ``regime_rule`` attr when known).
+
+    Raises
+    ------
+    ResultsError, SpecError
+        As :func:`classify` when classifying.
+    """
+    if not classify_kw and "regime" in ds:
+        out = ds[[v for v in REGIME_VARS if v in ds]]
+        rule = ds["regime"].attrs.get("rule", ds.attrs.get("regime_rule"))
+        out.attrs = {} if rule is None else {"regime_rule": rule}
+        return out
+    return classify(ds, temperature=temperature, load=load, **classify_kw)
