@@ -44,7 +44,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from threeregime import sweep as sw  # noqa: E402
+from threeregime import driver, stages  # noqa: E402
+from threeregime import plan as sweep_plan  # noqa: E402
 from threeregime.data import load_data  # noqa: E402
 from threeregime.metrics import lmc, lmc_pairs  # noqa: E402
 from threeregime.models import build_model  # noqa: E402
@@ -172,32 +173,37 @@ def reference_metrics():
         metrics.lmc_pairs, metrics.cka_pairs = saved
 
 
-def stage_times(spec: SweepSpec, root: Path, opts: sw.RunOptions, dense_from: Path | None):
+def _size_of(opts: stages.RunOptions):
+    """Ensemble size of a group, as the sweep driver chooses it."""
+    return lambda point, train_spec: stages.chunk_size(point, train_spec, opts)
+
+
+def stage_times(spec: SweepSpec, root: Path, opts: stages.RunOptions, dense_from: Path | None):
     """Run dense (or copy it), retrain and measure stages; return times and the Dataset."""
     root.mkdir(parents=True, exist_ok=True)
-    plan = sw.plan_sweep(spec)
+    plan = sweep_plan.plan_sweep(spec)
     times = {}
     if dense_from is not None:
         shutil.copytree(dense_from / "dense", root / "dense")
         times["dense"] = float("nan")
     else:
         t0 = time.perf_counter()
-        for task in sw.dense_tasks(plan, opts):
-            sw.run_dense_group(root, task, opts)
+        for task in sweep_plan.dense_tasks(plan, _size_of(opts)):
+            stages.run_dense_group(root, task, opts)
         times["dense"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    tasks = sw.retrain_tasks(plan, opts)
+    tasks = sweep_plan.retrain_tasks(plan, _size_of(opts))
     for task in tasks:
-        sw.run_retrain_group(root, task, opts)
+        stages.run_retrain_group(root, task, opts)
     times["retrain"] = time.perf_counter() - t0
     times["retrain_chunks"] = len(tasks)
     t0 = time.perf_counter()
     with reference_metrics() if opts.engine == "loop" else contextlib.nullcontext():
         for pj in plan.points:
-            sw.measure_point(root, pj, opts)
+            stages.measure_point(root, pj, opts)
     times["measure"] = time.perf_counter() - t0
     times["points"] = len(plan.points)
-    return times, sw.assemble(spec, root, plan)
+    return times, driver.assemble(spec, root, plan)
 
 
 def bench_e2e(args, res: dict) -> None:
@@ -212,14 +218,14 @@ def bench_e2e(args, res: dict) -> None:
         load_data(sub.base.data)  # generate MNIST-1D once, outside every timing
         out = {}
         dense_root = tmp / "dense-vmap"
-        opts_v = sw.RunOptions(device=args.device, engine="vmap", progress=False, threads=1)
-        opts_l = sw.RunOptions(device=args.device, engine="loop", progress=False, threads=1)
+        opts_v = stages.RunOptions(device=args.device, engine="vmap", progress=False, threads=1)
+        opts_l = stages.RunOptions(device=args.device, engine="loop", progress=False, threads=1)
         # dense stage (one model) with each engine
         for name, opts in (("vmap", opts_v), ("loop", opts_l)):
             r = tmp / f"dense-{name}"
             t0 = time.perf_counter()
-            for task in sw.dense_tasks(sw.plan_sweep(sub), opts):
-                sw.run_dense_group(r, task, opts)
+            for task in sweep_plan.dense_tasks(sweep_plan.plan_sweep(sub), _size_of(opts)):
+                stages.run_dense_group(r, task, opts)
             out[f"dense_{name}"] = time.perf_counter() - t0
         ds = {}
         for name, opts in (("vmap", opts_v), ("loop", opts_l)):
@@ -231,7 +237,7 @@ def bench_e2e(args, res: dict) -> None:
                 ds[name] = d
             out[name] = best
         v, lp = out["vmap"], out["loop"]
-        chunks_full = len(sw.retrain_tasks(sw.plan_sweep(full), opts_v))
+        chunks_full = len(sweep_plan.retrain_tasks(sweep_plan.plan_sweep(full), _size_of(opts_v)))
         diffs = {}
         for var in ("test_error", "train_error", "lmc", "cka", "cka_logits"):
             a, b = ds["vmap"][var].values, ds["loop"][var].values
@@ -399,7 +405,7 @@ def bench_scaling(args, res: dict) -> None:
         try:
             with PeakRSS() as pk:
                 t0 = time.perf_counter()
-                sw.run_sweep(spec, tmp, device=args.device, progress=False, threads=1,
+                driver.run_sweep(spec, tmp, device=args.device, progress=False, threads=1,
                              write_results=False)
                 t = time.perf_counter() - t0
         finally:
