@@ -65,6 +65,15 @@ def mode_connectivity(train_error: np.ndarray) -> tuple[float, int]:
     return float(m - e[i]), i
 
 
+def _curve_column(split: int, quantity: int) -> property:
+    """A read-only (T,) view ``curve[:, split, quantity]`` of an :class:`LMCResult`."""
+    def get(self) -> np.ndarray:
+        return self.curve[:, split, quantity]
+
+    get.__doc__ = f"{SPLITS[split]} {QUANTITIES[quantity]} along the path, shape (T,)."
+    return property(get)
+
+
 @dataclass(frozen=True, repr=False)
 class LMCResult:
     """Mode connectivity of one pair of models.
@@ -85,21 +94,10 @@ class LMCResult:
     t_star: float = math.nan
     path: str = "linear"
 
-    @property
-    def train_error(self) -> np.ndarray:
-        return self.curve[:, 0, 0]
-
-    @property
-    def train_loss(self) -> np.ndarray:
-        return self.curve[:, 0, 1]
-
-    @property
-    def test_error(self) -> np.ndarray:
-        return self.curve[:, 1, 0]
-
-    @property
-    def test_loss(self) -> np.ndarray:
-        return self.curve[:, 1, 1]
+    train_error = _curve_column(0, 0)
+    train_loss = _curve_column(0, 1)
+    test_error = _curve_column(1, 0)
+    test_loss = _curve_column(1, 1)
 
     @property
     def barrier(self) -> float:
