@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from threeregime import regimes
 from threeregime.storage import combine_points, make_point_dataset
 
 EPOCHS = [5, 10, 20, 40]            # temperature, hotter = decreasing
@@ -46,5 +47,9 @@ def synthetic_sweep(seed=0, *, lmc_sd=0.003, cka_sd=0.01, dense_seeds=(0, 1, 2),
     base = {"spec_json": '{"name":"synthetic"}', "spec_hash": "0123456789abcdef",
             "torch_version": "none"}
     base.update(attrs or {})
-    return combine_points(pts, {"epochs": list(epochs), "density": list(density)}, None,
-                          list(dense_seeds), attrs=base, classify=classify)
+    out = combine_points(pts, {"epochs": list(epochs), "density": list(density)}, None,
+                         list(dense_seeds), attrs=base)
+    if classify is not False:   # as the sweep driver does: storage never classifies
+        reg = regimes.classify(out, **({} if classify is True else dict(classify)))
+        out = out.assign({name: reg[name] for name in reg.data_vars})
+    return out
