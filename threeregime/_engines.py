@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from ._device import device_of
 from ._functional import (
     evaluate_stacked,
     split_state,
@@ -216,8 +217,7 @@ class LoopRunner:
                 for mdl in self.models]
 
     def evaluate(self, data):
-        out = [evaluate_states(mdl, [mdl.state_dict()], data,
-                               device=next(mdl.parameters()).device)
+        out = [evaluate_states(mdl, [mdl.state_dict()], data, device=device_of(mdl))
                for mdl in self.models]
         return np.array([o[0][0] for o in out]), np.array([o[1][0] for o in out])
 
