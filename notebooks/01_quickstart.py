@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -31,26 +36,17 @@ WORKERS = 1 if TINY else 2          # local worker processes (one torch thread e
 RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
 
 # %%
-import tempfile
 import time
-import warnings
-from pathlib import Path
+
+from _nbsetup import run_sweep, setup   # notebooks/_nbsetup.py: shared set-up
 
 import threeregime as tr
-from threeregime.executors import make_executor
 from threeregime.regimes import decode
 
-# progress bars are off; without ipywidgets tqdm.auto would still warn on import
-warnings.filterwarnings("ignore", message="IProgress not found")
-# the repository root is the first folder upwards that holds sweeps/ (works from notebooks/ too)
-ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sweeps" / "quick.yaml").is_file())
-if TINY:
-    _tmp = tempfile.TemporaryDirectory(prefix="threeregime-nb01-")   # removed with the kernel
-    RUNS = Path(_tmp.name)
-    SWEEP_FILE = ROOT / "sweeps" / "smoke.yaml"
-else:
-    RUNS = Path(RUNS_DIR) if RUNS_DIR else ROOT / "runs"
-    SWEEP_FILE = ROOT / "sweeps" / "quick.yaml"
+# ROOT: the repository (the first folder upwards holding sweeps/); RUNS: where sweeps go (a
+# temporary folder in the tiny setting, removed with the kernel)
+ROOT, RUNS = setup("nb01", TINY, RUNS_DIR)
+SWEEP_FILE = ROOT / "sweeps" / ("smoke.yaml" if TINY else "quick.yaml")
 
 spec = tr.load_yaml(SWEEP_FILE)
 print(tr.dump_yaml(spec))
@@ -63,12 +59,8 @@ print(tr.dump_yaml(spec))
 
 # %%
 out = RUNS / spec.name
-executor = make_executor(workers=WORKERS, threads=1)
 t0 = time.perf_counter()
-try:
-    ds = tr.run_sweep(spec, out, executor=executor, threads=1, progress=False)
-finally:
-    executor.close()
+ds = run_sweep(spec, RUNS, workers=WORKERS)   # local worker processes, one thread each
 print(f"sweep {spec.name!r} in {out}: {time.perf_counter() - t0:.0f} s")
 print(tr.sweep_status(out))
 

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -38,26 +43,16 @@ RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
 
 # %%
 import dataclasses
-import tempfile
-import warnings
-from pathlib import Path
 
 import numpy as np
+from _nbsetup import run_sweep, setup   # notebooks/_nbsetup.py: shared set-up
 
 import threeregime as tr
-from threeregime.executors import make_executor
+from threeregime.plan import plan_sweep
 from threeregime.plotting import plot_phase_diagrams, save
 from threeregime.regimes import decode
-from threeregime.sweep import plan_sweep
 
-# progress bars are off; without ipywidgets tqdm.auto would still warn on import
-warnings.filterwarnings("ignore", message="IProgress not found")
-ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sweeps" / "quick.yaml").is_file())
-if TINY:
-    _tmp = tempfile.TemporaryDirectory(prefix="threeregime-nb02-")
-    RUNS = Path(_tmp.name)
-else:
-    RUNS = Path(RUNS_DIR) if RUNS_DIR else ROOT / "runs"
+ROOT, RUNS = setup("nb02", TINY, RUNS_DIR)
 
 cifar = tr.load_yaml(ROOT / "sweeps" / "cifar10_preresnet20_epochs.yaml")
 if CIFAR10_ROOT is not None:
@@ -86,12 +81,7 @@ for s in (spec, cifar):
           f" x {s.base.retrain.epochs} epochs   grid points: {len(plan.points)}")
 
 # %%
-executor = make_executor(workers=WORKERS, threads=1)
-try:
-    ds = tr.run_sweep(spec, RUNS / spec.name, executor=executor, device=DEVICE, threads=1,
-                      progress=False)
-finally:
-    executor.close()
+ds = run_sweep(spec, RUNS, workers=WORKERS, device=DEVICE)
 print(tr.sweep_status(RUNS / spec.name))
 
 # %% [markdown]

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -33,48 +38,24 @@ WORKERS = 1 if TINY else 2
 RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
 
 # %%
-import tempfile
-import warnings
-from pathlib import Path
+from _nbsetup import run_sweep, setup, smoke_sweep   # notebooks/_nbsetup.py: shared set-up
 
 import threeregime as tr
-from threeregime.executors import make_executor
 from threeregime.plotting import plot_phase_diagrams
 from threeregime.regimes import decode
-from threeregime.spec import SweepSpec, from_dict, to_dict
 
-warnings.filterwarnings("ignore", message="IProgress not found")   # progress bars are off
-ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sweeps" / "quick.yaml").is_file())
-if TINY:
-    _tmp = tempfile.TemporaryDirectory(prefix="threeregime-nb03-")
-    RUNS = Path(_tmp.name)
-else:
-    RUNS = Path(RUNS_DIR) if RUNS_DIR else ROOT / "runs"
-
-
-def tiny(axes: dict, name: str, **dense) -> SweepSpec:
-    """The smoke sweep's base (a few hundred examples, a quarter-width CNN) with other axes."""
-    d = to_dict(tr.load_yaml(ROOT / "sweeps" / "smoke.yaml"))
-    d["name"], d["axes"] = name, axes
-    d["base"]["dense"].update(dense)
-    return from_dict(SweepSpec, d)
-
-
-if TINY:
-    batch_spec = tiny({"batch_size": [16, 64], "density": [0.1, 0.5]}, "tiny_batch_size",
-                      iterations=32)
-    sam_spec = tiny({"sam_rho": [0.0, 0.2], "density": [0.1, 0.5]}, "tiny_sam")
+ROOT, RUNS = setup("nb03", TINY, RUNS_DIR)
+if TINY:   # sweeps/smoke.yaml's base (a few hundred examples, a quarter-width CNN), other axes
+    batch_spec = smoke_sweep(ROOT, "tiny_batch_size",
+                             {"batch_size": [16, 64], "density": [0.1, 0.5]}, iterations=32)
+    sam_spec = smoke_sweep(ROOT, "tiny_sam", {"sam_rho": [0.0, 0.2], "density": [0.1, 0.5]})
 else:
     batch_spec = tr.load_yaml(ROOT / "sweeps" / "mnist1d_batch_size.yaml")
     sam_spec = tr.load_yaml(ROOT / "sweeps" / "mnist1d_sam.yaml")
 
 
-def run(spec: SweepSpec):
-    executor = make_executor(workers=WORKERS, threads=1)
-    try:
-        return tr.run_sweep(spec, RUNS / spec.name, executor=executor, threads=1, progress=False)
-    finally:
-        executor.close()
+def run(spec):
+    return run_sweep(spec, RUNS, workers=WORKERS)
 
 
 def best_temperature(ds, temp: str):

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -30,28 +35,17 @@ WORKERS = 1 if TINY else 2
 RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
 
 # %%
-import tempfile
-import warnings
-from pathlib import Path
+from _nbsetup import run_sweep, setup, smoke_sweep   # notebooks/_nbsetup.py: shared set-up
 
 import threeregime as tr
-from threeregime.executors import make_executor
 from threeregime.plotting import plot_phase_diagrams
 from threeregime.regimes import decode
-from threeregime.spec import SweepSpec, from_dict, to_dict
 
-warnings.filterwarnings("ignore", message="IProgress not found")   # progress bars are off
-ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sweeps" / "quick.yaml").is_file())
-if TINY:
-    _tmp = tempfile.TemporaryDirectory(prefix="threeregime-nb04-")
-    RUNS = Path(_tmp.name)
-    d = to_dict(tr.load_yaml(ROOT / "sweeps" / "smoke.yaml"))
-    d["name"] = "tiny_train_size"
-    d["base"]["prune"] = {"density": 0.1}
-    d["axes"] = {"epochs": [2, 4], "train_size": [128, 256]}
-    spec = from_dict(SweepSpec, d)
+ROOT, RUNS = setup("nb04", TINY, RUNS_DIR)
+if TINY:   # sweeps/smoke.yaml's base at 10 % density, data size as the load
+    spec = smoke_sweep(ROOT, "tiny_train_size", {"epochs": [2, 4], "train_size": [128, 256]},
+                       prune={"density": 0.1})
 else:
-    RUNS = Path(RUNS_DIR) if RUNS_DIR else ROOT / "runs"
     spec = tr.load_yaml(ROOT / "sweeps" / "mnist1d_train_size.yaml")
 print(tr.dump_yaml(spec))
 
@@ -61,11 +55,7 @@ print(tr.dump_yaml(spec))
 # networks see. Each size needs its own dense run; the epochs axis is again served by snapshots.
 
 # %%
-executor = make_executor(workers=WORKERS, threads=1)
-try:
-    ds = tr.run_sweep(spec, RUNS / spec.name, executor=executor, threads=1, progress=False)
-finally:
-    executor.close()
+ds = run_sweep(spec, RUNS, workers=WORKERS)
 print(tr.sweep_status(RUNS / spec.name))
 print({d: ds[d].attrs["role"] for d in spec.axes})
 

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -41,25 +46,19 @@ RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
 
 # %%
 import dataclasses
-import tempfile
-import warnings
-from pathlib import Path
 
 import torch
+from _nbsetup import setup   # notebooks/_nbsetup.py: shared set-up
 
 import threeregime as tr
-from threeregime.advise import validate_advice
+from threeregime.validation import validate_advice
 
-warnings.filterwarnings("ignore", message="IProgress not found")   # progress bars are off
 torch.set_num_threads(1)     # small models: one thread is fastest on a CPU (PROBE.md)
-ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sweeps" / "quick.yaml").is_file())
+ROOT, RUNS = setup("nb05", TINY, RUNS_DIR)
 if TINY:
-    _tmp = tempfile.TemporaryDirectory(prefix="threeregime-nb05-")
-    RUNS = Path(_tmp.name)
     sweep = tr.load_yaml(ROOT / "sweeps" / "smoke.yaml")
     DENSE_EPOCHS, EPOCH_CHOICES, BUDGET = 4, (2, 4), 2
 else:
-    RUNS = Path(RUNS_DIR) if RUNS_DIR else ROOT / "runs"
     sweep = tr.load_yaml(ROOT / "sweeps" / "quick.yaml")
     DENSE_EPOCHS, EPOCH_CHOICES, BUDGET = 40, (5, 20, 40), 4
 CACHE = RUNS / "advise_cache"          # retrained models land here; reruns train nothing

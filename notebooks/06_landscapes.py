@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -39,29 +44,23 @@ RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
 # %%
 import copy
 import dataclasses
-import tempfile
-import warnings
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from _nbsetup import setup   # notebooks/_nbsetup.py: shared set-up
 
 import threeregime as tr
+from threeregime.plan import plan_sweep
 from threeregime.plotting import PhaseDiagram, plot_lmc_curves
 from threeregime.regimes import decode
-from threeregime.sweep import plan_sweep
 
-warnings.filterwarnings("ignore", message="IProgress not found")   # progress bars are off
 torch.set_num_threads(1)
-ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "sweeps" / "quick.yaml").is_file())
+ROOT, RUNS = setup("nb06", TINY, RUNS_DIR)
 if TINY:
-    _tmp = tempfile.TemporaryDirectory(prefix="threeregime-nb06-")
-    RUNS = Path(_tmp.name)
     sweep = tr.load_yaml(ROOT / "sweeps" / "smoke.yaml")
     hessian = {"hessian": True, "hessian_probes": 4, "hessian_n": 128}
 else:
-    RUNS = Path(RUNS_DIR) if RUNS_DIR else ROOT / "runs"
     sweep = tr.load_yaml(ROOT / "sweeps" / "quick.yaml")
     hessian = {"hessian": True}      # 20 Rademacher probes on 512 training examples
 

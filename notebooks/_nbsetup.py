@@ -1,0 +1,72 @@
+"""Set-up shared by the notebooks in this folder (imported as ``from _nbsetup import ...``).
+
+Every notebook finds the repository (for ``sweeps/*.yaml``), picks where its runs go (a
+temporary folder in the tiny setting, else ``THREEREGIME_NOTEBOOK_RUNS`` or ``<repo>/runs``),
+and runs sweeps with local worker processes of one torch thread each.
+"""
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import threeregime as tr
+from threeregime.spec import SweepSpec, from_dict, to_dict
+
+__all__ = ["setup", "find_root", "smoke_sweep", "run_sweep"]
+
+_TEMP_DIRS: list[tempfile.TemporaryDirectory] = []   # removed when the kernel exits
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The first folder upwards from ``start`` (default: cwd) holding ``sweeps/quick.yaml``."""
+    start = Path.cwd() if start is None else Path(start)
+    for p in (start, *start.parents):
+        if (p / "sweeps" / "quick.yaml").is_file():
+            return p
+    raise FileNotFoundError(f"no sweeps/quick.yaml in {start} or above it: run the notebook from "
+                            f"a threeregime checkout (its notebooks/ folder)")
+
+
+def setup(name: str, tiny: bool, runs_dir: str | None = None) -> tuple[Path, Path]:
+    """``(ROOT, RUNS)``: the repository and the folder the notebook's sweeps write to.
+
+    ``tiny``: a temporary folder (``threeregime-<name>-*``) kept until the kernel exits; else
+    ``runs_dir`` or ``<repo>/runs``.  Silences tqdm's "IProgress not found" warning (progress
+    bars are off in the notebooks).
+    """
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    root = find_root()
+    if tiny:
+        tmp = tempfile.TemporaryDirectory(prefix=f"threeregime-{name}-")
+        _TEMP_DIRS.append(tmp)
+        return root, Path(tmp.name)
+    return root, Path(runs_dir) if runs_dir else root / "runs"
+
+
+def smoke_sweep(root: Path, name: str, axes: dict, *, prune: dict | None = None,
+                **dense: Any) -> SweepSpec:
+    """``sweeps/smoke.yaml`` (a few hundred examples, a quarter-width CNN) with other axes.
+
+    ``prune`` replaces the base pruning section; ``dense`` updates the base dense recipe.
+    """
+    d = to_dict(tr.load_yaml(root / "sweeps" / "smoke.yaml"))
+    d["name"], d["axes"] = name, axes
+    d["base"]["dense"].update(dense)
+    if prune is not None:
+        d["base"]["prune"] = prune
+    return from_dict(SweepSpec, d)
+
+
+def run_sweep(spec: SweepSpec, runs: Path, *, workers: int, **kwargs: Any):
+    """:func:`threeregime.run_sweep` into ``runs / spec.name`` with ``workers`` local processes
+    of one torch thread each, no progress bars; returns the results Dataset."""
+    from threeregime.executors import make_executor
+
+    executor = make_executor(workers=workers, threads=1)
+    try:
+        return tr.run_sweep(spec, runs / spec.name, executor=executor, threads=1,
+                            progress=False, **kwargs)
+    finally:
+        executor.close()
