@@ -19,7 +19,6 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 from ._errors import SpecError, ThreeRegimeError, ThreeRegimeWarning
@@ -268,24 +267,10 @@ def _point(args) -> int:
     return 0
 
 
-def parse_point(items: Sequence[str]) -> dict[str, float]:
-    """``["epochs=40", "density=0.05"]`` -> ``{"epochs": 40.0, "density": 0.05}``."""
-    out: dict[str, float] = {}
-    for it in items or []:
-        k, sep, v = str(it).partition("=")
-        try:
-            if not sep or not k.strip():
-                raise ValueError
-            out[k.strip()] = float(v)
-        except ValueError:
-            raise SpecError(f"--point must be AXIS=VALUE (e.g. epochs=40); got {it!r}") from None
-    return out
-
-
 def _advise(args) -> int:
     path = Path(args.checkpoint)
     if path.suffix == ".nc" or path.is_dir():
-        from .advice import advise_dataset
+        from .advice import advise_dataset, parse_point
 
         adv = advise_dataset(_open(args.checkpoint), parse_point(args.point),
                              hyperparameter=args.hyperparameter)
