@@ -11,6 +11,8 @@ compute exactly the same mathematics:
 ``engine="loop"``
     The reference: one ordinary ``nn.Module`` forward/backward per member and step.
 
+(The engines and the update below are implemented in :mod:`threeregime._engines`.)
+
 Both draw the data order (and augmentation) of member ``m`` from its own
 ``torch.Generator(seed_m)``, so member ``m`` of a vmap run equals a loop run with the same
 seed to float tolerance (``tests/test_train.py``).
