@@ -19,8 +19,8 @@ torch.set_num_threads(1)
 def feats(seed, n=40, p=5, q=7):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, p, generator=g, dtype=torch.float64) + 3.0  # offset: centring matters
-    y = x @ torch.randn(p, q, generator=g, dtype=torch.float64) + \
-        0.5 * torch.randn(n, q, generator=g, dtype=torch.float64)
+    y = (x @ torch.randn(p, q, generator=g, dtype=torch.float64)
+         + 0.5 * torch.randn(n, q, generator=g, dtype=torch.float64))
     return x, y
 
 

@@ -169,8 +169,8 @@ def test_one_diverging_member_does_not_spoil_the_others():
 
 def test_lr_schedules():
     s = TrainSpec(epochs=10, milestones=(0.5, 0.75), gamma=0.1)
-    assert [lr_factor(s, k, 100) for k in (0, 49, 50, 74, 75, 99)] == \
-        pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert [lr_factor(s, k, 100) for k in (0, 49, 50, 74, 75, 99)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
     c = dataclasses.replace(s, schedule="cosine")
     assert lr_factor(c, 0, 100) == 1.0 and lr_factor(c, 50, 100) == pytest.approx(0.5)
     assert lr_factor(dataclasses.replace(s, schedule="constant"), 99, 100) == 1.0
