@@ -3,7 +3,8 @@
 * the analysis half (specs, storage, regimes, advice, plotting, accessor and their torch-free
   foundations) never imports torch nor a torch-half module, not even inside a function, and
   imports only downwards along its layers: _errors -> _registry, _artifacts -> spec -> plan,
-  storage -> regimes -> advice -> validation, plotting -> accessor -> the package;
+  storage, features -> rules -> regimes -> calibrate -> advice -> validation, plotting ->
+  accessor -> the package (:data:`LAYERS`; a new torch-free module gets a layer there);
 * the torch half never imports plotting (nor matplotlib);
 * module-level imports form no cycle;
 * the accessor is registered in one place, no module swaps its class, no module is over
@@ -24,8 +25,8 @@ PKG = Path(__file__).resolve().parents[1] / "threeregime"
 TORCH = {"torch", "torchvision", "functorch"}
 #: the torch-free half, by layer: a module imports only modules of a lower layer
 LAYERS = {"_errors": 0, "_registry": 1, "_artifacts": 1, "spec": 2, "plan": 3, "storage": 3,
-          "regimes": 4, "advice": 5, "validation": 6, "plotting": 6, "accessor": 7,
-          "__init__": 8}
+          "features": 3, "rules": 3.5, "regimes": 4, "calibrate": 4.5, "advice": 5,
+          "validation": 6, "plotting": 6, "accessor": 7, "__init__": 8}
 #: front ends that may use both halves
 FRONT = {"cli", "__main__"}
 MAX_LINES = 500
@@ -128,6 +129,19 @@ def test_the_walker_sees_the_package():
     assert "torch" in GRAPH["train"][1] and "spec" in GRAPH["train"][1]
     # a relative import from a subpackage resolves one level up
     assert any(t in GRAPH["metrics.cka"][1] for t in ("_functional", "_device"))
+
+
+def test_the_walker_sees_function_local_and_skips_type_checking(tmp_path, monkeypatch):
+    src = tmp_path / "planted.py"
+    src.write_text("from typing import TYPE_CHECKING\n"
+                   "from . import spec\n"
+                   "if TYPE_CHECKING:\n    from .plotting import PhaseDiagram\n"
+                   "def f():\n    import torch.nn\n    from .train import fit\n"
+                   "class C:\n    from .storage import STATUS\n")
+    monkeypatch.setitem(MODULES, "planted", src)
+    top, every = _imports("planted")
+    assert top == {"spec", "storage"}
+    assert every == {"spec", "storage", "torch", "train"}
 
 
 @pytest.mark.parametrize("mod", sorted(m for m in LAYERS if m in MODULES))
