@@ -18,6 +18,7 @@ import pytest
 from threeregime import SpecError
 from threeregime._errors import DataError, ResultsError, ThreeRegimeWarning
 from threeregime.cli import main
+from threeregime.plan import Store
 from threeregime.spec import SweepSpec, from_dict, load_yaml
 
 BASE = """\
@@ -216,7 +217,7 @@ RUNTIME_CASES = [
 @pytest.mark.parametrize(("edits", "exc", "pattern"), [c[1:] for c in RUNTIME_CASES],
                          ids=[c[0] for c in RUNTIME_CASES])
 def test_runtime_spec_errors_before_any_work(tmp_path, edits, exc, pattern):
-    from threeregime.sweep import run_sweep
+    from threeregime.driver import run_sweep
 
     out = tmp_path / "out"
     with pytest.raises(exc, match=pattern) as info:
@@ -241,7 +242,7 @@ def test_run_options_errors(tmp_path, capsys):
 def done(tmp_path_factory):
     """A finished tiny sweep (computed once); tests work on copies."""
     pytest.importorskip("torch")
-    from threeregime.sweep import run_sweep
+    from threeregime.driver import run_sweep
 
     d = tmp_path_factory.mktemp("done")
     spec = d / "bad.yaml"
@@ -258,14 +259,26 @@ def copy(done, tmp_path):
     return spec, work
 
 
+def _dense_path(root, key, epoch):
+    return Store(root).dense(key, epoch)
+
+
+def _retrain_path(root, key):
+    return Store(root).retrain(key)
+
+
+def _point_path(root, key):
+    return Store(root).point(key)
+
+
 def _plan(spec):
-    from threeregime.sweep import plan_sweep
+    from threeregime.plan import plan_sweep
 
     return plan_sweep(load_yaml(spec))
 
 
 def test_truncated_checkpoint(copy):
-    from threeregime.sweep import _point_path, _retrain_path, run_sweep
+    from threeregime.driver import run_sweep
 
     spec, work = copy
     pj = _plan(spec).points[0]
@@ -288,8 +301,6 @@ def test_truncated_checkpoint(copy):
 
 
 def test_garbage_checkpoint_cli(copy, capsys):
-    from threeregime.sweep import _dense_path, _point_path, _retrain_path
-
     spec, work = copy
     pj = _plan(spec).points[0]
     dense = _dense_path(work, pj.dense_key, pj.source)
@@ -308,7 +319,7 @@ def test_garbage_checkpoint_cli(copy, capsys):
 
 
 def test_truncated_point_file(copy, capsys):
-    from threeregime.sweep import _point_path, assemble
+    from threeregime.driver import assemble
 
     spec, work = copy
     pj = _plan(spec).points[1]
@@ -336,7 +347,7 @@ def test_truncated_results_file(copy, capsys):
     assert main(["plot", str(work)]) == 2
     assert "corrupt or unreadable results file" in _one_line(capsys.readouterr().err)
     # a rerun rebuilds it from the point files (they are the truth)
-    from threeregime.sweep import run_sweep
+    from threeregime.driver import run_sweep
 
     ds = run_sweep(spec, work, device="cpu", progress=False, threads=1)
     assert int((ds["status"] == 0).sum()) == 4
@@ -377,8 +388,6 @@ def test_not_a_sweep_directory(tmp_path, capsys):
 
 
 def test_disk_full(copy, monkeypatch, capsys):
-    from threeregime.sweep import _point_path
-
     spec, work = copy
     pj = _plan(spec).points[2]
     _point_path(work, pj.key).unlink()

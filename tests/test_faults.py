@@ -32,9 +32,9 @@ import xarray as xr
 pytest.importorskip("torch")
 
 from threeregime import _artifacts as art
+from threeregime.driver import assemble, run_sweep, sweep_status
 from threeregime.spec import load_yaml
 from threeregime.storage import STATUS, open_sweep
-from threeregime.sweep import assemble, run_sweep, sweep_status
 
 TINY = """\
 name: tiny_faults
@@ -381,16 +381,16 @@ def test_many_random_kills(tiny, tmp_path):
 
 # --------------------------------------------------------------------------- spec edits
 def _count_fits(monkeypatch) -> list[tuple[str, int]]:
-    from threeregime import train
+    from threeregime import stages
 
     calls: list[tuple[str, int]] = []
-    real = train.fit
+    real = stages.fit
 
     def counting(*a, **k):
         calls.append((k.get("desc", "").split(" ")[0], len(k["seeds"])))
         return real(*a, **k)
 
-    monkeypatch.setattr(train, "fit", counting)
+    monkeypatch.setattr(stages, "fit", counting)
     return calls
 
 
@@ -398,8 +398,8 @@ def test_spec_edit_reuses_exactly_the_unchanged_stages(tiny, tmp_path, monkeypat
     import dataclasses
     import shutil
 
+    from threeregime.plan import plan_sweep
     from threeregime.spec import spec_hash
-    from threeregime.sweep import plan_sweep
 
     spec_path, _ = tiny
     spec = load_yaml(spec_path)

@@ -1,6 +1,9 @@
 """Results schema, atomic writes and round trips (threeregime.storage)."""
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import inspect
 import os
 import subprocess
 import sys
@@ -12,18 +15,27 @@ import xarray as xr
 from _results_synth import DENSITY, EPOCHS, synthetic_sweep
 
 import threeregime
-from threeregime import ResultsError, SpecError
+from threeregime import ResultsError, SpecError, storage
+from threeregime.regimes import classify
 from threeregime.storage import (
+    SCHEMA_VERSION,
     STATUS,
     combine_points,
     export,
     make_point_dataset,
     netcdf_attrs,
+    normalized_test_error,
     open_sweep,
     read_point,
     write_dataset,
     write_point,
 )
+
+
+def _classified(**kw):
+    """A synthetic sweep with regimes, classified as the driver does (storage never does)."""
+    ds = synthetic_sweep(**kw)
+    return ds.merge(classify(ds))
 
 
 def _point(**kw):
@@ -108,7 +120,7 @@ def test_combine_axes_attrs_missing_and_normalized():
     assert ds["lmc_curve"].dims[:3] == ("epochs", "density", "dense_seed")
     ep, de = ds["epochs"].attrs, ds["density"].attrs
     assert ep["role"] == "temperature" and ep["hotter"] == "decreasing"
-    assert de["role"] == "load" and "hotter" not in de
+    assert de["role"] == "load" and de["hotter"] == "none"   # every axis: role and hotter
     assert ep["long_name"] and ep["units"] == "epoch"
     missing = ds.sel(epochs=40, density=0.5, dense_seed=1)
     assert int(missing["status"]) == STATUS["missing"] and missing["status"].dtype == np.int8
@@ -126,7 +138,8 @@ def test_combine_axes_attrs_missing_and_normalized():
     for key in ("spec_json", "spec_hash", "threeregime_version", "torch_version", "git_sha",
                 "created"):
         assert isinstance(a[key], str), key
-    assert a["threeregime_version"] == threeregime.__version__
+    assert a["threeregime_version"] == importlib.metadata.version("threeregime")
+    assert a["schema_version"] == SCHEMA_VERSION == 2
     assert a["flag"] == 1 and "nothing" not in a and a["meta"] == '{"k": [1, 2]}'
 
 
@@ -144,20 +157,49 @@ def test_combine_errors():
         combine_points([({"width": 1, "dense_seed": 0}, pt)], {"width": [1]}, None, [0])
 
 
-def test_combine_custom_axis_meta_and_regime_added():
-    ds = synthetic_sweep(classify=True)
-    assert ds["regime"].dtype == np.int8 and ds["regime"].dims == ("epochs", "density")
-    assert "regime_confidence" in ds and "rule" in ds["regime"].attrs
+def test_combine_custom_axis_meta_and_no_classification():
+    ds = synthetic_sweep()
+    assert "regime" not in ds and "regime_confidence" not in ds   # the driver classifies
     pt = _point()
     meta = {"width": {"role": "load", "long_name": "width factor", "units": "1"}}
     out = combine_points([({"width": 1.0, "dense_seed": 0}, pt)], {"width": [1.0, 2.0]}, meta,
                          [0])
-    assert out["width"].attrs == {"role": "load", "long_name": "width factor", "units": "1"}
-    assert "regime" not in out          # no temperature axis: nothing to classify
+    assert out["width"].attrs == {"role": "load", "hotter": "none", "long_name": "width factor",
+                                  "units": "1"}
+    assert "regime" not in out
+
+
+def test_storage_does_not_reach_up():
+    """storage imports neither regimes nor the package __init__ (nor the accessor)."""
+    tree = ast.parse(inspect.getsource(storage))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            imported |= {node.module or ""} | {a.name for a in node.names}
+    assert not imported & {"regimes", "accessor", "plotting", "__version__", ""}, imported
+
+
+def test_normalized_test_error_one_place():
+    ds = synthetic_sweep(skip={(40, 0.5, 1)})
+    xr.testing.assert_identical(normalized_test_error(ds), ds["normalized_test_error"])
+    # from test_error alone (a Dataset without the cell means): the same numbers
+    bare = ds.drop_vars(["test_error_mean", "normalized_test_error"])
+    np.testing.assert_allclose(normalized_test_error(bare), ds["normalized_test_error"])
+    with pytest.raises(ResultsError, match="needs test_error_mean or test_error"):
+        normalized_test_error(ds[["lmc"]])
+
+
+def test_axis_attrs_let_a_reader_do_without_the_package(tmp_path):
+    path = export(synthetic_sweep(), tmp_path / "r.nc")
+    with h5py.File(path, "r") as f:
+        assert int(f.attrs["schema_version"]) == SCHEMA_VERSION
+        for axis in ("epochs", "density"):
+            for key in ("role", "hotter", "long_name", "units"):
+                assert key in f[axis].attrs, (axis, key)
 
 
 def test_export_open_round_trip_identical(tmp_path):
-    ds = synthetic_sweep(classify=True, skip={(5, 0.05, 0)})
+    ds = _classified(skip={(5, 0.05, 0)})
     path = export(ds, tmp_path / "sweep" / "results.nc")
     assert path == tmp_path / "sweep" / "results.nc"
     for target in (path, tmp_path / "sweep"):
@@ -169,7 +211,7 @@ def test_export_open_round_trip_identical(tmp_path):
 
 
 def test_flag_attrs_are_netcdf_legal_on_disk(tmp_path):
-    path = export(synthetic_sweep(classify=True), tmp_path / "r.nc")
+    path = export(_classified(), tmp_path / "r.nc")
     with h5py.File(path, "r") as f:
         for name in ("regime", "status"):
             fv = f[name].attrs["flag_values"]

@@ -9,8 +9,9 @@ import xarray as xr
 
 import threeregime
 from threeregime import cli
+from threeregime.driver import run_point, run_sweep, sweep_status
+from threeregime.plan import Store, plan_point, plan_sweep
 from threeregime.spec import SweepSpec, from_dict
-from threeregime.sweep import plan_sweep, run_point, run_sweep, sweep_status
 
 TINY = {
     "name": "tiny",
@@ -68,11 +69,11 @@ def test_sweep_dataset_schema(tiny_result, tiny_spec):
 
 def test_rerun_does_no_work(tiny_result, tiny_spec, monkeypatch):
     out, ds = tiny_result
-    import threeregime.train as train
+    import threeregime.stages as stages
 
     calls = []
-    real_fit = train.fit
-    monkeypatch.setattr(train, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    real_fit = stages.fit
+    monkeypatch.setattr(stages, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
     again = run_sweep(tiny_spec, out, progress=False, threads=1, device="cpu")
     assert calls == []
     xr.testing.assert_identical(_strip(again), _strip(ds))
@@ -91,14 +92,14 @@ def test_edited_spec_reuses_finished_stages(tiny_result, tiny_spec, tmp_path, mo
     out, _ = tiny_result
     import shutil
 
-    import threeregime.train as train
+    import threeregime.stages as stages
 
     work = tmp_path / "w"
     shutil.copytree(out, work)
     grown = dataclasses.replace(tiny_spec, axes={**tiny_spec.axes, "density": (0.2, 0.4, 0.6)})
     sizes = []
-    real_fit = train.fit
-    monkeypatch.setattr(train, "fit", lambda m, init, *a, **k: sizes.append(
+    real_fit = stages.fit
+    monkeypatch.setattr(stages, "fit", lambda m, init, *a, **k: sizes.append(
         len(k["seeds"])) or real_fit(m, init, *a, **k))
     ds = run_sweep(grown, work, progress=False, threads=1, device="cpu")
     assert sizes == [4]  # only the new density's 2 snapshots x 2 seeds retrained; no dense run
@@ -110,8 +111,8 @@ def test_executors_give_identical_results(tiny_result, tiny_spec, tmp_path, kind
     from threeregime.executors import DaskExecutor, ProcessExecutor
 
     _, ref = tiny_result
-    ex = ProcessExecutor(workers=2, threads=1) if kind == "process" else \
-        DaskExecutor(n_workers=2, threads=1)
+    ex = (ProcessExecutor(workers=2, threads=1) if kind == "process"
+          else DaskExecutor(n_workers=2, threads=1))
     try:
         ds = run_sweep(tiny_spec, tmp_path / kind, executor=ex, progress=False, threads=1,
                        device="cpu")
@@ -120,16 +121,19 @@ def test_executors_give_identical_results(tiny_result, tiny_spec, tmp_path, kind
     xr.testing.assert_identical(_strip(ds), _strip(ref))
 
 
-def test_submitit_local_executor(tiny_result, tiny_spec, tmp_path):
+def test_submitit_local_executor(tiny_spec, tmp_path):
+    """Bit-identical to an inline run of the same spec.  (A sub-grid of another sweep is not a
+    reference: its retrainings form other ensembles, which differ in the last bits.)"""
     pytest.importorskip("submitit", reason="submitit is the optional 'slurm' extra")
     from threeregime.executors import SubmititExecutor
 
-    _, ref = tiny_result
     spec = dataclasses.replace(tiny_spec, axes={"epochs": (2,), "density": (0.2, 0.6)})
+    ref = run_sweep(spec, tmp_path / "inline", progress=False, threads=1, device="cpu")
     ex = SubmititExecutor(folder=str(tmp_path / "sub"), cluster="local", timeout_min=10)
     ds = run_sweep(spec, tmp_path / "s", executor=ex, progress=False, threads=1, device="cpu")
-    for v in ("test_error", "lmc", "cka"):
-        xr.testing.assert_allclose(ds[v], ref[v].sel(epochs=[2]), rtol=0, atol=0)
+    for v in ("test_error", "lmc", "cka", "cka_logits", "lmc_curve"):
+        xr.testing.assert_allclose(ds[v], ref[v], rtol=0, atol=0)
+    xr.testing.assert_identical(_strip(ds), _strip(ref))
 
 
 def test_run_point_end_to_end(tiny_spec):
@@ -171,25 +175,24 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
 def test_retrain_modes_start_from_the_right_weights(tiny_spec, tmp_path, monkeypatch, mode):
     """finetune: pruned dense weights; rewind: the dense snapshot at rewind_epoch, masked;
     reinit: fresh random weights with the same mask (Liu et al. 2019 baseline)."""
-    import threeregime.train as train
+    import threeregime.stages as stages
     from threeregime import _artifacts as art
-    from threeregime.sweep import _dense_path, _point_plan
 
     p = tiny_spec.points()[-1][1]  # the end of the dense run (epochs 2), density 0.6
     p = dataclasses.replace(p, retrain_mode=mode, rewind_epoch=1)
     captured = {}
-    real_fit = train.fit
+    real_fit = stages.fit
 
     def spy(model, init, data, spec, **kw):
         if kw.get("masks") and kw["masks"][0] is not None:
             captured["init"], captured["masks"] = init, kw["masks"]
         return real_fit(model, init, data, spec, **kw)
 
-    monkeypatch.setattr(train, "fit", spy)
+    monkeypatch.setattr(stages, "fit", spy)
     run_point(p, out=tmp_path, device="cpu", progress=False)
-    dj, _, _ = _point_plan({}, p)
-    final = art.load_torch(_dense_path(tmp_path, dj.key, p.snapshot_epoch))["state"]
-    early = art.load_torch(_dense_path(tmp_path, dj.key, 1))["state"]
+    dj, _, _ = plan_point({}, p)
+    final = art.load_torch(dj.path(Store(tmp_path), p.snapshot_epoch))["state"]
+    early = art.load_torch(dj.path(Store(tmp_path), 1))["state"]
     init, mask = captured["init"][0], captured["masks"][0]
     name = next(iter(mask))
     kept = mask[name]
@@ -241,19 +244,22 @@ def test_python_dash_m_entry_point():
 
 
 def test_memory_budget_sizes_the_ensembles(tiny_spec):
-    from threeregime.sweep import RunOptions, chunk_size, retrain_tasks
+    from threeregime.plan import retrain_tasks
+    from threeregime.stages import RunOptions, chunk_size, problem_of
     from threeregime.train import estimate_member_bytes
 
     p = tiny_spec.points()[0][1]
     plan = plan_sweep(tiny_spec)
-    assert [len(t) for t in retrain_tasks(plan, RunOptions(device="cpu"))] == [8]
-    from threeregime.sweep import _problem
 
-    data, template = _problem(p)
-    per = estimate_member_bytes(template, data.input_shape, p.retrain.batch_size)
-    assert per > sum(q.numel() * 4 for q in template.parameters())
+    def sizes(opts):
+        return [len(t) for t in retrain_tasks(plan, lambda q, t: chunk_size(q, t, opts))]
+
+    assert sizes(RunOptions(device="cpu")) == [8]
+    pb = problem_of(p)
+    per = estimate_member_bytes(pb.template, pb.data.input_shape, p.retrain.batch_size)
+    assert per > sum(q.numel() * 4 for q in pb.template.parameters())
     tight = RunOptions(device="cpu", memory_budget=3 * per)
     assert chunk_size(p, p.retrain, tight) == 3
-    assert [len(t) for t in retrain_tasks(plan, tight)] == [3, 3, 2]
+    assert sizes(tight) == [3, 3, 2]
     with pytest.raises(threeregime.SpecError, match="memory_budget must be a positive"):
         RunOptions(memory_budget=0)

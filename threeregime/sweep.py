@@ -6,7 +6,7 @@ The sweep is now :mod:`threeregime.plan` (jobs, keys, store layout, grouping),
 """
 from __future__ import annotations
 
-from .driver import assemble, run_point, run_sweep, sweep_status
+from .driver import assemble, default_out, run_point, run_sweep, sweep_status
 from .plan import plan_sweep
 
-__all__ = ["assemble", "plan_sweep", "run_point", "run_sweep", "sweep_status"]
+__all__ = ["assemble", "default_out", "plan_sweep", "run_point", "run_sweep", "sweep_status"]
