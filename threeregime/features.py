@@ -73,6 +73,7 @@ class Grid:
 
     def __init__(self, ds: xr.Dataset, cell_dims: Sequence[str], temperature: str) -> None:
         self.temperature = temperature
+        self.cell = tuple(cell_dims)
         self.cols = [d for d in cell_dims if d != temperature]
         self.dims = tuple(self.cols) + (temperature,)
         self.coords = {d: ds[d] for d in self.dims if d in ds.coords}
@@ -91,12 +92,12 @@ class Grid:
         return a[:, self.order]
 
     def back(self, a: np.ndarray, name: str, attrs: dict | None = None) -> xr.DataArray:
-        """Inverse of :meth:`grid` for a (n_col, n_temp) array."""
+        """Inverse of :meth:`grid` for a (n_col, n_temp) array, dims in the cells' order."""
         out = np.empty_like(a)
         out[:, self.order] = a
         return xr.DataArray(out.reshape(self.shape), dims=self.dims,
                             coords={d: c for d, c in self.coords.items()}, name=name,
-                            attrs=attrs or {})
+                            attrs=attrs or {}).transpose(*self.cell)
 
 
 # --------------------------------------------------------------------------- reading
