@@ -15,7 +15,6 @@ what was saved and exits with 130.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import warnings
@@ -40,19 +39,6 @@ A results file (.nc, or a sweep directory) is read instead: --point selects its 
 AXIS=VALUE per cell axis, e.g. --point epochs=40 --point density=0.05."""
 
 
-def _workers(text: str) -> int | str:
-    """``--workers``: ``auto`` or an integer >= 1."""
-    if text == "auto":
-        return text
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 1; got {text!r}")
-    return n
-
-
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="threeregime", description="Three-regime model of "
                                  "network pruning: sweeps, regimes, phase diagrams, advice.")
@@ -65,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("sweep", help="sweep YAML file (see sweeps/)")
     r.add_argument("--out", help="sweep directory (default runs/<name>)")
     ex = r.add_mutually_exclusive_group()
-    ex.add_argument("--workers", type=_workers, default="auto", metavar="auto|N",
+    ex.add_argument("--workers", default="auto", metavar="auto|N",
                     help="local worker processes: auto (default) = one per CPU core, "
                     "1 = inline in this process")
     ex.add_argument("--dask", metavar="ADDRESS",
@@ -132,17 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def auto_workers() -> int:
-    """The CPU cores this process may use (``--workers auto``)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
 def _run(args) -> int:
+    from .driver import default_out, run_sweep, sweep_status
     from .executors import make_executor
     from .spec import load_yaml
-    from .sweep import default_out, run_sweep, sweep_status
 
     spec = load_yaml(args.sweep, kind="sweep")
     out = Path(args.out) if args.out else default_out(spec)
@@ -150,10 +129,7 @@ def _run(args) -> int:
     if args.slurm:
         slurm = {"folder": str(out / "_submitit"), "slurm_partition": args.slurm,
                  "timeout_min": args.slurm_timeout}
-    workers = None
-    if args.dask is None and slurm is None:
-        workers = auto_workers() if args.workers == "auto" else args.workers
-    executor = make_executor(workers=workers, dask=args.dask, slurm=slurm,
+    executor = make_executor(workers=args.workers, dask=args.dask, slurm=slurm,
                              threads=args.threads or 1)
     memory_budget = args.memory_budget * 2**30 if args.memory_budget else None
     try:
@@ -212,7 +188,7 @@ def regime_table(ds) -> str:
 
 
 def _status(args) -> int:
-    from .sweep import sweep_status
+    from .driver import sweep_status
 
     print(sweep_status(args.sweep, args.out))
     return 0
@@ -253,8 +229,8 @@ def _export(args) -> int:
 
 
 def _point(args) -> int:
+    from .driver import run_point
     from .storage import write_dataset
-    from .sweep import run_point
 
     ds = run_point(args.point, device=args.device)
     cols = ["test_error", "lmc", "cka"]

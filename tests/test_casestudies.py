@@ -1,0 +1,454 @@
+"""casestudies: advise() on a model through the sweep's stages and store, the case studies 2 and
+3, and the ``threeregime advise`` / ``run`` command lines.
+
+Fast tests use tiny MNIST-1D subsets or replace the stage run (``_run_stages``) by fixed
+measurements; the two end-to-end checks of the physics (a Regime I model is told "hotter", a
+briefly trained one at 50 % density "colder") need the full embedded data (~25 s each).
+The torch-free rule, ``Advice`` and reading advice off a Dataset are tested in test_advice.py.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from _results_synth import synthetic_sweep
+from torch import nn
+
+import threeregime
+from threeregime import DataError, SpecError, TrainSpec
+from threeregime import casestudies as C
+from threeregime.advice import DEFAULTS, advise_dataset, make_advice
+from threeregime.data import load_data
+from threeregime.models import build_model
+from threeregime.spec import DataSpec, ModelSpec
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny MNIST-1D problem and a dense CNN trained on it for a few epochs."""
+    torch.set_num_threads(1)
+    data = load_data(DataSpec(name="mnist1d", train_size=256, test_size=128))
+    model = build_model(ModelSpec(name="cnn1d", width=0.25), data.input_shape,
+                        data.num_classes, seed=0)
+    res = threeregime.fit(model, {k: v.clone() for k, v in model.state_dict().items()}, data,
+                          TrainSpec(epochs=3, batch_size=32), seeds=[0])
+    model.load_state_dict(res.states[0])
+    return model, data
+
+
+QUICK = TrainSpec(epochs=1, batch_size=32)
+
+
+def _patched(monkeypatch, lmc, cka, test_error=0.1, train_error=0.05):
+    """Replace the stage run by fixed measurements (3 retrained models)."""
+    def fake(root, dkey, spec, problem, opts):
+        k = len(spec.retrain_seeds)
+        return ({"lmc": list(lmc), "cka": list(cka), "test_error": [test_error] * k,
+                 "train_error": [train_error] * k}, spec.prune.density, False)
+    monkeypatch.setattr(C, "_run_stages", fake)
+
+
+def _fake_advice(regime, lmc, cka, te=0.1):
+    return make_advice(regime, 0.9, {"lmc_mean": lmc, "cka_mean": cka, "test_error_mean": te},
+                       {}, "epochs", None)
+
+
+# --------------------------------------------------------------------------- public names
+def test_public_names():
+    from threeregime import Advice, advise, select_model_to_prune, tune_temperature  # noqa
+    assert threeregime.advise is C.advise and callable(threeregime.advise)
+    assert threeregime.select_model_to_prune is C.select_model_to_prune
+    assert threeregime.tune_temperature is C.tune_temperature
+    assert isinstance(threeregime.Advice, type)
+
+
+def test_dataset_dispatches_to_advice():
+    ds = synthetic_sweep(0)
+    a = threeregime.advise(ds, point={"epochs": 20, "density": 0.05})
+    b = advise_dataset(ds, {"epochs": 20, "density": 0.05})
+    assert (a.regime, a.move, a.evidence["lmc"]) == (b.regime, b.move, b.evidence["lmc"])
+    assert a.regime == "I"
+    with pytest.raises(SpecError, match=r"^point is only used with a results Dataset"):
+        threeregime.advise(nn.Linear(2, 2), point={"epochs": 20})
+
+
+# --------------------------------------------------------------------------- the rule on a model
+@pytest.mark.parametrize("lmc,cka,regime,direction,move", [
+    ([-0.10, -0.12, -0.09], [0.60, 0.62, 0.61], "I", "hotter", "use a smaller batch"),
+    ([0.0, -0.002, 0.001], [0.80, 0.82, 0.81], "II-A", "colder", "use a larger batch"),
+    ([0.0, -0.002, 0.001], [0.99, 0.985, 0.99], "II-B", "keep", "keep batch_size")])
+def test_regime_to_direction_and_move(monkeypatch, tiny, lmc, cka, regime, direction, move):
+    _patched(monkeypatch, lmc, cka)
+    model, data = tiny
+    adv = threeregime.advise(model, data, target_density=0.1, hyperparameter="batch_size",
+                             value=64, cache_dir=False)
+    assert (adv.regime, adv.direction, adv.move) == (regime, direction, move)
+    assert adv.hyperparameter == "batch_size" and adv.value == 64.0
+    assert 0.5 <= adv.confidence <= 1.0
+    ev = adv.evidence
+    assert ev["n_pairs"] == 3 and len(ev["lmc"]) == len(ev["cka"]) == 3
+    assert ev["pairs"] == [[0, 1], [0, 2], [1, 2]] and ev["seeds"] == [0, 1, 2]
+    assert ev["lmc_mean"] == pytest.approx(np.mean(lmc))
+    assert ev["cka_sem"] == pytest.approx(np.std(cka, ddof=1) / math.sqrt(3))
+    assert ev["test_error"] == [0.1] * 3
+    assert adv.rule["tau_lmc"] == DEFAULTS["tau_lmc"] == 0.02
+    assert adv.rule["cka_rule"] == "absolute" and adv.rule["tau_cka"] == DEFAULTS["tau_cka"]
+    assert adv.rule["prune"] == "magnitude" and isinstance(adv.rule["retrain"], dict)
+    text = str(adv)
+    assert text.splitlines()[0].startswith(f"Advice: {move} ({direction}; regime {regime}")
+    assert "batch_size = 64 at density 0.1" in text and len(text.splitlines()) <= 7
+    ds = adv.to_dataset()
+    assert ds.attrs["regime"] == regime and ds.attrs["move"] == move
+    assert ds["lmc"].dims == ("pair",) and ds.sizes["retrain_seed"] == 3
+
+
+def test_thresholds_are_arguments(monkeypatch, tiny):
+    _patched(monkeypatch, [-0.03, -0.03, -0.03], [0.9, 0.9, 0.9])
+    model, data = tiny
+    kw = {"target_density": 0.1, "hyperparameter": "epochs", "cache_dir": False}
+    assert threeregime.advise(model, data, **kw).regime == "I"
+    adv = threeregime.advise(model, data, tau_lmc=0.05, tau_cka=0.85, **kw)
+    assert adv.regime == "II-B" and adv.rule["tau_cka"] == 0.85
+
+
+def test_collapse_is_undetermined(monkeypatch, tiny):
+    # retrained models at chance look connected and similar (PROBE.md): no advice
+    _patched(monkeypatch, [0.0, 0.0, 0.0], [0.9999, 0.9999, 0.9999], train_error=0.88,
+             test_error=0.9)
+    model, data = tiny
+    adv = threeregime.advise(model, data, target_density=0.03, hyperparameter="epochs",
+                             cache_dir=False)
+    assert (adv.regime, adv.direction) == ("undetermined", "unknown")
+    assert "collapsed" in adv.evidence["undetermined_reason"] and math.isnan(adv.confidence)
+    assert "undetermined: the retrained models collapsed" in str(adv)
+
+
+# --------------------------------------------------------------------------- stages and store
+def _count_fits(monkeypatch) -> list:
+    import threeregime.stages as S
+
+    calls = []
+    real_fit = S.fit
+
+    def counting_fit(*a, **k):
+        calls.append(len(k["seeds"]))
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(S, "fit", counting_fit)
+    return calls
+
+
+def test_end_to_end_tiny_store_and_cache(monkeypatch, tiny, tmp_path):
+    calls = _count_fits(monkeypatch)
+    model, data = tiny
+    threads = torch.get_num_threads()
+    kw = {"target_density": 0.2, "hyperparameter": "epochs", "value": 3, "seeds": 2,
+          "retrain": QUICK, "device": "cpu", "cache_dir": tmp_path}
+    a1 = threeregime.advise(model, data, **kw)
+    assert calls == [2] and not a1.evidence["from_cache"]
+    assert torch.get_num_threads() == threads            # the caller's settings come back
+    assert a1.regime in ("I", "II-A", "II-B", "undetermined")
+    assert a1.evidence["n_pairs"] == 1 and a1.evidence["pairs"] == [[0, 1]]
+    assert a1.evidence["realized_density"] == pytest.approx(0.2, abs=0.01)
+    # the cache is a sweep directory: one dense source, K retrainings, one point
+    dense = list((tmp_path / "dense").glob("*/final.pt"))
+    assert len(dense) == 1 and len(list((tmp_path / "retrain").glob("*.pt"))) == 2
+    points = list((tmp_path / "points").glob("*.nc"))
+    assert len(points) == 1
+    pds = threeregime.storage.read_point(points[0])
+    assert [float(v) for v in pds["lmc"].values] == a1.evidence["lmc"]
+    assert [float(v) for v in pds["test_error"].values] == a1.evidence["test_error"]
+    # a second call trains nothing and gives the same numbers
+    a2 = threeregime.advise(model, data, **kw)
+    assert calls == [2] and a2.evidence["from_cache"]
+    assert a2.evidence["lmc"] == a1.evidence["lmc"] and a2.evidence["cka"] == a1.evidence["cka"]
+    assert a2.regime == a1.regime
+    # a new density: same dense source, new retrainings
+    threeregime.advise(model, data, **{**kw, "target_density": 0.5})
+    assert calls == [2, 2] and len(list((tmp_path / "dense").glob("*/final.pt"))) == 1
+    # (train, test) pairs of (x, y) hash like the same Splits
+    pairs = ((data.train.x, data.train.y), (data.test.x, data.test.y))
+    assert threeregime.advise(model, pairs, **kw).evidence["from_cache"]
+    assert calls == [2, 2]
+
+
+def test_cache_false_is_temporary_and_same_numbers(monkeypatch, tiny, tmp_path):
+    monkeypatch.setenv("THREEREGIME_CACHE", str(tmp_path / "env"))
+    model, data = tiny
+    kw = {"target_density": 0.2, "hyperparameter": "epochs", "seeds": 2, "retrain": QUICK,
+          "device": "cpu"}
+    a = threeregime.advise(model, data, cache_dir=False, **kw)
+    assert not (tmp_path / "env").exists()
+    b = threeregime.advise(model, data, **kw)                  # $THREEREGIME_CACHE
+    assert (tmp_path / "env" / "points").is_dir() and not b.evidence["from_cache"]
+    assert a.evidence["lmc"] == b.evidence["lmc"] and a.evidence["cka"] == b.evidence["cka"]
+    assert a.evidence["test_error"] == b.evidence["test_error"]
+
+
+def test_cache_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("THREEREGIME_CACHE", str(tmp_path / "c"))
+    assert C.cache_root(None) == tmp_path / "c"
+    assert C.cache_root(tmp_path / "x") == tmp_path / "x"
+    assert C.cache_root(False) is None
+    monkeypatch.delenv("THREEREGIME_CACHE")
+    assert C.cache_root(None) == C.Path.home() / ".cache" / "threeregime"
+
+
+def test_dense_key_separates_what_decides_retraining(tiny):
+    model, data = tiny
+    k = C._dense_key(model, data, None)
+    assert k == C._dense_key(model, data, None) and len(k) == 16
+    assert C._dense_key(model, data, torch.nn.functional.mse_loss) != k
+    other = build_model(ModelSpec(name="cnn1d", width=0.25), data.input_shape,
+                        data.num_classes, seed=1)
+    assert C._dense_key(other, data, None) != k
+    sub = ((data.train.x[:200], data.train.y[:200]), (data.test.x, data.test.y))
+    assert C._dense_key(model, C.as_splits(sub), None) != k
+
+
+# --------------------------------------------------------------------------- errors
+def test_error_no_prunable_layers(tiny):
+    _, data = tiny
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(40, 10))
+    with pytest.raises(SpecError, match=r"^model has no prunable layers \(Linear/Conv weights\)"
+                                        r" besides the classifier; got Sequential"):
+        threeregime.advise(lin, data, target_density=0.1, hyperparameter="epochs")
+
+
+@pytest.mark.parametrize("d", [0, 0.0, 1.5, -0.1, float("nan"), None])
+def test_error_density(tiny, d):
+    model, data = tiny
+    with pytest.raises(SpecError, match=r"^target_density must be a number in \(0, 1\]; got "):
+        threeregime.advise(model, data, target_density=d, hyperparameter="epochs")
+
+
+def test_error_hyperparameter_and_model(tiny):
+    model, data = tiny
+    with pytest.raises(SpecError) as e:
+        threeregime.advise(model, data, target_density=0.1, hyperparameter="epoch")
+    assert str(e.value) == ("hyperparameter must be one of epochs, batch_size, lr, sam_rho; got "
+                            "'epoch' (did you mean 'epochs'?)")
+    with pytest.raises(SpecError, match=r"^model must be a torch.nn.Module or a results "
+                                        r"xarray.Dataset; got str$"):
+        threeregime.advise("model.pt", data, target_density=0.1, hyperparameter="epochs")
+    with pytest.raises(SpecError, match=r"^retrain must be a threeregime.TrainSpec or None; "
+                                        r"got dict$"):
+        threeregime.advise(model, data, target_density=0.1, hyperparameter="epochs",
+                           retrain={"epochs": 3})
+
+
+def test_error_data_too_small(tiny):
+    model, data = tiny
+    small = ((data.train.x[:16], data.train.y[:16]), (data.test.x[:16], data.test.y[:16]))
+    with pytest.raises(DataError) as e:
+        threeregime.advise(model, small, target_density=0.1, hyperparameter="epochs")
+    assert str(e.value) == ("retrain.batch_size must be <= the number of training examples "
+                            "(16); got 64: lower retrain.batch_size or pass more data")
+    train_only = (data.train.x, data.train.y)
+    with pytest.raises(DataError, match=r"^data must include a test split"):
+        threeregime.advise(model, train_only, target_density=0.1, hyperparameter="epochs",
+                           retrain=QUICK)
+
+
+def test_error_seeds_and_data_form(tiny):
+    model, data = tiny
+    with pytest.raises(SpecError, match=r"^seeds must be an integer >= 2"):
+        threeregime.advise(model, data, target_density=0.1, hyperparameter="lr", seeds=1)
+    with pytest.raises(DataError, match=r"^data must be a Splits"):
+        threeregime.advise(model, [1, 2, 3], target_density=0.1, hyperparameter="lr")
+
+
+# --------------------------------------------------------------------------- command line
+def test_cli_advise_on_results(tmp_path, capsys):
+    from threeregime.cli import main
+    from threeregime.storage import write_dataset
+
+    path = write_dataset(synthetic_sweep(0), tmp_path / "r.nc")
+    rc = main(["advise", str(path), "--point", "epochs=20", "--point", "density=0.05"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.startswith("Advice: train fewer epochs (hotter; regime I")
+    rc = main(["advise", str(path), "--point", "epochs20"])
+    assert rc == 2 and "--point must be AXIS=VALUE" in capsys.readouterr().err
+
+
+def test_cli_advise_checkpoint(tmp_path, capsys, monkeypatch):
+    from threeregime.cli import main
+
+    _patched(monkeypatch, [-0.1, -0.1, -0.1], [0.6, 0.6, 0.6])
+    data = load_data(DataSpec(name="mnist1d"))
+    m = build_model(ModelSpec(name="cnn1d"), data.input_shape, data.num_classes, seed=0)
+    ck = tmp_path / "m.pt"
+    torch.save(m.state_dict(), ck)
+    rc = main(["advise", str(ck), "--density", "0.05", "--value", "40"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.startswith("Advice: train fewer epochs (hotter; regime I")
+    for argv, message in [
+            (["--density", "0.05", "--width", "2"], "error: checkpoint does not fit model cnn1d"),
+            ([], "error: --density must be given for a checkpoint"),
+            (["--density", "0.05", "--point", "epochs=1"], "error: --point is only used with"),
+            (["--density", "2"], "error: target_density must be a number in (0, 1]; got 2")]:
+        assert main(["advise", str(ck), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count("\n") == 1, err
+    assert main(["advise", str(tmp_path / "missing.pt"), "--density", "0.1"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    assert main(["advise", str(tmp_path / "junk.pt"), "--density", "0.1"]) == 2
+    assert "cannot be read as a torch state dict" in capsys.readouterr().err
+
+
+def test_cli_run_defaults_to_one_worker_per_core(monkeypatch, tmp_path, capsys):
+    import threeregime.executors as E
+    from threeregime.cli import _parser, main
+
+    assert _parser().parse_args(["run", "x.yaml"]).workers == "auto"
+    seen = {}
+
+    def fake(**kw):
+        seen.update(kw)
+        raise SpecError("stop here")
+
+    monkeypatch.setattr(E, "make_executor", fake)
+    spec = tmp_path / "s.yaml"
+    spec.write_text((C.Path(__file__).resolve().parents[1] / "sweeps" / "quick.yaml")
+                    .read_text())
+    assert main(["run", str(spec), "--out", str(tmp_path / "o")]) == 2
+    assert seen["workers"] == "auto" and seen["threads"] == 1
+    assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--workers", "1"]) == 2
+    assert seen["workers"] == "1"
+    monkeypatch.undo()
+    ex = E.make_executor(workers="auto")
+    try:
+        n = os.cpu_count() or 1
+        assert (ex.workers == n) if n > 1 else isinstance(ex, E.InlineExecutor)
+    finally:
+        ex.close()
+
+
+# --------------------------------------------------------------------------- case study 2
+def test_select_model_to_prune_ranking(monkeypatch):
+    table = {"hot": ("II-A", 0.0, 0.80), "mid": ("II-B", -0.001, 0.95),
+             "cold": ("I", -0.2, 0.99), "colder": ("I", -0.3, 0.995),
+             "broken": ("undetermined", 0.0, 1.0)}
+    monkeypatch.setattr(C, "advise", lambda m, data, **kw: _fake_advice(*table[m]))
+    sel = threeregime.select_model_to_prune({k: k for k in table}, None, target_density=0.1)
+    assert sel.best == "mid" and sel.best_model == "mid"
+    assert [r["name"] for r in sel.ranking] == ["mid", "hot", "cold", "colder", "broken"]
+    assert [r["eligible"] for r in sel.ranking] == [True, True, False, False, False]
+    text = str(sel)
+    assert text.startswith("Selected: 'mid'") and "(dropped)" in text
+    # all in Regime I: the best connected wins, CKA does not matter
+    sel = threeregime.select_model_to_prune(["cold", "colder"], None, target_density=0.1)
+    assert sel.best == 0 and sel.best_model == "cold"
+    sel = threeregime.select_model_to_prune(["broken"], None, target_density=0.1)
+    assert sel.best is None and "none" in str(sel)
+    with pytest.raises(SpecError, match="^candidates must hold at least one model"):
+        threeregime.select_model_to_prune({}, None, target_density=0.1)
+    with pytest.raises(SpecError, match="^candidates must be a dict name -> model or a list"):
+        threeregime.select_model_to_prune("cold", None, target_density=0.1)
+
+
+# --------------------------------------------------------------------------- case study 3
+def test_tune_temperature_walks_until_keep(monkeypatch):
+    # epochs: I at >= 40, II-A at <= 5, II-B at 10-20; test error lowest at 20
+    def fake(model, data, *, hyperparameter, value, **kw):
+        reg = "I" if value >= 40 else ("II-A" if value <= 5 else "II-B")
+        return _fake_advice(reg, 0.0, 0.9, te={80: 0.3, 40: 0.2, 20: 0.1}.get(value, 0.15))
+
+    monkeypatch.setattr(C, "advise", fake)
+    visited = []
+    res = threeregime.tune_temperature(lambda v: visited.append(v) or v, None,
+                                       hyperparameter="epochs", start=80, target_density=0.05)
+    assert visited == [80, 40, 20] and res.stopped == "II-B (keep)"
+    assert res.best_value == 20 and [h[0] for h in res.history] == [80, 40, 20]
+    assert "best 20" in str(res)
+
+
+def test_tune_temperature_direction_and_stops(monkeypatch):
+    # batch size: always Regime I -> smaller batches; the error stops improving at 16
+    errs = {256: 0.3, 128: 0.2, 64: 0.15, 32: 0.1, 16: 0.12}
+    monkeypatch.setattr(C, "advise", lambda m, d, *, value, **kw: _fake_advice(
+        "I", -0.1, 0.6, te=errs[value]))
+    res = threeregime.tune_temperature(lambda v: v, None, hyperparameter="batch_size",
+                                       start=256, target_density=0.05, budget=10)
+    assert [h[0] for h in res.history] == [256, 128, 64, 32, 16]
+    assert res.stopped == "no improvement" and res.best_value == 32
+    # lr: II-A -> colder = smaller lr; budget ends the walk
+    monkeypatch.setattr(C, "advise", lambda m, d, *, value, **kw: _fake_advice(
+        "II-A", 0.0, 0.8, te=value))
+    res = threeregime.tune_temperature(lambda v: v, None, hyperparameter="lr", start=0.4,
+                                       target_density=0.5, budget=3)
+    assert [h[0] for h in res.history] == pytest.approx([0.4, 0.2, 0.1])
+    assert res.stopped == "budget"
+    # sam_rho: I -> hotter = larger rho, then II-A -> back: a revisit stops the walk
+    monkeypatch.setattr(C, "advise", lambda m, d, *, value, **kw: _fake_advice(
+        "I" if value < 0.15 else "II-A", 0.0, 0.8, te=0.2 - value))
+    res = threeregime.tune_temperature(lambda v: v, None, hyperparameter="sam_rho", start=0.1,
+                                       target_density=0.1)
+    assert [h[0] for h in res.history] == pytest.approx([0.1, 0.2])
+    assert res.stopped == "revisit"
+    # undetermined: no advice, the walk ends
+    monkeypatch.setattr(C, "advise", lambda m, d, *, value, **kw: _fake_advice(
+        "undetermined", 0.0, 0.8))
+    res = threeregime.tune_temperature(lambda v: v, None, hyperparameter="lr", start=0.1,
+                                       target_density=0.1)
+    assert res.stopped == "undetermined" and len(res.history) == 1
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"start": 0}, r"^start must be a number in \(0, inf\]; got 0$"),
+    ({"factor": 1}, r"^factor must be a number in \(1, inf\]; got 1$"),
+    ({"budget": 0}, r"^budget must be an integer >= 1; got 0$"),
+    ({"hyperparameter": "rho"}, r"^hyperparameter must be one of epochs, batch_size, lr, "
+                                r"sam_rho; got 'rho'"),
+    ({"target_density": 2}, r"^target_density must be a number in \(0, 1\]; got 2$")])
+def test_tune_temperature_errors(kw, message):
+    args = {"hyperparameter": "sam_rho", "start": 0.1, "target_density": 0.1, **kw}
+    with pytest.raises(SpecError, match=message):
+        threeregime.tune_temperature(lambda v: v, None, **args)
+
+
+# --------------------------------------------------------------------------- physics
+# Issue #5 asks for these two checks as tests; they run by default (~25 s each on a quiet
+# 2-core machine: one 40-epoch dense run and three 40-epoch retrainings on MNIST-1D).
+def _dense(epochs):
+    data = load_data(DataSpec(name="mnist1d", train_size=4000, test_size=1000))
+    model = build_model(ModelSpec(name="cnn1d"), data.input_shape, data.num_classes, seed=0)
+    res = threeregime.fit(model, {k: v.clone() for k, v in model.state_dict().items()}, data,
+                          TrainSpec(epochs=40), seeds=[0], stop_epoch=epochs)
+    model.load_state_dict(res.states[0])
+    return model, data
+
+
+def test_regime_one_model_is_told_hotter(tmp_path):
+    """40 dense epochs, 5 % density, 3 x 40 retraining epochs: a barrier, so train hotter."""
+    torch.set_num_threads(1)
+    model, data = _dense(40)
+    adv = threeregime.advise(model, data, target_density=0.05, hyperparameter="epochs",
+                             value=40, device="cpu", cache_dir=tmp_path)
+    assert adv.regime == "I" and adv.direction == "hotter", str(adv)
+
+
+@pytest.fixture(scope="module")
+def half_density_brief(tmp_path_factory):
+    """A 5-epoch snapshot (hot) pruned to 50 %: advised once, cached for both tests below."""
+    torch.set_num_threads(1)
+    model, data = _dense(5)
+    return threeregime.advise(model, data, target_density=0.5, hyperparameter="epochs",
+                              value=5, device="cpu",
+                              cache_dir=tmp_path_factory.mktemp("advise_cache"))
+
+
+def test_briefly_trained_dense_half_density_is_connected(half_density_brief):
+    """Well connected at 50 % density, so never "hotter"."""
+    adv = half_density_brief
+    assert adv.regime in ("II-A", "II-B") and adv.direction != "hotter", str(adv)
+    assert adv.evidence["lmc_mean"] > -0.01
+
+
+def test_briefly_trained_dense_half_density_is_told_colder(half_density_brief):
+    assert half_density_brief.direction == "colder", str(half_density_brief)
