@@ -381,7 +381,7 @@ def classify_cell_with_rule(lmc: Any, *, lmc_sem: float | None = None,
 
 # --------------------------------------------------------------------------- shipped rules
 # Written by ``benchmarks/paper_table.py --emit`` (thresholds fitted there; scores held out).
-_SHIPPED: list[dict] = (
+_SHIPPED: list[dict] = (  # settings left out are the defaults (SETTINGS)
     [{'description': "The paper's construction: Regime I = significant barrier on the cold side "
                      'of the LMC change point along temperature (shared by the load columns: the '
                      'first learning-rate drop); II-A = Regime II hot of it; II-B = Regime II '
@@ -407,18 +407,13 @@ _SHIPPED: list[dict] = (
                  'paper_table_advice': 0.22857142857142856,
                  'paper_table_advice_n': 70,
                  'paper_table_regions': 0.9,
-                 'per_group': {'data:0.05': {'k': 16, 'n': 16},
-                               'data:0.07': {'k': 15, 'n': 16},
-                               'data:0.1': {'k': 13, 'n': 16},
-                               'data:0.2': {'k': 15, 'n': 16},
-                               'data:0.8': {'k': 13, 'n': 16}},
+                 'per_group': {'0.05': '16/16',
+                               '0.07': '15/16',
+                               '0.1': '13/16',
+                               '0.2': '15/16',
+                               '0.8': '13/16'},
                  'target': 'regions'},
-      'settings': {'chance_fraction': 0.9,
-                   'cka_floor': 0.002,
-                   'collapse_frac': 0.5,
-                   'lmc_floor': 0.01,
-                   'scope': 'joint',
-                   'unresolved_side': 'cold'},
+      'settings': {},
       'thresholds': {'z_barrier': 2.5, 'z_cka': 0.771677, 'z_step': 51.497659}},
      {'description': 'No temperature structure: Regime I = barrier significant against its noise '
                      "and larger than a fraction of chance error; Regime II split at its column's "
@@ -441,18 +436,13 @@ _SHIPPED: list[dict] = (
                  'paper_table_advice': 0.5428571428571428,
                  'paper_table_advice_n': 70,
                  'paper_table_regions': 0.6125,
-                 'per_group': {'data:0.05': {'k': 8, 'n': 16},
-                               'data:0.07': {'k': 12, 'n': 16},
-                               'data:0.1': {'k': 6, 'n': 16},
-                               'data:0.2': {'k': 10, 'n': 16},
-                               'data:0.8': {'k': 13, 'n': 16}},
+                 'per_group': {'0.05': '8/16',
+                               '0.07': '12/16',
+                               '0.1': '6/16',
+                               '0.2': '10/16',
+                               '0.8': '13/16'},
                  'target': 'regions'},
-      'settings': {'chance_fraction': 0.9,
-                   'cka_floor': 0.002,
-                   'collapse_frac': 0.5,
-                   'lmc_floor': 0.01,
-                   'scope': 'joint',
-                   'unresolved_side': 'cold'},
+      'settings': {},
       'thresholds': {'barrier_chance': 0.038889, 'z_barrier': 1.5, 'z_cka': 1.341641}}])
 
 RULES: dict[str, Rule] = {d["name"]: Rule.from_dict(d) for d in _SHIPPED}
