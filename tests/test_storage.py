@@ -192,7 +192,7 @@ def test_normalized_test_error_one_place():
 def test_axis_attrs_let_a_reader_do_without_the_package(tmp_path):
     path = export(synthetic_sweep(), tmp_path / "r.nc")
     with h5py.File(path, "r") as f:
-        assert int(f.attrs["schema_version"]) == SCHEMA_VERSION
+        assert int(np.ravel(f.attrs["schema_version"])[0]) == SCHEMA_VERSION
         for axis in ("epochs", "density"):
             for key in ("role", "hotter", "long_name", "units"):
                 assert key in f[axis].attrs, (axis, key)

@@ -30,7 +30,9 @@ class FieldError(SpecError):
     'prune.density must be in (0, 1]; got 2'
     """
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str | None = None) -> None:
+        if message is None:  # ``type(e)(text)``, as re-wrapping code does: no known field
+            field, message = "", field
         super().__init__(message)
         self.field = field
 

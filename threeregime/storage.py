@@ -552,7 +552,7 @@ def normalized_test_error(ds: xr.Dataset) -> xr.DataArray:
     names = list(tm.dims)
     temps = [n for n in names if ds[n].attrs.get("role") == "temperature"]
     best = tm.min(temps, skipna=True) if temps else tm
-    return (tm - best).transpose(*names).assign_attrs(
+    return (tm - best).transpose(*names).rename("normalized_test_error").assign_attrs(
         long_name="test error minus the best over the temperature axes in the same load column",
         units="1")
 
