@@ -39,9 +39,22 @@ A results file (.nc, or a sweep directory) is read instead: --point selects its 
 AXIS=VALUE per cell axis, e.g. --point epochs=40 --point density=0.05."""
 
 
+def _command(sub, name: str, text: str, *arguments: tuple[str, ...]) -> argparse.ArgumentParser:
+    """A sub-command whose arguments are ``(flag, ..., help)`` tuples."""
+    cmd = sub.add_parser(name, help=text)
+    for *flags, help_text in arguments:
+        cmd.add_argument(*flags, help=help_text)
+    return cmd
+
+
+def _device(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="threeregime", description="Three-regime model of "
-                                 "network pruning: sweeps, regimes, phase diagrams, advice.")
+                                 "network pruning: sweeps, regimes, phase diagrams, advice.",
+                                 epilog="'threeregime COMMAND --help' shows a command's options.")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
 
@@ -61,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="minutes per Slurm task (default 60)")
     r.add_argument("--threads", type=int, default=None,
                    help="torch threads per process (default 1 on CPU)")
-    r.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    _device(r)
     r.add_argument("--engine", default="vmap", choices=["vmap", "loop"],
                    help="vmap (default): ensembles as one vectorized model; loop: one model "
                    "at a time, for models vmap cannot run")
@@ -71,23 +84,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="memory one ensemble may use, in GiB (default 2 on CPU, 40%% of a GPU)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    s = sub.add_parser("status", help="done/pending/failed/diverged counts of a sweep")
-    s.add_argument("sweep", help="sweep directory or YAML file")
-    s.add_argument("--out", help="sweep directory when a YAML file is given")
-
-    p = sub.add_parser("plot", help="phase diagrams of a results file")
-    p.add_argument("results", help="results .nc file or sweep directory")
-    p.add_argument("-o", "--output", help="PNG/PDF path (default: next to the results)")
-    p.add_argument("--var", help="one variable (e.g. lmc) instead of the four panels")
-
-    e = sub.add_parser("export", help="write a sweep's Dataset as netCDF")
-    e.add_argument("sweep", help="sweep directory")
-    e.add_argument("output", help="output .nc path")
-
-    pt = sub.add_parser("point", help="run one point end to end")
-    pt.add_argument("point", help="point YAML file")
-    pt.add_argument("-o", "--output", help="write the point Dataset to this .nc file")
-    pt.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    _command(sub, "status", "done/pending/failed/diverged counts of a sweep",
+             ("sweep", "sweep directory or YAML file"),
+             ("--out", "sweep directory when a YAML file is given"))
+    _command(sub, "plot", "phase diagrams of a results file",
+             ("results", "results .nc file or sweep directory"),
+             ("-o", "--output", "PNG/PDF path (default: next to the results)"),
+             ("--var", "one variable (e.g. lmc) instead of the four panels"))
+    _command(sub, "export", "write a sweep's Dataset as netCDF",
+             ("sweep", "sweep directory"), ("output", "output .nc path"))
+    _device(_command(sub, "point", "run one point end to end", ("point", "point YAML file"),
+                     ("-o", "--output", "write the point Dataset to this .nc file")))
 
     a = sub.add_parser("advise", help="which way to move a temperature-like hyperparameter",
                        epilog=_ADVISE_EPILOG, formatter_class=fmt,
@@ -114,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="retraining epochs (default 40; fewer: a quicker, noisier answer)")
     a.add_argument("--point", action="append", default=[], metavar="AXIS=VALUE",
                    help="a cell coordinate of a results file (repeat for every cell axis)")
-    a.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    _device(a)
     return ap
 
 
