@@ -180,13 +180,22 @@ def _ensemble(jobs: Sequence, mine: list, chunk: str, done_path: Callable) -> li
     return list(mine)
 
 
-def _start(store: Store, jobs: Sequence, mine: list, todo: list) -> dict | None:
-    """The stage's answer when there is nothing for this process to do, else None."""
-    if not todo:
-        return {"trained": 0}
-    if not mine:
-        return {"trained": 0, "claimed_elsewhere": len(todo)}
-    return None
+@contextlib.contextmanager
+def _group_stage(root: str | Path, jobs: Sequence, opts: RunOptions):
+    """Open a dense/retrain group stage: pin numerics, claim the unfinished jobs.
+
+    Yields ``(store, mine, answer)``: ``answer`` is the stage's return value when there is
+    nothing for this process to do (all done, or claimed elsewhere), else None.
+    """
+    store = Store(root)
+    pin_numerics(opts)
+    with _claimed(store, jobs, lambda j: j.done(store)) as (todo, mine):
+        answer = None
+        if not todo:
+            answer = {"trained": 0}
+        elif not mine:
+            answer = {"trained": 0, "claimed_elsewhere": len(todo)}
+        yield store, mine, answer
 
 
 # --------------------------------------------------------------------------- dense
@@ -206,10 +215,8 @@ def _errors(pb: Problem, states, device: str) -> tuple:
 def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions,
                     problem: Problem | None = None) -> dict:
     """Train the dense runs of one group together; save snapshots. Idempotent."""
-    store = Store(root)
-    pin_numerics(opts)
-    with _claimed(store, jobs, lambda j: j.done(store)) as (todo, mine):
-        if (answer := _start(store, jobs, mine, todo)) is not None:
+    with _group_stage(root, jobs, opts) as (store, mine, answer):
+        if answer is not None:
             return answer
         art.fault("dense")
         chunk = spec_hash([j.key for j in jobs])
@@ -314,10 +321,8 @@ def _retrain_init(store: Store, j: RetrainJob, src: dict, pb: Problem) -> dict:
 def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOptions,
                       problem: Problem | None = None) -> dict:
     """Prune the dense sources of ``jobs`` and retrain all of them as one ensemble."""
-    store = Store(root)
-    pin_numerics(opts)
-    with _claimed(store, jobs, lambda j: j.done(store)) as (todo, mine):
-        if (answer := _start(store, jobs, mine, todo)) is not None:
+    with _group_stage(root, jobs, opts) as (store, mine, answer):
+        if answer is not None:
             return answer
         chunk = spec_hash([j.key for j in jobs])
         group = _ensemble(jobs, mine, chunk, lambda j: j.path(store))
