@@ -184,12 +184,14 @@ def test_collapse_is_not_a_regime_cell():
 
 
 @pytest.mark.parametrize("kw, msg", [
-    ({"tau_lmc": -1}, "tau_lmc must be a finite number >= 0; got -1"),
+    ({"tau_lmc": -1}, r"^tau_lmc must be a number in \[0, inf\]; got -1$"),
     ({"cka_rule": "absolut"}, "cka_rule must be one of relative, absolute; got 'absolut'"),
     ({"cka_rule": "absolute"}, ("tau_cka must be a number in \\[0, 1\\] with "
                                 "cka_rule='absolute'; got None")),
     ({"min_pairs": 0}, "min_pairs must be an integer >= 1; got 0"),
-    ({"min_cka_spread": float("nan")}, "min_cka_spread must be a finite number"),
+    ({"min_cka_spread": float("nan")}, r"^min_cka_spread must be a number in \[0, inf\]; got nan"),
+    ({"chance_fraction": "x"}, r"^chance_fraction must be a number in \[0, inf\]; got 'x'"),
+    ({"min_pairs": np.int64(0)}, r"^min_pairs must be an integer >= 1; got 0$"),
 ])
 def test_bad_arguments(kw, msg):
     with pytest.raises(SpecError, match=msg):

@@ -50,6 +50,7 @@ within 10 % of chance.  ``min_pairs = 1``: one pair decides the label; its confi
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +58,7 @@ import numpy as np
 import xarray as xr
 
 from ._errors import ResultsError, SpecError
+from .spec import AXES, check_choice, check_float, check_pos_int
 from .storage import REPLICATE_DIMS, STATUS
 
 __all__ = [
@@ -117,8 +119,6 @@ def decode(regime: Any) -> Any:
 
 # --------------------------------------------------------------------------- dims
 def _role_of(ds: xr.Dataset, dim: str) -> str | None:
-    from .spec import AXES
-
     if dim in ds.coords and ds[dim].attrs.get("role") in ("temperature", "load"):
         return ds[dim].attrs["role"]
     if dim in AXES:
@@ -225,28 +225,22 @@ def _to_columns(a: np.ndarray, cell: list[str], temps: list[str]) -> tuple[np.nd
 
 def _check_args(tau_lmc: Any, cka_rule: Any, tau_cka: Any, min_cka_spread: Any,
                 collapse_margin: Any, chance_fraction: Any, min_pairs: Any) -> None:
-    def num(name: str, v: Any, allow_none: bool = False) -> None:
-        if v is None and allow_none:
-            return
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(v) or v < 0:
-            raise SpecError(f"{name} must be a finite number >= 0"
-                            f"{' or None' if allow_none else ''}; got {v!r}")
+    """The rule's arguments, checked with spec's validators (numpy scalars accepted)."""
+    def py(v: Any) -> Any:
+        return v.item() if isinstance(v, (np.integer, np.floating)) else v
 
-    num("tau_lmc", tau_lmc)
-    if cka_rule not in _CKA_RULES:
-        raise SpecError(f"cka_rule must be one of {', '.join(_CKA_RULES)}; got {cka_rule!r}")
+    check_float("tau_lmc", py(tau_lmc), 0.0, math.inf)
+    check_choice("cka_rule", cka_rule, _CKA_RULES)
     if cka_rule == "absolute":
         if tau_cka is None:
             raise SpecError("tau_cka must be a number in [0, 1] with cka_rule='absolute'; "
                             "got None")
-        num("tau_cka", tau_cka)
-    num("min_cka_spread", min_cka_spread)
-    num("collapse_margin", collapse_margin, allow_none=True)
-    num("chance_fraction", chance_fraction, allow_none=True)
-    if isinstance(min_pairs, bool) or not isinstance(min_pairs, (int, np.integer)) \
-            or min_pairs < 1:
-        raise SpecError(f"min_pairs must be an integer >= 1; got {min_pairs!r}")
+        check_float("tau_cka", py(tau_cka), 0.0, math.inf)
+    check_float("min_cka_spread", py(min_cka_spread), 0.0, math.inf)
+    for name, v in (("collapse_margin", collapse_margin), ("chance_fraction", chance_fraction)):
+        if v is not None:
+            check_float(name, py(v), 0.0, math.inf)
+    check_pos_int("min_pairs", py(min_pairs))
 
 
 # --------------------------------------------------------------------------- classify
@@ -335,8 +329,8 @@ def classify(ds: xr.Dataset, *, tau_lmc: float = DEFAULTS["tau_lmc"],
         all_missing = (st == STATUS["missing"]).all(-1)
         reason[~any_ok] = REASONS["diverged_or_failed"]
         reason[~any_ok & all_missing] = REASONS["not_computed"]
-    reason[(reason == 0) & ((n_valid < min_pairs) | ~np.isfinite(lmc_mean))] = \
-        REASONS["too_few_valid_pairs"]
+    too_few = (reason == 0) & ((n_valid < min_pairs) | ~np.isfinite(lmc_mean))
+    reason[too_few] = REASONS["too_few_valid_pairs"]
 
     def cell_mean_of(name: str) -> np.ndarray | None:
         if name not in ds or not set(cell) <= set(ds[name].dims):
