@@ -6,6 +6,12 @@ perturbation from :func:`_sam_perturbation`), as :mod:`threeregime.train` docume
 offers ``step(xb, yb, lr_factor) -> (loss[M], error[M])``, ``freeze(m)``, ``states()`` and
 ``evaluate(test) -> (loss[M], error[M])``.
 
+With ``nm = (cfg, names, total)`` (:mod:`threeregime.nm_training`) the parameters ``names`` are
+trained N:M-sparse: a :class:`~threeregime.nm_training.Flow` recomputes their masks from the
+latent weights, the forward pass uses the effective weights and ``states()`` / ``evaluate``
+give the sparse weights; ``masks()`` returns the current masks.  Without ``nm`` nothing of the
+computation changes.
+
 :func:`evaluate_states` is the evaluation of state dicts behind
 :func:`threeregime.train.evaluate`, through :func:`threeregime._functional.evaluate_stacked`.
 """
@@ -27,6 +33,7 @@ from ._functional import (
     unstack_state,
 )
 from .data import as_tensor_data
+from .nm_training import Flow
 from .spec import TrainSpec
 
 __all__ = ["LoopRunner", "VmapRunner", "evaluate_stacked_states", "evaluate_states"]
@@ -91,7 +98,7 @@ def _sam_perturbation(grads: Sequence[Tensor], rho: Tensor | float, stacked: boo
 class VmapRunner:
     """All members as one stacked computation."""
 
-    def __init__(self, model, init, masks, lrs, rhos, spec, dev, loss_fn):
+    def __init__(self, model, init, masks, lrs, rhos, spec, dev, loss_fn, nm=None):
         self.template = template_of(model).to(dev)
         self.loss_fn = loss_fn
         stacked = {k: v.to(dev) for k, v in stack_states(init).items()}
@@ -119,10 +126,15 @@ class VmapRunner:
                     prm.mul_(mk)
         self.bufs: list[Tensor | None] = [None] * len(self.names)
         self.M = M
+        self.flow = None if nm is None else Flow(nm[0], nm[2], stacked=True)
+        self.nm_masks = [self.flow.mask(p) if (self.flow and k in nm[1]) else None
+                         for k, p in zip(self.names, self.params)]
 
     def _loss(self, params, buffers, x, y):
         template, loss_fn = self.template, self.loss_fn
         template.train(True)
+        if self.flow is not None:
+            params = self.flow.forward(params, self.nm_masks)
 
         def f(p, b, xi, yi):
             return _loss_and_error(loss_fn, functional_call(template, (p, b), (xi,)), yi)
@@ -142,27 +154,46 @@ class VmapRunner:
             grads = torch.autograd.grad(loss2.sum(), pert)
         for p in params:
             p.requires_grad_(False)
+        if self.flow is not None:
+            grads = self.flow.grads(grads, self.params, self.nm_masks)
         _sgd_update(self.params, grads, self.bufs, self.lrs * fac, self.spec, self.masks)
+        if self.flow is not None:
+            self.flow.advance(self.params, self.nm_masks)
         return loss, err
 
     def freeze(self, m: int) -> None:
         self.lrs[m] = 0.0
 
+    def _weights(self) -> list[Tensor]:
+        """The parameters as the model uses them (N:M layers: the sparse weights)."""
+        ps = [p.detach() for p in self.params]
+        return ps if self.flow is None else [p if mk is None else p * mk
+                                             for p, mk in zip(ps, self.nm_masks)]
+
+    def masks_now(self) -> list[dict[str, Tensor]]:
+        """Per member, the current boolean masks of the N:M parameters (empty without nm)."""
+        out = [{} for _ in range(self.M)]
+        for k, mk in zip(self.names, self.nm_masks):
+            if mk is not None:
+                for i in range(self.M):
+                    out[i][k] = mk[i].detach().cpu().bool()
+        return out
+
     def states(self) -> list[dict[str, Tensor]]:
-        stacked = {**dict(zip(self.names, self.params)), **self.buffers}
+        stacked = {**dict(zip(self.names, self._weights())), **self.buffers}
         order = list(self.template.state_dict())
         stacked = {k: stacked[k].detach().cpu() for k in order}
         return [unstack_state(stacked, i) for i in range(self.M)]
 
     def evaluate(self, data) -> tuple[np.ndarray, np.ndarray]:
-        stacked = {**dict(zip(self.names, [p.detach() for p in self.params])), **self.buffers}
+        stacked = {**dict(zip(self.names, self._weights())), **self.buffers}
         return evaluate_stacked_states(self.template, stacked, data, self.M)
 
 
 class LoopRunner:
     """The reference: one ordinary module per member, stepped one after another."""
 
-    def __init__(self, model, init, masks, lrs, rhos, spec, dev, loss_fn):
+    def __init__(self, model, init, masks, lrs, rhos, spec, dev, loss_fn, nm=None):
         self.loss_fn = loss_fn
         self.models = []
         for st in init:
@@ -181,13 +212,29 @@ class LoopRunner:
                     if mm is not None:
                         prm.mul_(mm)
         self.bufs = [[None] * len(list(mdl.parameters())) for mdl in self.models]
+        self.nm_names = [] if nm is None else [n for n, _ in self.models[0].named_parameters()]
+        self.flows = [None if nm is None else Flow(nm[0], nm[2], stacked=False)
+                      for _ in self.models]
+        self.nm_masks = [[(f.mask(p) if (f and n in nm[1]) else None)
+                          for n, p in mdl.named_parameters()]
+                         for f, mdl in zip(self.flows, self.models)]
+
+    def _forward(self, m: int, x: Tensor) -> Tensor:
+        """Member ``m``'s forward pass (N:M layers through their effective weights)."""
+        mdl, flow = self.models[m], self.flows[m]
+        if flow is None:
+            return mdl(x)
+        params = list(mdl.parameters())
+        eff = flow.forward(params, self.nm_masks[m])
+        swap = {n: e for n, e, mk in zip(self.nm_names, eff, self.nm_masks[m]) if mk is not None}
+        return functional_call(mdl, swap, (x,), strict=False)
 
     def step(self, xb, yb, fac):
         losses, errs = [], []
         for m, mdl in enumerate(self.models):
             mdl.train()
             params = list(mdl.parameters())
-            out = mdl(xb[m])
+            out = self._forward(m, xb[m])
             loss, err = _loss_and_error(self.loss_fn, out, yb[m])
             grads = torch.autograd.grad(loss, params)
             if self.rhos[m] > 0:
@@ -196,15 +243,20 @@ class LoopRunner:
                 with torch.no_grad():
                     for p, ei in zip(params, e):
                         p.add_(ei)
-                loss2 = self.loss_fn(mdl(xb[m]), yb[m])
+                loss2 = self.loss_fn(self._forward(m, xb[m]), yb[m])
                 grads = torch.autograd.grad(loss2, params)
                 with torch.no_grad():
                     for p, ei in zip(params, e):
                         p.sub_(ei)
                     for k, v in mdl.named_buffers():  # BN statistics: first pass only
                         v.copy_(saved[k])
+            flow = self.flows[m]
+            if flow is not None:
+                grads = flow.grads(grads, params, self.nm_masks[m])
             _sgd_update([p.data for p in params], grads, self.bufs[m], self.lrs[m] * fac,
                         self.spec, self.masks[m])
+            if flow is not None:
+                flow.advance([p.data for p in params], self.nm_masks[m])
             losses.append(loss.detach())
             errs.append(err.detach())
         return torch.stack(losses), torch.stack(errs)
@@ -212,13 +264,28 @@ class LoopRunner:
     def freeze(self, m: int) -> None:
         self.lrs[m] = 0.0
 
+    def _state(self, m: int) -> dict[str, Tensor]:
+        """Member ``m``'s state dict as the model uses it (N:M layers: sparse weights)."""
+        st = self.models[m].state_dict()
+        if self.flows[m] is None:
+            return st
+        for n, mk in zip(self.nm_names, self.nm_masks[m]):
+            if mk is not None:
+                st[n] = st[n] * mk
+        return st
+
+    def masks_now(self) -> list[dict[str, Tensor]]:
+        """Per member, the current boolean masks of the N:M parameters (empty without nm)."""
+        return [{n: mk.detach().cpu().bool() for n, mk in zip(self.nm_names, mks)
+                 if mk is not None} for mks in self.nm_masks]
+
     def states(self):
-        return [{k: v.detach().cpu().clone() for k, v in mdl.state_dict().items()}
-                for mdl in self.models]
+        return [{k: v.detach().cpu().clone() for k, v in self._state(m).items()}
+                for m in range(len(self.models))]
 
     def evaluate(self, data):
-        out = [evaluate_states(mdl, [mdl.state_dict()], data, device=device_of(mdl))
-               for mdl in self.models]
+        out = [evaluate_states(mdl, [self._state(m)], data, device=device_of(mdl))
+               for m, mdl in enumerate(self.models)]
         return np.array([o[0][0] for o in out]), np.array([o[1][0] for o in out])
 
 

@@ -50,6 +50,7 @@ and the result maps the same names to boolean tensors of the same shapes.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -60,7 +61,8 @@ from ._errors import SpecError, ThreeRegimeError, did_you_mean
 from ._registry import Registry
 from .spec import PruneSpec, from_dict
 
-__all__ = ["PRUNERS", "apply_masks", "compute_masks", "density_report", "masks_from_state"]
+__all__ = ["PRUNERS", "apply_masks", "check_nm_layer", "compute_masks", "density_report",
+           "masks_from_state", "nm_mask"]
 
 Pruner = Callable[[dict[str, Tensor], float, PruneSpec, torch.Generator], dict[str, Tensor]]
 
@@ -239,6 +241,31 @@ def _random(weights: dict[str, Tensor], density: float, spec: PruneSpec,
     return masks
 
 
+def check_nm_layer(name: str, shape: tuple[int, ...], n_keep: int, m: int, *,
+                   what: str = "nm") -> None:
+    """One-line SpecError when layer ``name`` cannot take the N:M pattern: its weight,
+    flattened to rows ``(out, in * k)``, must have a row length divisible by ``m``."""
+    row = math.prod(shape[1:]) if len(shape) >= 2 else math.prod(shape)
+    if row % m:
+        raise SpecError(f"{what} {n_keep}:{m}: layer {name!r} with shape {tuple(shape)} has "
+                        f"rows of length {row}, not divisible by M={m}; use an M "
+                        "that divides it or leave the layer out of names")
+
+
+def nm_mask(w: Tensor, n_keep: int, m: int) -> Tensor:
+    """Boolean N:M mask of ``w``: every run of ``m`` consecutive entries (memory order) keeps
+    its ``n_keep`` largest ``|w|`` (float64; ties: the smaller index).
+
+    The rows of ``w`` (or of each member of a stacked ``w``) must have a length divisible by
+    ``m`` (:func:`check_nm_layer`), so that no group straddles two rows.
+    """
+    groups = w.detach().reshape(-1, m).to(torch.float64).abs()         # (G, M)
+    order = torch.sort(groups, dim=1, descending=True, stable=True).indices
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(1, order[:, :n_keep], True)
+    return keep.reshape(w.shape)
+
+
 @PRUNERS.register("nm")
 def _nm(weights: dict[str, Tensor], density: float, spec: PruneSpec,
         generator: torch.Generator) -> dict[str, Tensor]:
@@ -247,16 +274,8 @@ def _nm(weights: dict[str, Tensor], density: float, spec: PruneSpec,
     masks = {}
     for name, w in weights.items():
         _check_finite(name, w)
-        rows = w.detach().reshape(w.shape[0] if w.dim() >= 2 else 1, -1)   # (out, rest)
-        if rows.shape[1] % m:
-            raise SpecError(f"nm {n_keep}:{m}: layer {name!r} with shape {tuple(w.shape)} has "
-                            f"rows of length {rows.shape[1]}, not divisible by M={m}; use an M "
-                            "that divides it or leave the layer out of names")
-        groups = rows.to(torch.float64).abs().reshape(-1, m)                # (G, M)
-        order = torch.sort(groups, dim=1, descending=True, stable=True).indices
-        keep = torch.zeros_like(groups, dtype=torch.bool)
-        keep.scatter_(1, order[:, :n_keep], True)
-        masks[name] = keep.reshape(w.shape)
+        check_nm_layer(name, tuple(w.shape), n_keep, m)
+        masks[name] = nm_mask(w, n_keep, m)
     return masks
 
 

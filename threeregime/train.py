@@ -24,6 +24,10 @@ The update per member (weight decay on all parameters, as the reference)::
     b <- momentum * b + g ;   d <- g + momentum * b  (nesterov) or  b
     w <- (w - lr_t * d) * mask
 
+With ``nm=NMTraining(...)`` the prunable layers are instead trained N:M-sparse with a decaying
+gradient flow to their pruned weights (:mod:`threeregime.nm_training`): their masks are
+recomputed from the weights during training, and they are not in ``masks``.
+
 BatchNorm running statistics are updated on the first (unperturbed) pass only. A member whose
 loss becomes NaN or infinite is marked diverged (at the end of that epoch); it stops
 updating and the others carry on unaffected.
@@ -42,8 +46,10 @@ from torch import Tensor, nn
 from ._device import progress_bar as _tqdm
 from ._device import resolve_device
 from ._engines import LoopRunner, VmapRunner, evaluate_states
-from ._errors import DataError, SpecError
+from ._errors import DataError, SpecError, did_you_mean
 from .data import as_splits
+from .nm_training import NMTraining, check_layers
+from .nm_training import resolve as _resolve_nm
 from .spec import TrainSpec
 
 __all__ = ["FitResult", "estimate_member_bytes", "evaluate", "fit", "init_states", "lr_factor",
@@ -85,6 +91,8 @@ class FitResult:
         on the augmented mini-batches), ``test_loss`` and ``test_error`` (NaN where not
         evaluated), plus ``lr`` (epochs,).
     steps : optimizer steps taken.
+    masks : per member, the final boolean masks of the N:M-trained parameters (``nm``);
+        empty dicts otherwise.
     """
 
     states: list[dict[str, Tensor]]
@@ -93,6 +101,7 @@ class FitResult:
     diverged_at: list[int | None] = field(default_factory=list)
     history: dict[str, np.ndarray] = field(default_factory=dict)
     steps: int = 0
+    masks: list[dict[str, Tensor]] = field(default_factory=list)
 
     def last_test_error(self, k: int = 5) -> np.ndarray:
         """Mean test error over the last ``k`` evaluated epochs, per member (the reference's
@@ -135,7 +144,9 @@ def fit(model: nn.Module, init: Sequence[Mapping[str, Tensor]] | Mapping[str, Te
         progress: bool | None = None, desc: str = "train",
         loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
         stop_epoch: int | None = None,
-        on_epoch_end: Callable[[int, dict], None] | None = None) -> FitResult:
+        on_epoch_end: Callable[[int, dict], None] | None = None,
+        nm: NMTraining | Mapping | None = None,
+        nm_names: Sequence[str] | None = None) -> FitResult:
     """Train M members of the architecture of ``model`` with SGD/SAM.
 
     Parameters
@@ -157,6 +168,10 @@ def fit(model: nn.Module, init: Sequence[Mapping[str, Tensor]] | Mapping[str, Te
     stop_epoch : stop after this epoch while keeping the schedule of the full budget (the
         state then equals the snapshot at that epoch of the full run).
     on_epoch_end : called as ``on_epoch_end(epoch, info)`` after every epoch.
+    nm : N:M sparse training of ``nm_names`` (:class:`~threeregime.nm_training.NMTraining`
+        or a mapping of its fields); ``None``: the masks in ``masks`` are held fixed.
+    nm_names : the parameters trained N:M-sparse (default: ``models.prunable_names(model)``);
+        none of them may appear in ``masks``.
 
     Returns
     -------
@@ -178,6 +193,8 @@ def fit(model: nn.Module, init: Sequence[Mapping[str, Tensor]] | Mapping[str, Te
         masks = [None] * M
     if not (len(lrs) == len(rhos) == len(masks) == M):
         raise SpecError(f"lrs, rhos and masks must have one entry per member ({M})")
+    nm = _resolve_nm(nm)
+    nm_set = _nm_layers(model, nm, nm_names, masks)
     n = int(splits.train.x.shape[0])
     if n < spec.batch_size:
         raise DataError(f"training set has {n} examples, fewer than one batch "
@@ -191,7 +208,8 @@ def fit(model: nn.Module, init: Sequence[Mapping[str, Tensor]] | Mapping[str, Te
     eval_epochs = set(eval_epochs)
 
     runner = VmapRunner if engine == "vmap" else LoopRunner
-    r = runner(model, init, masks, lrs, rhos, spec, dev, loss_fn or F.cross_entropy)
+    r = runner(model, init, masks, lrs, rhos, spec, dev, loss_fn or F.cross_entropy,
+               nm=None if nm is None else (nm, nm_set, total))
     X, Y = splits.train.x.to(dev), splits.train.y.to(dev)
     test = splits.test if splits.test is not None else None
     orders = [_Order(n, spec.batch_size, s, dev) for s in seeds]
@@ -249,9 +267,34 @@ def fit(model: nn.Module, init: Sequence[Mapping[str, Tensor]] | Mapping[str, Te
     finally:
         bar.close()
     result.states = r.states()
+    result.masks = r.masks_now()
     result.history = hist
     result.steps = step
     return result
+
+
+def _nm_layers(model: nn.Module, nm: NMTraining | None, names: Sequence[str] | None,
+               masks: Sequence) -> frozenset[str]:
+    """The N:M-trained parameter names, checked (shapes take the pattern; not in masks)."""
+    if nm is None:
+        if names is not None:
+            raise SpecError("nm_names is only used with nm; got nm_names without nm")
+        return frozenset()
+    if names is None:
+        from .models import prunable_names
+        names = prunable_names(model)
+    params = dict(model.named_parameters())
+    for name in names:
+        if name not in params:
+            raise SpecError(f"nm_names: {name!r} is not a parameter of the model"
+                            f"{did_you_mean(str(name), params)}")
+    check_layers(nm, {k: tuple(params[k].shape) for k in names})
+    for mk in masks:
+        both = sorted(set(names) & set(mk or {}))
+        if both:
+            raise SpecError(f"masks and nm both name {both[0]!r}: an N:M-trained layer's mask "
+                            "is recomputed during training; leave it out of masks")
+    return frozenset(names)
 
 
 def _progress(total: int, desc: str, progress: bool | None):
