@@ -121,7 +121,8 @@ def _dense_key(model: nn.Module, splits: Any, loss: Callable | None) -> str:
     augmentation, and the retraining loss (by qualified name)."""
     return spec_hash({"user_model": user_dense_key(model.state_dict(), splits),
                       "class": type(model).__qualname__, "architecture": repr(model),
-                      "num_classes": splits.num_classes, "augment": repr(splits.augment),
+                      "num_classes": getattr(splits, "num_classes", None),
+                      "augment": repr(getattr(splits, "augment", None)),
                       "loss": None if loss is None else getattr(loss, "__qualname__",
                                                                 repr(loss))})
 
@@ -260,7 +261,7 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
     return advice_from_measurements(
         meas["lmc"], meas["cka"], meas["test_error"], meas["train_error"],
         hyperparameter=hp, value=value,
-        num_classes=int(splits.num_classes) if splits.num_classes else None,
+        num_classes=int(getattr(splits, "num_classes", None) or 0) or None,
         tau_lmc=tau_lmc, tau_cka=tau_cka,
         evidence={"pairs": [list(p) for p in pairs], "seeds": list(seed_list),
                   "density": density, "realized_density": float(realized),
