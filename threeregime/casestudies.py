@@ -36,8 +36,8 @@ import torch
 import xarray as xr
 from torch import nn
 
-from . import _artifacts as art
 from ._errors import DataError, SpecError
+from ._torchio import load_torch
 from .advice import (
     DEFAULTS,
     Advice,
@@ -143,7 +143,7 @@ def _run_stages(root: Path, dkey: str, spec: PointSpec, problem: Problem,
     ds = run_on_dense(root, dkey, spec, opts, problem=problem)
     measured = {name: [float(v) for v in np.asarray(ds[name].values, dtype=np.float64)]
                 for name in ("lmc", "cka", "test_error", "train_error")}
-    return measured, art.load_torch(store.retrain(rjs[0].key))["realized_density"], from_cache
+    return measured, load_torch(store.retrain(rjs[0].key))["realized_density"], from_cache
 
 
 def _checked_inputs(model: Any, data: Any, density: float, prune: str,
