@@ -1,6 +1,7 @@
 """Regime classification (threeregime.regimes): recovers known regimes, says how sure it is."""
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from threeregime import ResultsError, SpecError
 from threeregime.regimes import (
     DEFAULTS,
     FLAG_MEANINGS,
+    FLAG_VALUES,
     REASONS,
     REGIME_VARS,
     REGIMES,
@@ -22,6 +24,10 @@ from threeregime.regimes import (
     regime_names,
     regimes_of,
 )
+from threeregime.rules import DEFAULT_RULE, RULES, Rule
+
+#: the legacy rule (the pre-issue-11 defaults) that most tests below pin down
+legacy = functools.partial(classify, rule="legacy")
 
 
 def _labels(out):
@@ -31,10 +37,10 @@ def _labels(out):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_recovers_known_regimes(seed):
     ds = synthetic_sweep(seed)
-    out = classify(ds)
+    out = legacy(ds)
     np.testing.assert_array_equal(_labels(out), TRUTH)
     assert out["regime"].dtype == np.int8
-    assert out["regime"].attrs["flag_values"].tolist() == [0, 1, 2, -1]
+    assert out["regime"].attrs["flag_values"].tolist() == [0, 1, 2, 3, -1]
     assert out["regime"].attrs["flag_meanings"] == FLAG_MEANINGS
     assert (out["n_valid_pairs"] == 9).all()
     conf = out["regime_confidence"].values
@@ -50,7 +56,7 @@ def test_recovers_known_regimes(seed):
 
 def test_mean_and_sem_match_numpy():
     ds = synthetic_sweep(0)
-    out = classify(ds)
+    out = legacy(ds)
     cell = ds["lmc"].sel(epochs=20, density=0.05).values.ravel()
     assert out["lmc_mean"].sel(epochs=20, density=0.05) == pytest.approx(cell.mean())
     assert out["lmc_sem"].sel(epochs=20, density=0.05) == pytest.approx(
@@ -62,7 +68,7 @@ def test_no_pair_dims_unsorted_coords_and_transposed():
     means = xr.Dataset({"lmc": ds["lmc"].mean(["dense_seed", "pair"]),
                         "cka": ds["cka"].mean(["dense_seed", "pair"])})
     shuffled = means.isel(epochs=[2, 0, 3, 1], density=[3, 1, 0, 2]).transpose()
-    out = classify(shuffled)
+    out = legacy(shuffled)
     assert out["regime"].dims == ("density", "epochs")
     np.testing.assert_array_equal(_labels(out.sel(epochs=EPOCHS, density=DENSITY)), TRUTH)
     assert np.isnan(out["regime_confidence"]).all()     # no spread, no certainty
@@ -75,7 +81,7 @@ def test_user_sems_without_replicates_give_confidence():
                         "cka": ds["cka"].mean(["dense_seed", "pair"]),
                         "lmc_sem": ds["lmc"].mean(["dense_seed", "pair"]) * 0 + 0.001,
                         "cka_sem": ds["cka"].mean(["dense_seed", "pair"]) * 0 + 0.001})
-    out = classify(means)
+    out = legacy(means)
     assert np.isfinite(out["regime_confidence"]).all()
 
 
@@ -87,55 +93,55 @@ def test_paper_numbers_without_attrs_need_explicit_dims():
     ds = xr.Dataset({"lmc": lmc, "cka": cka})
     with pytest.raises(ResultsError, match="cannot find a temperature dim of lmc .*"
                                            "pass temperature=<dim name>"):
-        classify(ds)
-    out = classify(ds, temperature="T", load="L")
+        legacy(ds)
+    out = legacy(ds, temperature="T", load="L")
     assert decode(out["regime"]).values.tolist() == [["I", "II-A"], ["II-B", "II-B"]]
     with pytest.raises(ResultsError, match="temperature='X' is not a dim of lmc; allowed: T, L"):
-        classify(ds, temperature="X")
+        legacy(ds, temperature="X")
 
 
 def test_axes_names_are_recognised_without_attrs():
     lmc = xr.DataArray(np.zeros((2, 3)), dims=("batch_size", "density"),
                        coords={"batch_size": [16, 256], "density": [0.1, 0.2, 0.5]})
     ds = xr.Dataset({"lmc": lmc, "cka": lmc + 0.9})
-    out = classify(ds)
+    out = legacy(ds)
     assert (out["regime"] == 2).all()          # flat CKA columns: keep
 
 
 def test_single_cell_axes():
     ds = synthetic_sweep(2).isel(epochs=[2], density=[0, 3])
-    out = classify(ds)
+    out = legacy(ds)
     np.testing.assert_array_equal(_labels(out), [[0, 2]])
     one = synthetic_sweep(2).isel(density=[2])
-    np.testing.assert_array_equal(_labels(classify(one)), TRUTH[:, [2]])
+    np.testing.assert_array_equal(_labels(legacy(one)), TRUTH[:, [2]])
 
 
 def test_relative_rule_flat_column_is_all_keep_and_absolute_rule():
     ds = synthetic_sweep(0)
     # a spread larger than every column's range: every Regime II cell is II-B
-    out = classify(ds, min_cka_spread=0.5)
+    out = legacy(ds, min_cka_spread=0.5)
     expect = np.where(TRUTH == 0, 0, 2)
     np.testing.assert_array_equal(_labels(out), expect)
-    out = classify(ds, cka_rule="absolute", tau_cka=0.9)
+    out = legacy(ds, cka_rule="absolute", tau_cka=0.9)
     np.testing.assert_array_equal(_labels(out), TRUTH)
-    out = classify(ds, cka_rule="absolute", tau_cka=0.99)
+    out = legacy(ds, cka_rule="absolute", tau_cka=0.99)
     np.testing.assert_array_equal(_labels(out), np.where(TRUTH == 0, 0, 1))
     # tau_lmc larger than every barrier: no Regime I
-    assert (classify(ds, tau_lmc=0.5)["regime"] != 0).all()
+    assert (legacy(ds, tau_lmc=0.5)["regime"] != 0).all()
 
 
 def test_confidence_lower_for_noisier_data():
-    quiet = [classify(synthetic_sweep(s, lmc_sd=0.05, cka_sd=0.05))["regime_confidence"]
+    quiet = [legacy(synthetic_sweep(s, lmc_sd=0.05, cka_sd=0.05))["regime_confidence"]
              .mean().item() for s in range(4)]
-    noisy = [classify(synthetic_sweep(s, lmc_sd=0.15, cka_sd=0.15))["regime_confidence"]
+    noisy = [legacy(synthetic_sweep(s, lmc_sd=0.15, cka_sd=0.15))["regime_confidence"]
              .mean().item() for s in range(4)]
-    clean = classify(synthetic_sweep(0))["regime_confidence"].mean().item()
+    clean = legacy(synthetic_sweep(0))["regime_confidence"].mean().item()
     assert clean > np.mean(quiet) > np.mean(noisy)
 
 
 def test_zero_spread_gives_confidence_one():
     ds = synthetic_sweep(0, lmc_sd=0.0, cka_sd=0.0)
-    np.testing.assert_allclose(classify(ds)["regime_confidence"], 1.0)
+    np.testing.assert_allclose(legacy(ds)["regime_confidence"], 1.0)
 
 
 def test_nan_diverged_missing_and_too_few_pairs():
@@ -143,7 +149,7 @@ def test_nan_diverged_missing_and_too_few_pairs():
     status[(10, 0.5, 0)] = "diverged"                # one replicate only: cell still decided
     ds = synthetic_sweep(3, status=status, skip={(40, 0.5, s) for s in (0, 1, 2)})
     ds["lmc"].loc[{"epochs": 20, "density": 0.2}] = np.nan
-    out = classify(ds)
+    out = legacy(ds)
     lab, why = out["regime"], out["undetermined_reason"]
     assert lab.sel(epochs=5, density=0.1) == UNDETERMINED
     assert why.sel(epochs=5, density=0.1) == REASONS["diverged_or_failed"]
@@ -156,7 +162,7 @@ def test_nan_diverged_missing_and_too_few_pairs():
     assert np.isnan(out["regime_confidence"].where(lab == UNDETERMINED, drop=True)).all()
     decided = (lab != UNDETERMINED).values
     np.testing.assert_array_equal(_labels(out)[decided], TRUTH[decided])
-    out = classify(ds, min_pairs=10)
+    out = legacy(ds, min_pairs=10)
     assert (out["regime"] == UNDETERMINED).all()
     assert set(np.unique(out["undetermined_reason"])) <= {1, 2, 3}
 
@@ -168,19 +174,19 @@ def test_collapse_is_not_a_regime_cell():
     ds["test_error"].loc[sel] = 0.76
     ds["lmc"].loc[sel] = 0.0
     ds["cka"].loc[sel] = 0.9999
-    out = classify(ds)
+    out = legacy(ds)
     assert out["regime"].sel(sel) == UNDETERMINED
     assert out["undetermined_reason"].sel(sel) == REASONS["collapsed"]
     assert out["regime"].sel(epochs=20, density=0.05) == 0
-    assert classify(ds, collapse_margin=None)["regime"].sel(sel) != UNDETERMINED
+    assert legacy(ds, collapse_margin=None)["regime"].sel(sel) != UNDETERMINED
     # train error near chance (10 classes): also collapse
     ds2 = synthetic_sweep(0, attrs={"num_classes": 10})
     ds2["train_error"].loc[{"epochs": 5, "density": 0.5}] = 0.85
-    out2 = classify(ds2)
+    out2 = legacy(ds2)
     assert out2["undetermined_reason"].sel(epochs=5, density=0.5) == REASONS["collapsed"]
-    assert classify(ds2, num_classes=2)["undetermined_reason"].sel(
+    assert legacy(ds2, num_classes=2)["undetermined_reason"].sel(
         epochs=5, density=0.5) == REASONS["collapsed"]
-    assert classify(ds2, chance_fraction=None)["regime"].sel(epochs=5, density=0.5) == 1
+    assert legacy(ds2, chance_fraction=None)["regime"].sel(epochs=5, density=0.5) == 1
 
 
 @pytest.mark.parametrize("kw, msg", [
@@ -195,31 +201,31 @@ def test_collapse_is_not_a_regime_cell():
 ])
 def test_bad_arguments(kw, msg):
     with pytest.raises(SpecError, match=msg):
-        classify(synthetic_sweep(0), **kw)
+        legacy(synthetic_sweep(0), **kw)
 
 
 def test_missing_variables():
     ds = synthetic_sweep(0).drop_vars("cka")
     with pytest.raises(ResultsError, match="classify needs variables lmc and cka"):
-        classify(ds)
+        legacy(ds)
 
 
 def test_reclassify_from_means_only():
-    out = classify(synthetic_sweep(0))
-    again = classify(out[["lmc_mean", "cka_mean", "lmc_sem", "cka_sem"]])
+    out = legacy(synthetic_sweep(0))
+    again = legacy(out[["lmc_mean", "cka_mean", "lmc_sem", "cka_sem"]])
     xr.testing.assert_equal(again["regime"], out["regime"])
 
 
 def test_decode_and_constants():
     assert regime_names == ("I", "II-A", "II-B")
     assert REGIMES[-1] == "undetermined"
-    arr = decode(np.array([0, 1, 2, -1], dtype=np.int8))
-    assert arr.tolist() == ["I", "II-A", "II-B", "undetermined"]
+    arr = decode(np.array([0, 1, 2, 3, -1, 7], dtype=np.int8))
+    assert arr.tolist() == ["I", "II-A", "II-B", "II-unresolved", "undetermined", "undetermined"]
     da = decode(xr.DataArray(np.array([[0, 2]], np.int8), dims=("a", "b")))
     assert da.dims == ("a", "b") and da.values.tolist() == [["I", "II-B"]]
 
 
-def test_accessor_classify():
+def test_accessor_legacy():
     ds = synthetic_sweep(0)
     out = ds.threeregime.classify(tau_lmc=0.01)
     assert "lmc" in out and "regime" in out and "regime" not in ds
@@ -230,20 +236,62 @@ def test_accessor_classify():
 
 def test_regimes_of_takes_the_datasets_own_or_classifies():
     ds = synthetic_sweep(0)
-    fresh = regimes_of(ds)                      # no regimes in ds: classified with defaults
-    assert fresh.identical(classify(ds)) and set(fresh.data_vars) == set(REGIME_VARS)
+    fresh = regimes_of(ds)                      # no regimes in ds: classified, default rule
+    assert fresh.identical(classify(ds)) and set(REGIME_VARS) <= set(fresh.data_vars)
+    assert json.loads(fresh.attrs["regime_rule"])["name"] == DEFAULT_RULE
     # a Dataset with (deliberately odd) regimes of its own is read as it is ...
-    marked = ds.assign({v: fresh[v] for v in fresh.data_vars})
+    marked = ds.assign({v: fresh[v] for v in REGIME_VARS})
     marked["regime"] = marked["regime"].where(False, np.int8(2)).astype(np.int8)
     marked["regime"].attrs = fresh["regime"].attrs
     own = regimes_of(marked, temperature="epochs")   # naming a dim does not reclassify
     assert (own["regime"] == 2).all() and set(own.data_vars) == set(REGIME_VARS)
-    assert json.loads(own.attrs["regime_rule"])["tau_lmc"] == DEFAULTS["tau_lmc"]
+    assert json.loads(own.attrs["regime_rule"])["name"] == DEFAULT_RULE
     assert marked.threeregime.regimes()["regime"].identical(own["regime"])
     # ... unless a rule argument asks for a classification
     again = regimes_of(marked, tau_lmc=0.01)
     assert not (again["regime"] == 2).all()
     assert json.loads(again.attrs["regime_rule"])["tau_lmc"] == 0.01
+    assert not (regimes_of(marked, rule="level")["regime"] == 2).all()
     with pytest.raises(ResultsError):
         regimes_of(ds.drop_vars(["lmc", "cka"]))
 
+
+def test_default_rule_flags_and_uncertainty():
+    ds = synthetic_sweep(1)
+    out = classify(ds)
+    np.testing.assert_array_equal(_labels(out), TRUTH)
+    assert out["regime"].attrs["flag_values"].tolist() == FLAG_VALUES.tolist() == [0, 1, 2, 3, -1]
+    assert out["regime"].attrs["flag_meanings"].split()[3] == "regime_II_unresolved"
+    assert out["regime_uncertain"].dtype == np.int8
+    assert set(np.unique(out["regime_uncertain"])) <= {0, 1}
+    assert out.attrs["regime_rule"] == RULES[DEFAULT_RULE].to_json()
+    assert REASONS["near_chance"] == 5 and "near_chance" in \
+        out["undetermined_reason"].attrs["flag_meanings"].split()
+    # three dense seeds agree on these clean data: confidence 1, nothing uncertain far from
+    # the threshold
+    assert np.nanmin(out["regime_confidence"].values) == 1.0
+
+
+def test_rule_by_name_object_and_bad_rules():
+    ds = synthetic_sweep(2)
+    by_name = classify(ds, rule="level")
+    xr.testing.assert_identical(by_name, classify(ds, rule=RULES["level"]))
+    via = ds.threeregime.classify(rule="level")
+    xr.testing.assert_identical(by_name["regime"], via["regime"])
+    assert via.attrs["regime_rule"] == by_name.attrs["regime_rule"] and "lmc" in via
+    # the legacy rule as an object equals the legacy keywords
+    leg = RULES["legacy"].replace(thresholds={"tau_lmc": 0.05})
+    a, b = classify(ds, rule=leg), classify(ds, tau_lmc=0.05)
+    xr.testing.assert_equal(a["regime"], b["regime"])
+    assert json.loads(a.attrs["regime_rule"])["name"] == "legacy"
+    with pytest.raises(SpecError, match=r"^tau_lmc is a threshold of the legacy rule; got it "
+                                        r"with rule='paper_step'"):
+        classify(ds, rule="paper_step", tau_lmc=0.01)
+    with pytest.raises(SpecError, match="rule must be one of .*got 'paper_stp'.*paper_step"):
+        classify(ds, rule="paper_stp")
+    with pytest.raises(SpecError, match="rule must be a Rule or one of .*got int"):
+        classify(ds, rule=5)
+    with pytest.raises(SpecError, match="family legacy.*regimes.classify"):
+        from threeregime.rules import classify_with_rule
+        classify_with_rule(ds, RULES["legacy"])
+    assert isinstance(RULES["legacy"], Rule) and RULES["legacy"].family == "legacy"

@@ -8,7 +8,7 @@ plain ``xr.open_dataset``, has ``ds.threeregime``.  Extends Datasets without sub
 Examples
 --------
 >>> ds = threeregime.open_sweep("runs/quick")                 # doctest: +SKIP
->>> ds = ds.threeregime.classify(tau_lmc=0.01)                # doctest: +SKIP
+>>> ds = ds.threeregime.classify(rule="legacy")               # doctest: +SKIP
 >>> ds.threeregime.plot("lmc")                                # doctest: +SKIP
 """
 from __future__ import annotations
@@ -41,18 +41,22 @@ class ThreeRegimeAccessor:
 
         return regimes_of(self._ds, **classify_kw)
 
-    def classify(self, **kwargs: Any) -> xr.Dataset:
+    def classify(self, rule: Any = None, **kwargs: Any) -> xr.Dataset:
         """Return a copy of the Dataset with the regime variables (re)computed.
 
-        Keyword arguments go to :func:`threeregime.regimes.classify`; its output variables
-        (``regime``, ``regime_confidence``, ``lmc_mean``, ...) replace any existing ones.
+        ``rule`` (a :class:`threeregime.rules.Rule` or a shipped rule's name; default the
+        library's default rule) and the keyword arguments go to
+        :func:`threeregime.regimes.classify`; its output variables (``regime``,
+        ``regime_confidence``, ``regime_uncertain``, ``lmc_mean``, ...) replace the old regime
+        variables, and the ``regime_rule`` attr says which rule labelled them.
         """
-        from .regimes import classify
+        from .regimes import REGIME_VARS, classify
 
-        reg = classify(self._ds, **kwargs)
-        out = self._ds.copy()
+        reg = classify(self._ds, rule=rule, **kwargs)
+        out = self._ds.drop_vars([v for v in REGIME_VARS if v in self._ds])
         for name in reg.data_vars:
             out[name] = reg[name]
+        out.attrs["regime_rule"] = reg.attrs["regime_rule"]
         return out
 
     def phase_diagram(self, var: str = "test_error", *, x: str | None = None,

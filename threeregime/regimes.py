@@ -1,51 +1,40 @@
-"""Assign grid cells to Regime I, II-A or II-B from LMC and CKA (numpy / xarray only).
+"""Assign grid cells to Regime I, II-A, II-B (or II unresolved) from LMC and CKA (no torch).
 
-The rule (SPEC.md section 4; the paper draws its boundaries by hand, so every threshold is an
-explicit argument):
+:func:`classify` labels every cell with a named :class:`~threeregime.rules.Rule`
+(:data:`threeregime.rules.RULES`; the rules, their features, provenance and held-out scores are
+:mod:`threeregime.rules`):
 
-1. **I vs II** by linear mode connectivity: a cell is Regime I when its mean ``mc`` (train-error
-   scale, fraction; negative = barrier) is below ``-tau_lmc``, else Regime II.
-2. **II-A vs II-B** by CKA of the outputs, among the Regime II cells only:
+- ``rule=None`` -> the default rule :data:`threeregime.rules.DEFAULT_RULE` (``paper_step``: the
+  paper's construction, Regime I = a significant barrier on the cold side of the LMC change point
+  along temperature, II-A hot / II-B cold of it, **unresolved** where the CKA difference is inside
+  its noise).  **The default is provisional**: it was chosen by held-out reproduction of the
+  paper's Figure 2 table and is re-chosen by pooled leave-one-setting-out advice accuracy on the
+  validation corpus (``docs/validation_protocol.md`` section 5; ``benchmarks/corpus_validation
+  .py``); see its ``provenance["why_default"]``.
+- ``rule="legacy"`` or any of the legacy keywords (``tau_lmc``, ``cka_rule``, ``tau_cka``,
+  ``min_cka_spread``, ``collapse_margin``, ``chance_fraction``, ``min_pairs``) -> the rule of
+  releases before issue 11, unchanged, so old results can be reproduced bit for bit:
 
-   - ``cka_rule="relative"`` (default): within each load column (all cells sharing the values
-     of every non-temperature dim), split at the midpoint of the column's [min, max] mean CKA:
-     II-B at or above it, II-A below.  When the column's CKA range is below ``min_cka_spread``
-     temperature does not change the outputs measurably and every Regime II cell of the column
-     is II-B (keep).
-   - ``cka_rule="absolute"``: II-B when mean CKA >= ``tau_cka``.
+  1. **I vs II**: Regime I when the cell's mean ``mc`` (train-error scale; negative = barrier) is
+     below ``-tau_lmc``, else Regime II.
+  2. **II-A vs II-B** among the Regime II cells: ``cka_rule="relative"`` splits each load column
+     at the midpoint of its [min, max] mean CKA (II-B at or above; a column whose range is below
+     ``min_cka_spread`` is all II-B); ``cka_rule="absolute"``: II-B when CKA >= ``tau_cka``.
+  3. **Undetermined** (-1): nothing computed, every point diverged or failed, fewer than
+     ``min_pairs`` valid pairs, or collapse (test error above the column's best by more than
+     ``collapse_margin``, or train error >= ``chance_fraction`` x chance).
 
-3. **Undetermined** (label -1) when the data cannot decide: no point of the cell computed yet,
-   every point diverged or failed, fewer than ``min_pairs`` valid pairs (finite LMC and CKA),
-   or *collapse* -- the retrained models failed to train, which looks like perfect connectivity
-   and similarity (PROBE.md: at 3 % density collapsed pairs had mc ~ 0 and CKA 0.9999): the
-   cell's mean test error exceeds its column's best by more than ``collapse_margin``, or its
-   mean train error is at least ``chance_fraction`` x the chance error ``1 - 1/num_classes``.
-   Undetermined cells are left out of the CKA range of their column.
+  Its ``regime_confidence`` is ``Phi(|mean + tau_lmc| / sem)`` for I vs II times
+  ``Phi(|cka - split| / sem)`` for II-A vs II-B (normal approximation over pairs; NaN with one
+  pair).  Its defaults (``tau_lmc`` 0.02, ``min_cka_spread`` 0.01, ``collapse_margin`` 0.30,
+  ``chance_fraction`` 0.9, ``min_pairs`` 1) were set by hand on one MNIST-1D CPU probe
+  (PROBE.md: clear barriers from -2.4 % train error, the weakest useful CKA rise 0.02, collapsed
+  cells at 76 % test error); they were never validated held out.
 
-Confidence.  The cell mean of LMC (CKA) is treated as normal with its standard error ``sem``
-(sample std over the valid pairs of all dense seeds / sqrt(n)).  For I vs II the probability of
-the chosen side is ``Phi(|mean + tau_lmc| / sem)``; for II-A vs II-B ``Phi(|cka - split| / sem)``
-(relative rule; for a flat column ``Phi((min_cka_spread - range) / sqrt(sem_max^2 +
-sem_min^2))``), and a Regime II cell's confidence is the product of the two.  ``sem = 0`` gives
-1.  Fewer than two valid pairs give no spread and a NaN confidence (the label stands, the
-certainty is unknown); so do undetermined cells.  Pairs of one dense seed share models, so the
-sem is somewhat optimistic; dense-seed replicates make it honest.
-
-How the defaults were chosen
-----------------------------
-``tau_lmc = 0.02`` (2 % train error).  The CPU probe (PROBE.md) measured well-connected cells at
-mc between -0.5 % and 0 and clear barriers from -2.4 % (5 % density, hottest snapshot) to -31 %.
-The one intermediate value, -1.4 % (10 % density, batch 16), belongs to a cell that is already
-hotter than its column's best temperature (batch 32), i.e. it behaves like Regime II; a 1 %
-threshold would call it Regime I and advise heating a cell that is already too hot.  2 % sits
-between that cell and the weakest clear barrier.
-``min_cka_spread = 0.01``.  The probe's weakest CKA rise across a Regime II column, 0.93 -> 0.95
-(50 % density, more epochs), came with a real test-error gain from cooling (5.0 % -> 3.4 %), so
-the default must still split a 0.02 range; columns flatter than 0.01 are treated as noise.
-``collapse_margin = 0.30`` (30 points of test error).  Genuine Regime I cells are much worse than
-their column's best (the probe: up to +24 points at 5 % density), so the margin must exceed that;
-the collapsed cells of the probe sat at 76 % test error.  ``chance_fraction = 0.9``: train error
-within 10 % of chance.  ``min_pairs = 1``: one pair decides the label; its confidence is NaN.
+Flags (CF, every rule): ``regime`` int8 :data:`FLAG_VALUES` ``[0, 1, 2, 3, -1]`` =
+:data:`FLAG_MEANINGS` ``regime_I regime_II_A regime_II_B regime_II_unresolved undetermined``;
+``undetermined_reason`` :data:`REASONS`; ``regime_uncertain`` (new rules only) 1 where the label
+flips across dense seeds or the barrier is within one standard error of its threshold.
 """
 from __future__ import annotations
 
@@ -57,6 +46,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from . import rules as _rules
 from ._errors import ResultsError, SpecError
 from .spec import AXES, check_choice, check_float, check_pos_int
 from .storage import REPLICATE_DIMS, STATUS
@@ -71,6 +61,7 @@ __all__ = [
     "REGIME_I",
     "REGIME_II_A",
     "REGIME_II_B",
+    "REGIME_II_UNRESOLVED",
     "UNDETERMINED",
     "classify",
     "decode",
@@ -79,17 +70,15 @@ __all__ = [
     "regimes_of",
 ]
 
-REGIME_I, REGIME_II_A, REGIME_II_B, UNDETERMINED = 0, 1, 2, -1
+REGIME_I, REGIME_II_A, REGIME_II_B, REGIME_II_UNRESOLVED, UNDETERMINED = 0, 1, 2, 3, -1
 #: code -> display name
-REGIMES: dict[int, str] = {REGIME_I: "I", REGIME_II_A: "II-A", REGIME_II_B: "II-B",
-                           UNDETERMINED: "undetermined"}
+REGIMES: dict[int, str] = dict(_rules.NAMES)
 #: the three regime names, in code order
 regime_names: tuple[str, ...] = ("I", "II-A", "II-B")
-FLAG_VALUES = np.array([0, 1, 2, -1], dtype=np.int8)
-FLAG_MEANINGS = "regime_I regime_II_A regime_II_B undetermined"
+FLAG_VALUES = _rules.FLAG_VALUES.copy()
+FLAG_MEANINGS = _rules.FLAG_MEANINGS
 #: why a cell is undetermined (``undetermined_reason`` flags)
-REASONS: dict[str, int] = {"none": 0, "not_computed": 1, "diverged_or_failed": 2,
-                           "too_few_valid_pairs": 3, "collapsed": 4}
+REASONS: dict[str, int] = dict(_rules.REASONS)
 DEFAULTS: dict[str, Any] = {"tau_lmc": 0.02, "cka_rule": "relative", "tau_cka": None,
                             "min_cka_spread": 0.01, "collapse_margin": 0.30,
                             "chance_fraction": 0.9, "min_pairs": 1}
@@ -97,18 +86,17 @@ _CKA_RULES = ("relative", "absolute")
 
 
 def decode(regime: Any) -> Any:
-    """Map regime codes to names (``"I"``, ``"II-A"``, ``"II-B"``, ``"undetermined"``).
+    """Map regime codes to names (``"I"``, ``"II-A"``, ``"II-B"``, ``"II-unresolved"``,
+    ``"undetermined"``; any other code is ``"undetermined"``).
 
     A DataArray gives a DataArray of strings with the same dims and coords; anything else an
     ndarray of strings.
     """
-    names = np.array([REGIMES[c] for c in (0, 1, 2)] + [REGIMES[-1]], dtype=object)
-
     def _map(a: np.ndarray) -> np.ndarray:
         a = np.asarray(a)
         out = np.full(a.shape, "undetermined", dtype=object)
-        for code in (0, 1, 2):
-            out[a == code] = names[code]
+        for code, name in REGIMES.items():
+            out[a == code] = name
         return out.astype(str)
 
     if isinstance(regime, xr.DataArray):
@@ -244,57 +232,98 @@ def _check_args(tau_lmc: Any, cka_rule: Any, tau_cka: Any, min_cka_spread: Any,
 
 
 # --------------------------------------------------------------------------- classify
-def classify(ds: xr.Dataset, *, tau_lmc: float = DEFAULTS["tau_lmc"],
-             cka_rule: str = DEFAULTS["cka_rule"], tau_cka: float | None = None,
-             min_cka_spread: float = DEFAULTS["min_cka_spread"],
-             collapse_margin: float | None = DEFAULTS["collapse_margin"],
-             chance_fraction: float | None = DEFAULTS["chance_fraction"],
-             num_classes: int | None = None, min_pairs: int = DEFAULTS["min_pairs"],
+_UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<default>"})()
+_LEGACY_KW = ("tau_lmc", "cka_rule", "tau_cka", "min_cka_spread", "collapse_margin",
+              "chance_fraction", "min_pairs")
+
+
+def classify(ds: xr.Dataset, *, rule: Any = None, tau_lmc: Any = _UNSET, cka_rule: Any = _UNSET,
+             tau_cka: Any = _UNSET, min_cka_spread: Any = _UNSET,
+             collapse_margin: Any = _UNSET, chance_fraction: Any = _UNSET,
+             num_classes: int | None = None, min_pairs: Any = _UNSET,
              temperature: str | Sequence[str] | None = None,
              load: str | Sequence[str] | None = None) -> xr.Dataset:
-    """Label every cell Regime I, II-A, II-B or undetermined (rule in the module docstring).
+    """Label every cell Regime I, II-A, II-B, II unresolved or undetermined (module docstring).
 
     Parameters
     ----------
     ds : xarray.Dataset
         Needs ``lmc`` and ``cka`` (fractions) over a temperature dim (and usually a load dim),
-        with or without the replicate dims ``pair`` / ``dense_seed`` (averaged; their spread
-        gives the sem).  Without replicate dims, ``lmc_sem`` / ``cka_sem`` variables are used
-        when present.  Optional: ``status`` (non-ok points are left out), ``test_error`` and
-        ``train_error`` (collapse check), attr ``num_classes``.
-    tau_lmc : float
-        LMC threshold on the train-error scale: Regime I when mean mc < -tau_lmc.
-    cka_rule : {"relative", "absolute"}
-    tau_cka : float, optional
-        CKA threshold of the absolute rule.
-    min_cka_spread : float
-        Relative rule: a column whose Regime II CKA range is below this is all II-B.
-    collapse_margin : float or None
-        Undetermined when the cell's mean test error exceeds its column's best by more than
-        this (None: no check).
-    chance_fraction : float or None
-        Undetermined when mean train error >= chance_fraction x (1 - 1/num_classes).
+        with or without the replicate dims ``pair`` / ``dense_seed`` / ``retrain_seed``
+        (averaged; their spread gives the standard errors).  Without replicate dims,
+        ``lmc_sem`` / ``cka_sem`` are used when present.  Optional: ``status`` (non-ok points
+        are left out), ``test_error`` and ``train_error`` (collapse checks), attr
+        ``num_classes``.
+    rule : Rule or str, optional
+        A :class:`threeregime.rules.Rule` or the name of a shipped one
+        (:data:`threeregime.rules.RULES`: ``paper_step``, ``level``, ``legacy``).  Default:
+        :data:`threeregime.rules.DEFAULT_RULE` (**provisional**, module docstring), or
+        ``legacy`` when a legacy keyword below is given.
+    tau_lmc, cka_rule, tau_cka, min_cka_spread, collapse_margin, chance_fraction, min_pairs
+        Legacy rule only (module docstring): Regime I below ``-tau_lmc``; ``cka_rule``
+        ``"relative"`` (split at the column's CKA midpoint; ``min_cka_spread``) or
+        ``"absolute"`` (II-B when CKA >= ``tau_cka``); ``collapse_margin`` / ``chance_fraction``
+        (None: no such check); ``min_pairs`` valid pairs per cell.  Defaults:
+        :data:`DEFAULTS`, or the legacy Rule's thresholds.
     num_classes : int, optional
-        Default ``ds.attrs["num_classes"]``; without it the chance check is skipped.
-    min_pairs : int
-        Minimum number of valid pairs (finite LMC and CKA of ok points) per cell.
+        Default ``ds.attrs["num_classes"]``.
     temperature, load : str or list of str, optional
-        Dim names overriding the ``role`` attrs.
+        Dim names overriding the ``role`` attrs (the new rules take one temperature dim; every
+        other cell dim is a load column).
 
     Returns
     -------
     xarray.Dataset
-        Over the cell dims: ``regime`` (int8, CF flags), ``regime_confidence``, ``lmc_mean``,
-        ``lmc_sem``, ``cka_mean``, ``cka_sem``, ``n_valid_pairs``, ``undetermined_reason``
-        (int8 flags); attrs ``regime_rule`` (JSON of the rule and thresholds).
+        Over the cell dims: ``regime`` (int8, CF flags :data:`FLAG_VALUES`),
+        ``regime_confidence``, ``lmc_mean``, ``lmc_sem``, ``cka_mean``, ``cka_sem``,
+        ``n_valid_pairs``, ``undetermined_reason`` (int8 flags :data:`REASONS`); the new rules
+        add ``regime_uncertain`` (int8 0/1), ``test_error_mean`` and their features; attrs
+        ``regime_rule`` (JSON; its ``name`` says which rule).
 
     Raises
     ------
     ResultsError
         ``lmc``/``cka`` missing or no temperature dim found.
     SpecError
-        A threshold argument is invalid.
+        An unknown rule, a bad threshold, or a legacy keyword with a non-legacy rule.
     """
+    given = {k: v for k, v in zip(_LEGACY_KW, (tau_lmc, cka_rule, tau_cka, min_cka_spread,
+                                               collapse_margin, chance_fraction, min_pairs))
+             if v is not _UNSET}
+    if rule is None:
+        rule = "legacy" if given else _rules.DEFAULT_RULE
+    if isinstance(rule, str):
+        rule = _rules.get_rule(rule)
+    if not isinstance(rule, _rules.Rule):
+        raise SpecError(f"rule must be a Rule or one of {', '.join(_rules.RULES)}; got "
+                        f"{type(rule).__name__}")
+    if rule.family == "legacy":
+        kw = {**DEFAULTS, **rule.thresholds,
+              "chance_fraction": rule.settings["chance_fraction"], **given}
+        out = _classify_legacy(ds, num_classes=num_classes, temperature=temperature,
+                               load=load, **kw)
+        rj = json.dumps({**json.loads(out.attrs["regime_rule"]), "name": rule.name,
+                         "family": "legacy"}, sort_keys=True)
+        out.attrs["regime_rule"] = out["regime"].attrs["rule"] = rj
+        return out
+    if given:
+        raise SpecError(f"{next(iter(given))} is a threshold of the legacy rule; got it with "
+                        f"rule={rule.name!r} (change a rule's thresholds with "
+                        f"rule.replace(thresholds=...))")
+    temps = _as_list(temperature)
+    if temps is not None and len(temps) != 1:
+        raise ResultsError(f"temperature must name one dim for rule {rule.name!r}; got {temps}")
+    if num_classes is not None:
+        ds = ds.assign_attrs(num_classes=int(num_classes))
+    return _rules.classify_with_rule(ds, rule, temperature=temps[0] if temps else None)
+
+
+def _classify_legacy(ds: xr.Dataset, *, tau_lmc: float, cka_rule: str, tau_cka: float | None,
+                     min_cka_spread: float, collapse_margin: float | None,
+                     chance_fraction: float | None, num_classes: int | None, min_pairs: int,
+                     temperature: str | Sequence[str] | None,
+                     load: str | Sequence[str] | None) -> xr.Dataset:
+    """The legacy rule (module docstring), arithmetic unchanged."""
     _check_args(tau_lmc, cka_rule, tau_cka, min_cka_spread, collapse_margin, chance_fraction,
                 min_pairs)
     src_l = "lmc" if "lmc" in ds else ("lmc_mean" if "lmc_mean" in ds else None)
@@ -438,8 +467,8 @@ def classify(ds: xr.Dataset, *, tau_lmc: float = DEFAULTS["tau_lmc"],
 
 
 #: the variables :func:`classify` adds (and :func:`regimes_of` takes from a Dataset)
-REGIME_VARS = ("regime", "regime_confidence", "lmc_mean", "lmc_sem", "cka_mean", "cka_sem",
-               "n_valid_pairs", "undetermined_reason")
+REGIME_VARS = ("regime", "regime_confidence", "regime_uncertain", "lmc_mean", "lmc_sem",
+               "cka_mean", "cka_sem", "n_valid_pairs", "undetermined_reason")
 
 
 def regimes_of(ds: xr.Dataset, *, temperature: str | Sequence[str] | None = None,
@@ -448,8 +477,8 @@ def regimes_of(ds: xr.Dataset, *, temperature: str | Sequence[str] | None = None
 
     The one place that decides "take the regimes or classify": a Dataset that carries
     ``regime`` (``results.nc`` as assembled by the sweep) is read as it is when no rule
-    argument is given; otherwise (no ``regime``, or any ``classify_kw`` such as ``tau_lmc``)
-    the Dataset is classified.  ``temperature`` and ``load`` only name dims for
+    argument is given; otherwise (no ``regime``, or any ``classify_kw`` such as ``rule`` or
+    ``tau_lmc``) the Dataset is classified.  ``temperature`` and ``load`` only name dims for
     :func:`classify` and never force a reclassification.
 
     Returns

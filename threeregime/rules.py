@@ -19,6 +19,10 @@ mean CKA exceeds the hot side's by more than ``z_cka`` standard errors, else **u
 (``settings.unresolved_side = "both"`` makes the hot side unresolved too).  A column whose
 Regime II cells all lie on the hot side (Regime I fills its cold side) is II-A.  Without a
 significant step, the split of the Regime II cells is the CKA change point of the column.
+``legacy`` (the rule of releases before issue 11, kept so old results can be reproduced; it is
+run by :func:`threeregime.regimes.classify`, not here): Regime I when mean mc < ``-tau_lmc``;
+Regime II split at the midpoint of its column's CKA range (all II-B when the range is below
+``min_cka_spread``); collapsed when test error exceeds the column's best by ``collapse_margin``.
 ``level`` (no temperature structure; also the single-model variant).  Regime I when
 ``lmc_z < -z_barrier`` and ``lmc_rel_chance < -barrier_chance``; Regime II split by the CKA
 change point of its column as above.
@@ -57,13 +61,16 @@ REASONS: dict[str, int] = {"none": 0, "not_computed": 1, "diverged_or_failed": 2
 ADVICE = {"I": "hotter", "II-A": "colder", "II-B": "keep", "II-unresolved": "keep",
           "undetermined": None}
 FAMILIES: dict[str, tuple[str, ...]] = {"step": ("z_barrier", "z_step", "z_cka"),
-                                        "level": ("z_barrier", "barrier_chance", "z_cka")}
+                                        "level": ("z_barrier", "barrier_chance", "z_cka"),
+                                        "legacy": ("tau_lmc", "min_cka_spread",
+                                                   "collapse_margin")}
 SETTINGS: dict[str, Any] = {"lmc_floor": 0.01, "cka_floor": 0.002, "scope": "joint",
                             "unresolved_side": "cold", "collapse_frac": 0.5,
                             "chance_fraction": 0.9}
 _CHOICES = {"scope": ("joint", "column"), "unresolved_side": ("cold", "both")}
 _FEATURES = {"step": ("lmc_z", "step_cold", "step_z", "cka_mean", "cka_noise", "headroom_lost"),
-             "level": ("lmc_z", "lmc_rel_chance", "cka_mean", "cka_noise", "headroom_lost")}
+             "level": ("lmc_z", "lmc_rel_chance", "cka_mean", "cka_noise", "headroom_lost"),
+             "legacy": ("lmc_mean", "cka_mean", "test_error_mean")}
 
 
 def label_names(codes: Any) -> np.ndarray:
@@ -215,6 +222,10 @@ def _label_grid(f: xr.Dataset, rule: Rule) -> tuple[np.ndarray, np.ndarray, Grid
     """(n_col, n_temp) regime codes, undetermined reasons, the grid, and per column the CKA
     difference (cold - hot Regime II cells) over its standard error (NaN: not computed)."""
     th, st = rule.thresholds, rule.settings
+    if rule.family == "legacy":
+        raise SpecError(f"rule {rule.name!r} (family legacy) is run by threeregime.regimes."
+                        "classify(ds, rule=...); calibrate and classify_with_rule take the "
+                        "families step, level")
     g = Grid(f, list(f["lmc_mean"].dims), f.attrs["temperature"])
     G = {k: g.grid(f[k]) for k in ("lmc_z", "lmc_mean", "cka_mean", "cka_noise", "step_cold",
                                    "step_z", "headroom_lost", "lmc_rel_chance",
@@ -371,7 +382,8 @@ def classify_cell_with_rule(lmc: Any, *, lmc_sem: float | None = None,
     if train_error is not None and train_error >= rule.settings["chance_fraction"] * chance:
         return {**out, "regime": "undetermined", "advice": None, "reason": "near_chance",
                 "lmc_mean": m, "lmc_z": z}
-    one = z < -rule.thresholds["z_barrier"]
+    one = (m < -rule.thresholds["tau_lmc"] if rule.family == "legacy"
+           else z < -rule.thresholds["z_barrier"])
     if rule.family == "level":
         one = one and m / chance < -rule.thresholds["barrier_chance"]
     name = "I" if one else "II-unresolved"
@@ -445,7 +457,23 @@ _SHIPPED: list[dict] = (  # settings left out are the defaults (SETTINGS)
       'settings': {},
       'thresholds': {'barrier_chance': 0.038889, 'z_barrier': 1.5, 'z_cka': 1.341641}}])
 
-RULES: dict[str, Rule] = {d["name"]: Rule.from_dict(d) for d in _SHIPPED}
+_LEGACY = {
+    "name": "legacy", "family": "legacy", "settings": {},
+    "thresholds": {"tau_lmc": 0.02, "min_cka_spread": 0.01, "collapse_margin": 0.30},
+    "description": "The rule of releases before issue 11: Regime I when mean mc < -tau_lmc; "
+                   "Regime II split at the midpoint of its column's CKA range (all II-B when "
+                   "the range is below min_cka_spread); collapsed when test error exceeds the "
+                   "column's best by collapse_margin. Kept to reproduce old results.",
+    "provenance": {"calibrated_on": ["PROBE.md (one MNIST-1D CPU probe setting)"],
+                   "method": "set by hand from the probe's tables (threeregime.regimes module "
+                             "docstring); not fitted to any of the data it is scored on"},
+    "scores": {"target": "regions", "held_out_accuracy": 0.55, "held_out_k": 44,
+               "held_out_n": 80, "held_out_wilson": [0.441195, 0.654223],
+               "note": "paper_table_* figures: benchmarks/paper_table.py (no fit: the "
+                       "thresholds never saw the table)",
+               "paper_table_regions": 0.55, "paper_table_I_vs_II": 0.8,
+               "paper_table_advice": 0.528571, "paper_table_advice_n": 70}}
+RULES: dict[str, Rule] = {d["name"]: Rule.from_dict(d) for d in [*_SHIPPED, _LEGACY]}
 #: name of the default rule (why: see its ``provenance["why_default"]``)
 DEFAULT_RULE = "paper_step" if "paper_step" in RULES else next(iter(RULES), "")
 
