@@ -43,13 +43,17 @@ def tiny():
 QUICK = TrainSpec(epochs=1, batch_size=32)
 
 
-def _patched(monkeypatch, lmc, cka, test_error=0.1, train_error=0.05):
-    """Replace the stage run by fixed measurements (3 retrained models)."""
+def _patched(monkeypatch, lmc, cka, test_error=0.1, train_error=0.05) -> list:
+    """Replace the stage run by fixed measurements; returns the list of stores it was given."""
+    roots = []
+
     def fake(root, dkey, spec, problem, opts):
+        roots.append(root)
         k = len(spec.retrain_seeds)
         return ({"lmc": list(lmc), "cka": list(cka), "test_error": [test_error] * k,
                  "train_error": [train_error] * k}, spec.prune.density, False)
     monkeypatch.setattr(C, "_run_stages", fake)
+    return roots
 
 
 def _fake_advice(regime, lmc, cka, te=0.1):
@@ -278,7 +282,7 @@ def test_cli_advise_on_results(tmp_path, capsys):
 def test_cli_advise_checkpoint(tmp_path, capsys, monkeypatch):
     from threeregime.cli import main
 
-    _patched(monkeypatch, [-0.1, -0.1, -0.1], [0.6, 0.6, 0.6])
+    roots = _patched(monkeypatch, [-0.1, -0.1, -0.1], [0.6, 0.6, 0.6])
     data = load_data(DataSpec(name="mnist1d"))
     m = build_model(ModelSpec(name="cnn1d"), data.input_shape, data.num_classes, seed=0)
     ck = tmp_path / "m.pt"
@@ -286,6 +290,8 @@ def test_cli_advise_checkpoint(tmp_path, capsys, monkeypatch):
     rc = main(["advise", str(ck), "--density", "0.05", "--value", "40"])
     out = capsys.readouterr().out
     assert rc == 0 and out.startswith("Advice: train fewer epochs (hotter; regime I")
+    assert main(["advise", str(ck), "--density", "0.05", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert roots[-1] == tmp_path / "c"
     for argv, message in [
             (["--density", "0.05", "--width", "2"], "error: checkpoint does not fit model cnn1d"),
             ([], "error: --density must be given for a checkpoint"),

@@ -33,8 +33,9 @@ _ADVISE_EPILOG = """\
 A checkpoint is a saved state_dict (torch.save(model.state_dict(), 'model.pt')) of a zoo model
 (--model, --width, --batchnorm) trained on a data source (--data, its default sizes). It is
 pruned to --density, retrained with --seeds seeds, and LMC and CKA are measured on the seed
-pairs; the retrained models are cached in $THREEREGIME_CACHE (default ~/.cache/threeregime),
-so a second call with the same inputs trains nothing.
+pairs. The retrained models are stored in --cache-dir, a sweep directory (default
+$THREEREGIME_CACHE or ~/.cache/threeregime), so a second call with the same inputs trains
+nothing.
 A results file (.nc, or a sweep directory) is read instead: --point selects its cell, one
 AXIS=VALUE per cell axis, e.g. --point epochs=40 --point density=0.05."""
 
@@ -121,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="retraining epochs (default 40; fewer: a quicker, noisier answer)")
     a.add_argument("--point", action="append", default=[], metavar="AXIS=VALUE",
                    help="a cell coordinate of a results file (repeat for every cell axis)")
+    a.add_argument("--cache-dir", metavar="DIR", default=None,
+                   help="store of the retrained models, a sweep directory (default "
+                   "$THREEREGIME_CACHE or ~/.cache/threeregime)")
     _device(a)
     return ap
 
@@ -273,6 +277,7 @@ def _advise(args) -> int:
                      hyperparameter=args.hyperparameter or "epochs", value=args.value,
                      seeds=args.seeds,
                      retrain=TrainSpec(epochs=args.epochs) if args.epochs else None,
+                     cache_dir=args.cache_dir,
                      device=args.device)
     print(adv)
     return 0
