@@ -32,6 +32,7 @@ import xarray as xr
 pytest.importorskip("torch")
 
 from threeregime import _artifacts as art
+from threeregime._torchio import load_torch
 from threeregime.driver import assemble, run_sweep, sweep_status
 from threeregime.spec import load_yaml
 from threeregime.storage import STATUS, open_sweep
@@ -77,14 +78,15 @@ def _env(fault: str | None = None) -> dict:
 
 
 def _cmd(spec: Path, out: Path) -> list[str]:
+    # --workers 1: the stages run in this process, so its fault hook counts every stage call
+    # (the default, one worker process per core, would arm the hook in each worker instead)
     return [sys.executable, "-m", "threeregime", "run", str(spec), "--out", str(out), "--quiet",
-            "--device", "cpu", "--threads", "1"]
+            "--device", "cpu", "--threads", "1", "--workers", "1"]
 
 
 def _run(spec: Path, out: Path, fault: str | None = None, timeout: float = 300):
     return subprocess.run(_cmd(spec, out), env=_env(fault), capture_output=True, text=True,
-                          check=False,
-                          timeout=timeout)
+                          check=False, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +103,8 @@ def _final_files(out: Path) -> dict[str, tuple[int, int]]:
     """Committed artifacts (not temp files, not claims, not the re-assembled results)."""
     snap = {}
     for p in out.rglob("*"):
-        if p.is_file() and not p.name.startswith(".") and p.parent.name != "claims" \
-                and p.name != "results.nc":
+        if (p.is_file() and not p.name.startswith(".") and p.parent.name != "claims"
+                and p.name != "results.nc"):
             st = p.stat()
             snap[str(p.relative_to(out))] = (st.st_ino, st.st_mtime_ns)
     return snap
@@ -114,7 +116,7 @@ def _check_complete(out: Path) -> None:
         if not p.is_file() or p.name.startswith("."):
             continue
         if p.suffix == ".pt":
-            art.load_torch(p)
+            load_torch(p)
         elif p.suffix == ".nc":
             xr.load_dataset(p, engine="h5netcdf")
         elif p.suffix in (".json", ".claim"):
@@ -256,8 +258,8 @@ def test_ctrl_c_stops_cleanly_with_one_line(tiny, tmp_path):
     proc = subprocess.Popen(_cmd(spec, out), env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     t0 = time.time()
-    while len(list((out / "points").glob("*.nc"))) < 2 and proc.poll() is None \
-            and time.time() - t0 < 120:
+    while (len(list((out / "points").glob("*.nc"))) < 2 and proc.poll() is None
+           and time.time() - t0 < 120):
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

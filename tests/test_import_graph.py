@@ -2,9 +2,10 @@
 
 * the analysis half (specs, storage, regimes, advice, plotting, accessor and their torch-free
   foundations) never imports torch nor a torch-half module, not even inside a function, and
-  imports only downwards along its layers: _errors -> _registry, _artifacts -> spec -> plan,
-  storage, features -> rules -> regimes -> calibrate -> advice -> validation, plotting ->
-  accessor -> the package (:data:`LAYERS`; a new torch-free module gets a layer there);
+  imports only downwards along its layers: _errors -> _registry, _artifacts, spec_io,
+  _schema -> spec -> plan, storage, features -> rules -> regimes -> calibrate -> advice ->
+  validation, plotting -> accessor -> the package (:data:`LAYERS`; a new torch-free module
+  gets a layer there);
 * the torch half never imports plotting (nor matplotlib);
 * module-level imports form no cycle;
 * the accessor is registered in one place, no module swaps its class, no module is over
@@ -24,9 +25,9 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "threeregime"
 TORCH = {"torch", "torchvision", "functorch"}
 #: the torch-free half, by layer: a module imports only modules of a lower layer
-LAYERS = {"_errors": 0, "_registry": 1, "_artifacts": 1, "spec": 2, "plan": 3, "storage": 3,
-          "features": 3, "rules": 3.5, "regimes": 4, "calibrate": 4.5, "advice": 5,
-          "validation": 6, "plotting": 6, "accessor": 7, "__init__": 8}
+LAYERS = {"_errors": 0, "_registry": 1, "_artifacts": 1, "spec_io": 1, "_schema": 1, "spec": 2,
+          "plan": 3, "storage": 3, "features": 3, "rules": 3.5, "regimes": 4, "calibrate": 4.5,
+          "advice": 5, "validation": 6, "plotting": 6, "accessor": 7, "__init__": 8}
 #: front ends that may use both halves
 FRONT = {"cli", "__main__"}
 MAX_LINES = 500

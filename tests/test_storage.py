@@ -35,7 +35,7 @@ from threeregime.storage import (
 def _classified(**kw):
     """A synthetic sweep with regimes, classified as the driver does (storage never does)."""
     ds = synthetic_sweep(**kw)
-    return ds.merge(classify(ds))
+    return ds.merge(classify(ds), compat="no_conflicts")
 
 
 def _point(**kw):
@@ -219,11 +219,11 @@ def test_flag_attrs_are_netcdf_legal_on_disk(tmp_path):
             fm = f[name].attrs["flag_meanings"]
             assert isinstance(fm, (str, bytes))
         assert f["regime"].dtype == np.int8
-        assert f["regime"].attrs["flag_values"].tolist() == [0, 1, 2, -1]
+        assert f["regime"].attrs["flag_values"].tolist() == [0, 1, 2, 3, -1]
     raw = xr.open_dataset(path, engine="h5netcdf")
     try:
-        assert raw["regime"].attrs["flag_meanings"] == \
-            "regime_I regime_II_A regime_II_B undetermined"
+        assert raw["regime"].attrs["flag_meanings"] == (
+            "regime_I regime_II_A regime_II_B regime_II_unresolved undetermined")
         for key, val in raw.attrs.items():
             assert isinstance(val, (str, int, float, np.number, np.ndarray)), key
     finally:

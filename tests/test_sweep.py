@@ -176,7 +176,7 @@ def test_retrain_modes_start_from_the_right_weights(tiny_spec, tmp_path, monkeyp
     """finetune: pruned dense weights; rewind: the dense snapshot at rewind_epoch, masked;
     reinit: fresh random weights with the same mask (Liu et al. 2019 baseline)."""
     import threeregime.stages as stages
-    from threeregime import _artifacts as art
+    from threeregime._torchio import load_torch
 
     p = tiny_spec.points()[-1][1]  # the end of the dense run (epochs 2), density 0.6
     p = dataclasses.replace(p, retrain_mode=mode, rewind_epoch=1)
@@ -191,8 +191,8 @@ def test_retrain_modes_start_from_the_right_weights(tiny_spec, tmp_path, monkeyp
     monkeypatch.setattr(stages, "fit", spy)
     run_point(p, out=tmp_path, device="cpu", progress=False)
     dj, _, _ = plan_point({}, p)
-    final = art.load_torch(dj.path(Store(tmp_path), p.snapshot_epoch))["state"]
-    early = art.load_torch(dj.path(Store(tmp_path), 1))["state"]
+    final = load_torch(dj.path(Store(tmp_path), p.snapshot_epoch))["state"]
+    early = load_torch(dj.path(Store(tmp_path), 1))["state"]
     init, mask = captured["init"][0], captured["masks"][0]
     name = next(iter(mask))
     kept = mask[name]

@@ -130,24 +130,6 @@ def read_json(path: str | Path) -> Any:
         raise ResultsError(msg) from None
 
 
-def save_torch(path: str | Path, obj: Any) -> Path:
-    import torch
-
-    return atomic_write(path, lambda p: torch.save(obj, p))
-
-
-def load_torch(path: str | Path) -> Any:
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # torch raises many kinds for truncated/corrupt pickles
-        raise ResultsError(f"checkpoint {path} is corrupt or truncated "
-                           f"({type(e).__name__}); delete it to recompute that stage") from None
-
-
 def clean_temp(root: str | Path, *, max_age: float = 3600.0) -> int:
     """Remove orphaned temporary files under ``root``; return the count.
 

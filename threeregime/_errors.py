@@ -9,8 +9,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["ThreeRegimeError", "SpecError", "DataError", "ResultsError", "ThreeRegimeWarning",
-           "did_you_mean"]
+__all__ = ["ThreeRegimeError", "SpecError", "FieldError", "DataError", "ResultsError",
+           "ThreeRegimeWarning", "did_you_mean"]
 
 
 class ThreeRegimeError(Exception):
@@ -19,6 +19,27 @@ class ThreeRegimeError(Exception):
 
 class SpecError(ThreeRegimeError, ValueError):
     """A specification (YAML file, dataclass field, function argument) is invalid."""
+
+
+class FieldError(SpecError):
+    """A one-line SpecError about ``field``; its message starts with the field's path.
+
+    A caller that knows where the field sits (``base.model``, ``sweeps/x.yaml: axes``) prefixes
+    the location from :attr:`field` (:meth:`under`) instead of re-parsing message text.
+
+    >>> str(FieldError("density", "density must be in (0, 1]; got 2").under("prune"))
+    'prune.density must be in (0, 1]; got 2'
+    """
+
+    def __init__(self, field: str, message: str | None = None) -> None:
+        if message is None:  # ``type(e)(text)``, as re-wrapping code does: no known field
+            field, message = "", field
+        super().__init__(message)
+        self.field = field
+
+    def under(self, prefix: str) -> FieldError:
+        """The same error located under ``prefix`` (``prefix.field ...``)."""
+        return FieldError(f"{prefix}.{self.field}", f"{prefix}.{self}")
 
 
 class DataError(ThreeRegimeError, ValueError):

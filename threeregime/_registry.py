@@ -4,16 +4,15 @@ Every :class:`Registry` records the names registered under its kind in :data:`NA
 table that imports nothing, so :mod:`threeregime.spec` can accept a newly registered name
 (e.g. a pruner) without importing the torch-side module that holds the factory.
 
-:class:`FieldError` is a :class:`~threeregime.SpecError` that carries the field it is about,
-so a caller that knows where the field sits (``base.model``, ``sweeps/x.yaml: axes``) can
-prefix the location explicitly instead of re-parsing message text.
+Unknown names and options raise :class:`~threeregime._errors.FieldError` (re-exported here),
+which carries the field it is about.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
-from ._errors import SpecError, did_you_mean
+from ._errors import FieldError, SpecError, did_you_mean
 
 __all__ = ["NAMES", "FieldError", "Registry", "registered_names", "resolve_options"]
 
@@ -21,24 +20,6 @@ T = TypeVar("T")
 
 #: kind -> names registered so far (filled by :meth:`Registry.register`).
 NAMES: dict[str, set[str]] = {}
-
-
-class FieldError(SpecError):
-    """A one-line SpecError about ``field``; its message starts with the field's path.
-
-    >>> str(FieldError("density", "density must be in (0, 1]; got 2").under("prune"))
-    'prune.density must be in (0, 1]; got 2'
-    """
-
-    def __init__(self, field: str, message: str | None = None) -> None:
-        if message is None:  # ``type(e)(text)``, as re-wrapping code does: no known field
-            field, message = "", field
-        super().__init__(message)
-        self.field = field
-
-    def under(self, prefix: str) -> FieldError:
-        """The same error located under ``prefix`` (``prefix.field ...``)."""
-        return FieldError(f"{prefix}.{self.field}", f"{prefix}.{self}")
 
 
 def registered_names(kind: str) -> frozenset[str]:

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._errors import DataError, SpecError
+from ._errors import DataError, FieldError, SpecError
 from ._registry import Registry, resolve_options
 from .spec import DataSpec, spec_hash
 
@@ -136,8 +136,8 @@ def _source(name: str, *, augmentable: bool = False, **defaults: Any) -> Callabl
 def _opt_int(name: str, opts: dict, key: str, minimum: int = 1) -> int:
     v = opts[key]
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise SpecError(f"options.{key} of data source {name!r} must be an integer >= "
-                        f"{minimum}; got {v!r}")
+        raise FieldError(f"options.{key}", f"options.{key} of data source {name!r} must be an "
+                                            f"integer >= {minimum}; got {v!r}")
     return v
 
 
@@ -148,8 +148,8 @@ def _opt_fraction(name: str, opts: dict, key: str, lo: float, hi: float,
         (v > lo if lo_open else v >= lo) and v < hi)
     if not ok:
         lb = "(" if lo_open else "["
-        raise SpecError(f"options.{key} of data source {name!r} must be a number in "
-                        f"{lb}{lo:g}, {hi:g}); got {v!r}")
+        raise FieldError(f"options.{key}", f"options.{key} of data source {name!r} must be a "
+                                            f"number in {lb}{lo:g}, {hi:g}); got {v!r}")
     return float(v)
 
 

@@ -31,8 +31,7 @@ from pathlib import Path
 
 from . import _artifacts as art
 from ._device import progress_bar
-from ._errors import DataError, ResultsError, SpecError, ThreeRegimeWarning
-from ._registry import FieldError
+from ._errors import DataError, FieldError, ResultsError, SpecError, ThreeRegimeWarning
 from .data import load_data
 from .executors import InlineExecutor
 from .models import build_model, prunable_names

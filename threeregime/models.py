@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._errors import SpecError
+from ._errors import FieldError, SpecError
 from ._registry import Registry, resolve_options
 from .spec import ModelSpec
 
@@ -69,8 +69,8 @@ def _check_int_list(name: str, key: str, value: Any, *, allow_m: bool = False) -
                 ok = False
     if not ok:
         what = "positive integers or 'M' (max-pool)" if allow_m else "positive integers"
-        raise SpecError(f"options.{key} of model {name!r} must be a list of {what}; "
-                        f"got {value!r}")
+        raise FieldError(f"options.{key}", f"options.{key} of model {name!r} must be a list of "
+                                            f"{what}; got {value!r}")
     return list(value)
 
 
@@ -231,8 +231,8 @@ def _cnn1d(spec: ModelSpec, input_shape: tuple, num_classes: int, opts: dict) ->
         raise _shape_error("cnn1d", input_shape, "a (channels, length) input such as (1, 40)")
     ch = opts["channels"]
     if isinstance(ch, bool) or not isinstance(ch, int) or ch < 1:
-        raise SpecError(f"options.channels of model 'cnn1d' must be a positive integer; "
-                        f"got {ch!r}")
+        raise FieldError("options.channels", f"options.channels of model 'cnn1d' must be a "
+                                             f"positive integer; got {ch!r}")
     n = input_shape[1]
     for k in (5, 3, 3):
         n = _conv_out(n, k, 2, 1)
@@ -258,8 +258,8 @@ def _vgg(spec: ModelSpec, input_shape: tuple, num_classes: int, opts: dict) -> n
                            "a (channels, height, width) image input such as (3, 32, 32)")
     cfg = _check_int_list("vgg", "cfg", opts["cfg"], allow_m=True)
     if not any(v != "M" for v in cfg):
-        raise SpecError(f"options.cfg of model 'vgg' must contain at least one conv layer; "
-                        f"got {cfg!r}")
+        raise FieldError("options.cfg", f"options.cfg of model 'vgg' must contain at least one "
+                                        f"conv layer; got {cfg!r}")
     pools = sum(v == "M" for v in cfg)
     h, w = input_shape[1], input_shape[2]
     if h >> pools < 1 or w >> pools < 1:

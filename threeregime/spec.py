@@ -7,31 +7,30 @@ that JSON.
 
 Specs are validated on construction; a bad value raises :class:`~threeregime.SpecError` with a
 one-line message naming the field, the value and what is allowed.  :func:`load_yaml` reads a
-sweep or point file and prefixes the file name; unknown keys get a did-you-mean.
+sweep or point file and prefixes the file name; unknown keys get a did-you-mean.  The
+generic plain-data / YAML / canonical-JSON machinery lives in :mod:`threeregime.spec_io`; its
+public names are re-exported here.
 
 This module imports no torch.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import itertools
 import math
-import types
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
-from ._errors import SpecError, did_you_mean
-from ._registry import FieldError, registered_names
+from ._errors import FieldError, SpecError, did_you_mean
+from ._registry import registered_names
+from .spec_io import canonical_json, dump_yaml, from_dict, read_yaml, spec_hash, to_dict
 
 __all__ = [
     "DataSpec", "ModelSpec", "TrainSpec", "PruneSpec", "MeasureSpec", "PointSpec", "SweepSpec",
     "AXES", "canonical_json", "spec_hash", "load_yaml", "dump_yaml", "from_dict", "to_dict",
     "check_pos_int", "check_float", "check_choice", "FieldError", "prune_methods",
-    "measure_names",
+    "measure_names", "read_yaml",
 ]
 
 #: built-in pruning methods; methods registered later in ``prune.PRUNERS`` are accepted too
@@ -455,8 +454,6 @@ class SweepSpec:
         Coordinates are in axis order, then dense seed (last, fastest).  For an epochs axis,
         the dense run of every point snapshots all the axis values, so one run serves them all.
         """
-        import itertools
-
         names = list(self.axes)
         base = self.base
         if "epochs" in self.axes:
@@ -475,197 +472,14 @@ class SweepSpec:
         return out
 
 
-# --------------------------------------------------------------------------- dict / YAML
-def to_dict(spec: Any, *, drop_defaults: bool = False) -> Any:
-    """Plain-data form of a spec (tuples become lists)."""
-    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
-        out = {}
-        for f in dataclasses.fields(spec):
-            v = getattr(spec, f.name)
-            if drop_defaults:
-                default = f.default if f.default is not dataclasses.MISSING else (
-                    f.default_factory() if f.default_factory is not dataclasses.MISSING
-                    else dataclasses.MISSING)
-                if _normalise(v) == _normalise(default):
-                    continue
-            out[f.name] = to_dict(v, drop_defaults=drop_defaults)
-        return out
-    if isinstance(spec, Mapping):
-        return {str(k): to_dict(v, drop_defaults=drop_defaults) for k, v in spec.items()}
-    if isinstance(spec, (list, tuple)):
-        return [to_dict(v, drop_defaults=drop_defaults) for v in spec]
-    return spec
-
-
-def _normalise(v: Any) -> Any:
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return json.dumps(to_dict(v, drop_defaults=True), sort_keys=True)
-    if isinstance(v, (list, tuple)):
-        return [_normalise(x) for x in v]
-    if isinstance(v, Mapping):
-        return {k: _normalise(x) for k, x in v.items()}
-    return v
-
-
-def canonical_json(spec: Any) -> str:
-    """Sorted-key JSON with fields equal to their default left out (the hashed form)."""
-    return json.dumps(to_dict(spec, drop_defaults=True), sort_keys=True, separators=(",", ":"),
-                      allow_nan=False)
-
-
-def spec_hash(spec: Any, *, length: int = 16) -> str:
-    """Content address of a spec (hex digest of :func:`canonical_json`)."""
-    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:length]
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
-
-
-def _coerce(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        last: SpecError | None = None
-        for a in non_none:
-            try:
-                return _coerce(a, value, path)
-            except SpecError as e:
-                last = e
-        assert last is not None
-        raise last
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise SpecError(f"{path} must be a mapping of {tp.__name__} fields; got {value!r}")
-        return from_dict(tp, value, path=path)
-    if origin is tuple:
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise SpecError(f"{path} must be a list; got {value!r}")
-        item_t = args[0] if args else Any
-        return tuple(_coerce(item_t, v, f"{path}[{i}]") for i, v in enumerate(value))
-    if tp is Any:
-        return value
-    if tp is dict or origin is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise SpecError(f"{path} must be a mapping; got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise SpecError(f"{path} must be true or false; got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise SpecError(f"{path} must be an integer; got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            try:  # YAML 1.1 reads "1e-4" as a string
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError(f"{path} must be a number; got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise SpecError(f"{path} must be a string; got {value!r}")
-        return value
-    return value
-
-
-def from_dict(cls: type, data: Mapping, *, path: str = "") -> Any:
-    """Build spec ``cls`` from plain data, checking keys and types (did-you-mean on typos)."""
-    if not isinstance(data, Mapping):
-        raise SpecError(f"{path or cls.__name__} must be a mapping; got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        where = f"{path}.{key}" if path else str(key)
-        if key not in fields:
-            raise SpecError(f"{where}: unknown key{did_you_mean(str(key), fields)}; allowed: "
-                            f"{', '.join(sorted(fields))}")
-        kwargs[key] = _coerce(hints[key], value, where)
-    try:
-        return cls(**kwargs)
-    except FieldError as e:
-        if not path:
-            raise
-        if e.field.split("[", 1)[0] in fields:
-            raise e.under(path) from None
-        raise SpecError(f"{path}: {e}") from None
-    except SpecError as e:
-        if not path:
-            raise
-        raise SpecError(f"{path}: {e}") from None
-
-
+# --------------------------------------------------------------------------- YAML files
 _KINDS: dict[str, type] = {"sweep": SweepSpec, "point": PointSpec}
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _unique_key_loader():
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        """SafeLoader that rejects a key given twice in one mapping (YAML keeps the last)."""
-
-        def construct_mapping(self, node, deep=False):
-            seen: dict = {}
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.get(key)
-                except TypeError:   # unhashable: SafeLoader reports it below
-                    continue
-                if first is not None:
-                    raise _DuplicateKey(
-                        f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at "
-                        f"line {first + 1}); each key may appear once in a mapping")
-                seen[key] = key_node.start_mark.line
-            return super().construct_mapping(node, deep=deep)
-
-    return Loader
 
 
 def load_yaml(path: str | Path, kind: str | None = None) -> Any:
     """Read a sweep (has ``axes``) or point spec from YAML; errors name the file."""
-    import yaml
-
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"{p}: spec file not found")
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        msg = f"{p}: cannot read the spec file ({e}); give a UTF-8 YAML file"
-        raise SpecError(msg) from None
-    try:
-        raw = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader subclass
-    except _DuplicateKey as e:
-        raise SpecError(f"{p}: {e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError(f"{p}: malformed YAML{where}: {problem}") from None
-    if raw is None:
-        raise SpecError(f"{p}: the file is empty; write a sweep (name, base, axes) or a point "
-                        "spec (see sweeps/)")
-    if not isinstance(raw, Mapping):
-        raise SpecError(f"{p}: must contain a mapping of spec fields; got {type(raw).__name__}")
+    raw = read_yaml(p)
     if kind is None:
         kind = "sweep" if "axes" in raw else "point"
     if kind == "sweep" and "axes" not in raw and "base" not in raw and set(raw) <= {
@@ -677,16 +491,3 @@ def load_yaml(path: str | Path, kind: str | None = None) -> Any:
         return from_dict(cls, raw)
     except SpecError as e:
         raise SpecError(f"{p}: {e}") from None
-
-
-def dump_yaml(spec: Any, path: str | Path | None = None, *, drop_defaults: bool = True) -> str:
-    """Write a spec as YAML (defaults left out unless ``drop_defaults=False``)."""
-    import yaml
-
-    text = yaml.safe_dump(to_dict(spec, drop_defaults=drop_defaults), sort_keys=False)
-    if path is not None:
-        Path(path).write_text(text)
-    return text
-
-
-

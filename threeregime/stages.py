@@ -38,6 +38,7 @@ from torch import nn
 from . import _artifacts as art
 from ._device import resolve_device
 from ._errors import ResultsError, SpecError
+from ._torchio import load_torch, save_torch
 from .data import load_data
 from .measures import MeasureInput, run_measures
 from .models import build_model, prunable_names
@@ -175,7 +176,7 @@ def _ensemble(jobs: Sequence, mine: list, chunk: str, done_path: Callable) -> li
         if j in mine or not done_path(j).exists():
             continue
         with contextlib.suppress(OSError, ResultsError):
-            if art.load_torch(done_path(j)).get("chunk") == chunk:
+            if load_torch(done_path(j)).get("chunk") == chunk:
                 return list(jobs)
     return list(mine)
 
@@ -251,7 +252,7 @@ def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions
                     continue  # committed before a crash: a finished file is never rewritten
                 div_at = res.diverged_at[m]
                 diverged = res.diverged[m] and (epoch is None or div_at <= max(epoch, 1))
-                art.save_torch(j.path(store, epoch), _dense_record(
+                save_torch(j.path(store, epoch), _dense_record(
                     states[m], errs, m, chunk=chunk,
                     epoch=final_epoch if epoch is None else epoch,
                     diverged=bool(diverged or not np.isfinite(errs[0][m]))))
@@ -292,15 +293,15 @@ def save_dense(root: str | Path, key: str, state: Mapping[str, torch.Tensor], pr
     errs = _errors(problem, [state], opts.device)
     if not store.dense_run(key).exists():
         art.write_json(store.dense_run(key), {"source": "given", **dict(extra or {})})
-    return art.save_torch(path, _dense_record(state, errs, 0, chunk=key, epoch=None,
-                                              diverged=not bool(np.isfinite(errs[0][0]))))
+    return save_torch(path, _dense_record(state, errs, 0, chunk=key, epoch=None,
+                                          diverged=not bool(np.isfinite(errs[0][0]))))
 
 
 # --------------------------------------------------------------------------- retrain
 def _save_diverged_retrain(store: Store, j: RetrainJob, src: dict, chunk: str) -> None:
     """The retraining of a diverged dense model: not run; NaN numbers, status diverged."""
     nan = float("nan")
-    art.save_torch(j.path(store), {
+    save_torch(j.path(store), {
         "state": src["state"], "chunk": chunk, "mask": {}, "diverged": True,
         "dense_diverged": True, "test_error": nan, "train_error": nan, "train_loss": nan,
         "realized_density": nan, "history": {}})
@@ -311,7 +312,7 @@ def _retrain_init(store: Store, j: RetrainJob, src: dict, pb: Problem) -> dict:
     if p.retrain_mode == "finetune":
         init = src["state"]
     elif p.retrain_mode == "rewind":
-        init = art.load_torch(store.dense(j.dense_key, p.rewind_epoch))["state"]
+        init = load_torch(store.dense(j.dense_key, p.rewind_epoch))["state"]
     else:  # reinit: fresh random weights, same mask ("Rethinking ..." baseline)
         init = init_states(build_model(p.model, pb.data.input_shape, pb.data.num_classes,
                                        seed=10_000 + 97 * p.dense_seed + j.seed))
@@ -331,7 +332,7 @@ def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOpt
         inits, masks, reports, live = [], [], [], []
         cache: dict = {}
         for j in group:
-            src = art.load_torch(store.dense(j.dense_key, j.source))
+            src = load_torch(store.dense(j.dense_key, j.source))
             if src["diverged"]:
                 # nothing to prune (NaN weights cannot be ranked): recorded as diverged below
                 if j in mine:
@@ -361,7 +362,7 @@ def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOpt
         for m, j in enumerate(live):
             if j not in mine:
                 continue
-            art.save_torch(j.path(store), {
+            save_torch(j.path(store), {
                 "state": res.states[m], "chunk": chunk, "mask": masks[m],
                 "diverged": bool(res.diverged[m] or not np.isfinite(tr_loss[m])),
                 "dense_diverged": False,
@@ -388,8 +389,8 @@ def measure_point(root: str | Path, job: PointJob, opts: RunOptions,
         pin_numerics(opts)
         p = job.spec
         pb = problem or problem_of(p)
-        dense = art.load_torch(store.dense(job.dense_key, job.source))
-        rs = [art.load_torch(store.retrain(k)) for k in job.retrain_keys]
+        dense = load_torch(store.dense(job.dense_key, job.source))
+        rs = [load_torch(store.retrain(k)) for k in job.retrain_keys]
         ok = [not r["diverged"] for r in rs]
         pairs = list(itertools.combinations(range(len(rs)), 2))
         T = p.measure.lmc_points

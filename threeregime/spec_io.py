@@ -1,0 +1,231 @@
+"""Specs as plain data: dict and YAML in and out, the canonical JSON and its hash.
+
+Generic over any frozen dataclass spec (the specs themselves are in :mod:`threeregime.spec`,
+which re-exports every public name here):
+
+* :func:`to_dict` / :func:`from_dict`: plain data and back, with type checks and did-you-mean
+  on unknown keys; errors are located by the :class:`~threeregime._errors.FieldError` a spec
+  raises (its field path), never by re-parsing message text;
+* :func:`canonical_json` / :func:`spec_hash`: sorted keys, *fields equal to their default left
+  out*, so adding a field with a default renames nothing already stored;
+* :func:`read_yaml` / :func:`dump_yaml`: YAML files (a key given twice is an error).
+
+This module imports no torch (and PyYAML only when a file is read or written).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Union
+
+from ._errors import FieldError, SpecError, did_you_mean
+
+__all__ = ["to_dict", "from_dict", "canonical_json", "spec_hash", "read_yaml", "dump_yaml"]
+
+
+def to_dict(spec: Any, *, drop_defaults: bool = False) -> Any:
+    """Plain-data form of a spec (tuples become lists)."""
+    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        out = {}
+        for f in dataclasses.fields(spec):
+            v = getattr(spec, f.name)
+            if drop_defaults:
+                default = f.default if f.default is not dataclasses.MISSING else (
+                    f.default_factory() if f.default_factory is not dataclasses.MISSING
+                    else dataclasses.MISSING)
+                if _normalise(v) == _normalise(default):
+                    continue
+            out[f.name] = to_dict(v, drop_defaults=drop_defaults)
+        return out
+    if isinstance(spec, Mapping):
+        return {str(k): to_dict(v, drop_defaults=drop_defaults) for k, v in spec.items()}
+    if isinstance(spec, (list, tuple)):
+        return [to_dict(v, drop_defaults=drop_defaults) for v in spec]
+    return spec
+
+
+def _normalise(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return json.dumps(to_dict(v, drop_defaults=True), sort_keys=True)
+    if isinstance(v, (list, tuple)):
+        return [_normalise(x) for x in v]
+    if isinstance(v, Mapping):
+        return {k: _normalise(x) for k, x in v.items()}
+    return v
+
+
+def canonical_json(spec: Any) -> str:
+    """Sorted-key JSON with fields equal to their default left out (the hashed form)."""
+    return json.dumps(to_dict(spec, drop_defaults=True), sort_keys=True, separators=(",", ":"),
+                      allow_nan=False)
+
+
+def spec_hash(spec: Any, *, length: int = 16) -> str:
+    """Content address of a spec (hex digest of :func:`canonical_json`)."""
+    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:length]
+
+
+#: field types taken as they are (no conversion), and how an error names them
+_EXACT: dict[type, str] = {bool: "true or false", str: "a string"}
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        last: SpecError | None = None
+        for a in non_none:
+            try:
+                return _coerce(a, value, path)
+            except SpecError as e:
+                last = e
+        assert last is not None
+        raise last
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise SpecError(f"{path} must be a mapping of {tp.__name__} fields; got {value!r}")
+        return from_dict(tp, value, path=path)
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise SpecError(f"{path} must be a list; got {value!r}")
+        item_t = args[0] if args else Any
+        return tuple(_coerce(item_t, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is Any:
+        return value
+    if tp is dict or origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise SpecError(f"{path} must be a mapping; got {value!r}")
+        return dict(value)
+    if tp in _EXACT:
+        if not isinstance(value, tp):
+            raise SpecError(f"{path} must be {_EXACT[tp]}; got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise SpecError(f"{path} must be an integer; got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-4" as a string
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(f"{path} must be a number; got {value!r}")
+        return float(value)
+    return value
+
+
+def from_dict(cls: type, data: Mapping, *, path: str = "") -> Any:
+    """Build spec ``cls`` from plain data, checking keys and types (did-you-mean on typos)."""
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{path or cls.__name__} must be a mapping; got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            raise SpecError(f"{where}: unknown key{did_you_mean(str(key), fields)}; allowed: "
+                            f"{', '.join(sorted(fields))}")
+        kwargs[key] = _coerce(hints[key], value, where)
+    try:
+        return cls(**kwargs)
+    except FieldError as e:
+        if not path:
+            raise
+        if e.field.split("[", 1)[0] in fields:
+            raise e.under(path) from None
+        raise SpecError(f"{path}: {e}") from None
+    except SpecError as e:
+        if not path:
+            raise
+        raise SpecError(f"{path}: {e}") from None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_key_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """SafeLoader that rejects a key given twice in one mapping (YAML keeps the last)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:   # unhashable: SafeLoader reports it below
+                    continue
+                if first is not None:
+                    raise _DuplicateKey(
+                        f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at "
+                        f"line {first + 1}); each key may appear once in a mapping")
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
+def read_yaml(path: str | Path) -> Mapping:
+    """Parse a spec file into a mapping; every error is one line naming the file.
+
+    Raises
+    ------
+    SpecError
+        The file is missing, unreadable, not YAML, has a key twice in one mapping, is empty or
+        does not hold a mapping.
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"{p}: spec file not found")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        msg = f"{p}: cannot read the spec file ({e}); give a UTF-8 YAML file"
+        raise SpecError(msg) from None
+    try:
+        raw = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader subclass
+    except _DuplicateKey as e:
+        raise SpecError(f"{p}: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{p}: malformed YAML{where}: {problem}") from None
+    if raw is None:
+        raise SpecError(f"{p}: the file is empty; write a sweep (name, base, axes) or a point "
+                        "spec (see sweeps/)")
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{p}: must contain a mapping of spec fields; got {type(raw).__name__}")
+    return raw
+
+
+def dump_yaml(spec: Any, path: str | Path | None = None, *, drop_defaults: bool = True) -> str:
+    """Write a spec as YAML (defaults left out unless ``drop_defaults=False``)."""
+    import yaml
+
+    text = yaml.safe_dump(to_dict(spec, drop_defaults=drop_defaults), sort_keys=False)
+    if path is not None:
+        Path(path).write_text(text)
+    return text
