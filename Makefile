@@ -37,7 +37,7 @@ bench: install
 	$(BIN)/python benchmarks/engine.py
 
 notebooks: install
-	$(BIN)/python -m jupytext --sync notebooks/*.py
+	$(BIN)/python -m jupytext --sync notebooks/[0-9]*.py
 
 lint: install
 	$(BIN)/python -m ruff check threeregime tests benchmarks
