@@ -16,6 +16,7 @@ import threeregime
 from threeregime import SpecError
 from threeregime.advice import (
     DEFAULTS,
+    DIRECTIONS,
     SELECT_RULE,
     Advice,
     advice_from_measurements,
@@ -32,6 +33,8 @@ from threeregime.advice import (
     parse_point,
     step_value,
 )
+from threeregime.regimes import classify
+from threeregime.rules import DEFAULT_RULE, RULES
 from threeregime.validation import validate_advice
 
 _DATA = Path(__file__).resolve().parent / "data"
@@ -144,7 +147,12 @@ def test_advise_from_dataset():
     assert (adv.regime, adv.direction, adv.move) == ("I", "hotter", "train fewer epochs")
     assert adv.hyperparameter == "epochs" and adv.value == 20.0
     assert adv.evidence["n_pairs"] == 9 and len(adv.evidence["lmc"]) == 9
-    assert adv.evidence["density"] == 0.05 and adv.rule["cka_rule"] == "relative"
+    assert adv.evidence["density"] == 0.05 and adv.rule["name"] == DEFAULT_RULE
+    assert adv.evidence["uncertain"] in (False, True) and np.isfinite(adv.evidence["lmc_z"])
+    assert f"rule {DEFAULT_RULE}" in str(adv) and "standard errors" in str(adv)
+    leg = advise_dataset(ds, {"epochs": 20, "density": 0.05}, rule="legacy")
+    assert leg.regime == "I" and leg.rule["cka_rule"] == "relative"
+    assert "Regime I below -0.02" in str(leg)
     adv = advise_dataset(ds, {"epochs": 5, "density": 0.5})
     assert (adv.regime, adv.move) == ("II-A", "train more epochs")
     adv = advise_dataset(ds, {"epochs": 40, "density": 0.5})
@@ -250,17 +258,52 @@ def test_validate_advice_synthetic():
     # a margin wider than every difference makes every cell "keep"
     out = validate_advice(ds, margin=1.0)
     assert out["naive"]["keep"] == 1.0
-    with pytest.raises(SpecError, match=r"^rule must be one of advise, sweep; got 'swept'"):
+    with pytest.raises(SpecError, match=r"^rule must be one of advise, sweep, .*paper_step.*"
+                                        r"got 'swept'"):
         validate_advice(ds, rule="swept")
+    by_rule = validate_advice(ds, rule=RULES[DEFAULT_RULE])
+    assert by_rule["rule_name"] == DEFAULT_RULE
+    assert by_rule["agreement"] == validate_advice(ds, rule="sweep")["agreement"]
+    assert validate_advice(ds, rule="legacy")["rule_name"] == "legacy"
+
+
+def test_unresolved_keeps_and_rules_reach_every_entry_point():
+    ds = synthetic_sweep(3)
+    # flatten the CKA of the 0.5 column: II-A vs II-B inside noise -> unresolved -> keep
+    ds["cka"].loc[{"density": 0.5}] = 0.95 + 0.0 * ds["cka"].loc[{"density": 0.5}]
+    out = classify(ds)
+    assert (out["regime"].sel(density=0.5) == 3).all()
+    adv = advise_dataset(ds, {"epochs": 5, "density": 0.5})
+    assert (adv.regime, adv.direction, adv.move) == ("II-unresolved", "keep", "keep epochs")
+    assert DIRECTIONS["II-unresolved"] == "keep"
+    with pytest.raises(SpecError, match="tau_lmc is a threshold of the legacy rule"):
+        advise_dataset(ds, {"epochs": 5, "density": 0.5}, rule="level", tau_lmc=0.1)
+    # one model: the single-cell variant of a rule (I vs II only)
+    kw = {"hyperparameter": "epochs", "value": 40, "num_classes": 10}
+    one = advice_from_measurements([-0.2, -0.25, -0.22], [0.8, 0.8, 0.8], [0.3] * 3, [0.1] * 3,
+                                   regime_rule="paper_step", **kw)
+    assert (one.regime, one.direction) == ("I", "hotter") and one.rule["name"] == "paper_step"
+    two = advice_from_measurements([0.0, 0.001, -0.001], [0.9, 0.9, 0.91], [0.1] * 3,
+                                   [0.01] * 3, regime_rule=RULES["paper_step"], **kw)
+    assert (two.regime, two.move) == ("II-unresolved", "keep epochs")
+    assert two.evidence["n_valid_pairs"] == 3 and np.isnan(two.confidence)
+    chance = advice_from_measurements([0.0] * 3, [0.99] * 3, [0.9] * 3, [0.89] * 3,
+                                      regime_rule="level", **kw)
+    assert chance.regime == "undetermined" and chance.evidence["undetermined_reason"] == \
+        "near_chance"
+    legacy = advice_from_measurements([0.0] * 3, [0.99] * 3, [0.1] * 3, [0.01] * 3,
+                                      regime_rule="legacy", **kw)
+    assert legacy.regime == "II-B" and legacy.rule["tau_lmc"] == 0.02
 
 
 def test_advice_beats_naive_rules_on_quick_sweep():
     """Held-out validation (docs/advice_validation.md): tau_cka was fit on dense seed 1; this
     is the quick sweep with dense seeds 2, 3, 4 (3 dense x 3 retraining seeds per cell)."""
     ds = threeregime.open_sweep(_DATA / "quick_dense_seeds234.nc")
-    for rule in ("advise", "sweep"):
+    for rule in ("advise", "legacy"):   # the legacy rules this validation was written for
         out = validate_advice(ds, rule=rule)
         assert out["agreement"] > max(out["naive"].values()), (rule, out["agreement"],
                                                                out["naive"])
     # the hottest 50 % cell is connected with relatively low CKA: II-A, "train more epochs"
+    assert advise_dataset(ds, {"epochs": 5, "density": 0.5}, rule="legacy").direction == "colder"
     assert advise_dataset(ds, {"epochs": 5, "density": 0.5}).direction == "colder"

@@ -1,23 +1,14 @@
 """Advice without torch: the rule that turns a regime into a move, and the objects that show it.
 
-Regime I -> hotter, II-A -> colder, II-B -> keep (SPEC.md sections 1 and 5); hotter means fewer
-epochs, a smaller batch, a larger learning rate or a larger SAM rho.  Here: the display objects
-(:class:`Advice`, :class:`Selection`, :class:`TuneResult`); the single-cell rule
-(:func:`classify_cell`: :func:`threeregime.regimes.classify` with the *absolute* CKA rule, as a
-single model has no density column to compare its CKA with); advice read off a finished sweep
-(:func:`advise_dataset`); the case studies' torch-free rules (:func:`make_selection`,
-:func:`step_value`); and the input validators, thin wrappers over :mod:`threeregime.spec`'s.
-Pruning, retraining and measuring a user's model is :mod:`threeregime.casestudies`; scoring
-advice against test error is :func:`threeregime.validation.validate_advice`.
-
-How the defaults were calibrated.  ``tau_lmc = 0.02`` is :data:`threeregime.regimes.DEFAULTS`.
-``tau_cka = 0.959`` was fit on the quick sweep with dense seed 1 (``sweeps/quick_calibration.
-yaml``: the lowest CKA midpoint that maximises agreement of the advice with the direction that
-lowers retrained test error, 65 % there) and validated on dense seeds 2, 3, 4 (``sweeps/
-quick_validation.yaml``): 55 % against 50 % for the best naive rule ("always hotter");
-``benchmarks/advice_validation.py`` recomputes both (``docs/advice_validation.md``).  At this
-scale softmax CKA moves by only ~0.01-0.02 with temperature and depends on the output dimension
-and the data: recalibrate on a sweep of your own setting, or read advice off a sweep.
+Regime I -> hotter, II-A -> colder, II-B and II unresolved -> keep (SPEC.md sections 1 and 5);
+hotter means fewer epochs, a smaller batch, a larger learning rate or a larger SAM rho.  Here:
+the display objects (:class:`Advice`, :class:`Selection`, :class:`TuneResult`); the single-cell
+rule (:func:`classify_cell`); advice read off a sweep (:func:`advise_dataset`, any named rule of
+:mod:`threeregime.rules`; default :data:`threeregime.rules.DEFAULT_RULE`, provisional until the
+corpus validation of ``docs/validation_protocol.md`` chooses it); the case studies' torch-free
+rules (:func:`make_selection`, :func:`step_value`); the input validators (over spec's).  The
+legacy single-model rule's :data:`DEFAULTS` (``tau_cka`` 0.959 fitted on the quick sweep's dense
+seed 1) are documented in ``docs/advice_validation.md``.
 """
 from __future__ import annotations
 
@@ -30,9 +21,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._errors import SpecError, did_you_mean
+from ._errors import SpecError
+from .features import cell_index
 from .regimes import DEFAULTS as _REGIME_DEFAULTS
 from .regimes import REGIMES, classify, find_dims
+from .rules import classify_cell_with_rule, get_rule
 from .spec import AXES, check_choice, check_float, check_pos_int
 
 __all__ = ["Advice", "Selection", "TuneResult", "classify_cell", "advice_from_measurements",
@@ -46,7 +39,7 @@ HYPERPARAMETERS: dict[str, str] = {name: ax.hotter for name, ax in AXES.items()
                                    if ax.role == "temperature"}
 #: regime name -> direction of the advice
 DIRECTIONS: dict[str, str] = {"I": "hotter", "II-A": "colder", "II-B": "keep",
-                              "undetermined": "unknown"}
+                              "II-unresolved": "keep", "undetermined": "unknown"}
 _MOVES = {("epochs", "hotter"): "train fewer epochs", ("epochs", "colder"): "train more epochs",
           ("batch_size", "hotter"): "use a smaller batch",
           ("batch_size", "colder"): "use a larger batch",
@@ -60,7 +53,7 @@ SELECT_RULE = ("drop Regime I (and undetermined); pick the highest CKA; if every
 _REASON_TEXT = {1: "not computed", 2: "retraining diverged or failed",
                 3: "too few valid seed pairs",
                 4: ("the retrained models collapsed (train error near chance, or far above "
-                    "the column's best)")}
+                    "the column's best)"), 5: "train error near chance"}
 
 
 # --------------------------------------------------------------------------- validators
@@ -77,25 +70,21 @@ def check_hyperparameter(hyperparameter: Any) -> str:
 
 def check_density(d: Any, name: str = "target_density") -> float:
     """A density in (0, 1] as a float."""
-    d = _py(d)
-    check_float(name, d, 0.0, 1.0, lo_open=True)
-    return float(d)
+    check_float(name, _py(d), 0.0, 1.0, lo_open=True)
+    return float(_py(d))
 
 
 def check_tau(name: str, v: Any) -> float:
     """A threshold: a finite number >= 0, as a float."""
-    v = _py(v)
-    check_float(name, v, 0.0, math.inf)
-    return float(v)
+    check_float(name, _py(v), 0.0, math.inf)
+    return float(_py(v))
 
 
 def check_value(value: Any, name: str = "value") -> float | None:
     """None, or a finite number as a float."""
-    if value is None:
-        return None
-    value = _py(value)
-    check_float(name, value, -math.inf, math.inf)
-    return float(value)
+    if value is not None:
+        check_float(name, _py(value), -math.inf, math.inf)
+    return None if value is None else float(_py(value))
 
 
 def check_seeds(seeds: Any) -> tuple[int, ...]:
@@ -169,25 +158,32 @@ def _pm(mean: Any, sem: Any, digits: int = 4) -> str:
     return s + (f" +/- {sem:.{digits}f}" if np.isfinite(sem) else "")
 
 
-def _cka_rule_text(rule: Mapping) -> str:
-    if rule.get("cka_rule") == "absolute":
-        return f"II-B at or above {rule.get('tau_cka'):g}"
-    return "II-B in the upper half of its density column"
+def _rule_lines(rule: Mapping, ev: Mapping) -> tuple[str, str]:
+    """The (LMC, CKA) criteria of the rule that labelled the cell, in words."""
+    th = rule.get("thresholds")
+    if isinstance(th, Mapping) and "z_barrier" in th:
+        z = ev.get("lmc_z")
+        z_s = f"; {float(z):.1f} standard errors" if z is not None and np.isfinite(z) else ""
+        return (f"(rule {rule.get('name')}: Regime I below -{th['z_barrier']:g} standard "
+                f"errors{z_s})", "(II-B: colder side's CKA above the hotter side's by "
+                f"{th['z_cka']:g} standard errors, else unresolved)")
+    cka = (f"II-B at or above {rule.get('tau_cka'):g}" if rule.get("cka_rule") == "absolute"
+           else "II-B in the upper half of its density column")
+    return f"(Regime I below -{rule.get('tau_lmc', float('nan')):g})", f"({cka})"
 
 
 @dataclass(frozen=True)
 class Advice:
     """Which way to move a temperature-like hyperparameter, and the evidence for it.
 
-    ``regime`` (I, II-A, II-B, undetermined) gives ``direction`` (hotter, colder, keep,
-    unknown) and ``move``, the direction in the hyperparameter's own words ("train fewer
-    epochs", "use a larger batch", "lower rho", "keep epochs", ...).  ``hyperparameter``:
-    epochs, batch_size, lr or sam_rho; ``value``: the value the dense model was trained with
-    (or None).  ``confidence``: probability of the regime under a normal approximation of the
-    pair means (:func:`threeregime.regimes.classify`), NaN with one valid pair or undetermined.
-    ``evidence``: ``lmc_mean``, ``lmc_sem``, ``cka_mean``, ``cka_sem``, ``lmc``, ``cka`` (per
-    pair), ``pairs``, ``n_pairs``, ``test_error``, ``train_error`` (per retrained model),
-    ``test_error_mean``, ``density``, ``undetermined_reason``.  ``rule``: the thresholds used.
+    ``regime`` (I, II-A, II-B, II-unresolved, undetermined) gives ``direction`` (hotter,
+    colder, keep, unknown) and ``move`` in the hyperparameter's own words ("train fewer
+    epochs", "use a larger batch", ...).  ``value``: the value the dense model was trained with
+    (or None).  ``confidence``: the rule's (:func:`threeregime.regimes.classify`; NaN when
+    unknown).  ``evidence``: ``lmc_mean``, ``lmc_sem``, ``cka_mean``, ``cka_sem``, ``lmc``,
+    ``cka`` (per pair), ``n_pairs``, ``test_error``, ``train_error`` (per retrained model),
+    ``test_error_mean``, ``density``, ``undetermined_reason``, ``uncertain``; ``rule``: the
+    rule used.
     """
 
     regime: str
@@ -209,9 +205,12 @@ class Advice:
                  f"confidence {conf})",
                  f"  {self.hyperparameter}{val}{dens_s}; {ev.get('n_pairs', 0)} seed pair(s)",
                  f"  LMC mc  {_pm(ev.get('lmc_mean'), ev.get('lmc_sem'))}   "
-                 f"(Regime I below -{self.rule.get('tau_lmc', float('nan')):g})",
+                 f"{_rule_lines(self.rule, ev)[0]}",
                  f"  CKA     {_pm(ev.get('cka_mean'), ev.get('cka_sem'), 3)}   "
-                 f"({_cka_rule_text(self.rule)})"]
+                 f"{_rule_lines(self.rule, ev)[1]}"]
+        if ev.get("uncertain"):
+            lines.append("  uncertain: the label flips across dense seeds or sits within one "
+                         "standard error of its threshold")
         te = ev.get("test_error_mean")
         if te is not None and np.isfinite(te):
             lines.append(f"  retrained test error {100 * te:.2f} %")
@@ -270,18 +269,30 @@ def _mean_or_nan(values: Sequence[float]) -> float:
 
 
 def classify_cell(lmc: Any, cka: Any, test_error: Any, train_error: Any, *,
-                  num_classes: int | None, tau_lmc: float, tau_cka: float,
-                  hyperparameter: str | None = None, value: float | None = None
+                  num_classes: int | None, tau_lmc: float | None = None,
+                  tau_cka: float | None = None, hyperparameter: str | None = None,
+                  value: float | None = None, regime_rule: Any = None
                   ) -> tuple[str, float, dict, dict]:
-    """Classify one cell with the absolute CKA rule (:func:`threeregime.regimes.classify`).
+    """Classify one cell: the legacy absolute CKA rule, or ``regime_rule``'s single-cell variant.
 
-    ``lmc``, ``cka`` per seed pair (NaN for a failed model's pairs); ``test_error``,
-    ``train_error`` per retrained model (collapse check; ``num_classes`` None skips the chance
-    check); ``hyperparameter``, ``value`` label the temperature coordinate only.  Returns
-    ``(regime, confidence, evidence, rule)``: a name of :data:`~threeregime.regimes.REGIMES`,
-    evidence ``lmc_mean``, ``lmc_sem``, ``cka_mean``, ``cka_sem``, ``n_valid_pairs``,
-    ``undetermined_reason`` (text), and the thresholds used.
+    ``lmc``, ``cka`` per seed pair (NaN: a failed model's pair); ``test_error``,
+    ``train_error`` per retrained model (collapse checks; ``num_classes`` None skips the chance
+    check).  No ``regime_rule`` (or ``legacy``): :func:`threeregime.regimes.classify` with
+    ``tau_lmc`` and the absolute CKA rule at ``tau_cka``; a ``step`` / ``level`` Rule or name:
+    :func:`threeregime.rules.classify_cell_with_rule` (Regime II is ``II-unresolved``).
+    Returns ``(regime, confidence, evidence, rule)``.
     """
+    r = get_rule(regime_rule) if isinstance(regime_rule, str) else regime_rule
+    if r is not None and r.family != "legacy":
+        out = classify_cell_with_rule(lmc, cka=cka, train_error=_mean_or_nan(train_error),
+                                      num_classes=int(num_classes or 10), rule=r)
+        ev = {k: out[k] for k in ("lmc_mean", "lmc_sem", "lmc_z", "cka_mean", "cka_sem",
+                                  "n_valid_pairs")}
+        ev["undetermined_reason"] = out["reason"] if out["reason"] != "none" else ""
+        return out["regime"], math.nan, ev, {"name": r.name, "family": r.family,
+                                              "thresholds": r.thresholds, "variant": out["variant"]}
+    if r is not None:
+        tau_lmc = r.thresholds["tau_lmc"] if tau_lmc is None else tau_lmc
     dim = hyperparameter or "temperature"
     coord = float("nan") if value is None else float(value)
     ds = xr.Dataset(
@@ -290,8 +301,9 @@ def classify_cell(lmc: Any, cka: Any, test_error: Any, train_error: Any, *,
          "test_error": ((dim, "retrain_seed"), np.asarray(test_error, float)[None]),
          "train_error": ((dim, "retrain_seed"), np.asarray(train_error, float)[None])},
         coords={dim: (dim, [coord], {"role": "temperature"})})
-    reg = classify(ds, tau_lmc=tau_lmc, cka_rule="absolute", tau_cka=tau_cka,
-                   num_classes=num_classes, temperature=dim)
+    reg = classify(ds, tau_lmc=DEFAULTS["tau_lmc"] if tau_lmc is None else tau_lmc,
+                   cka_rule="absolute", tau_cka=DEFAULTS["tau_cka"] if tau_cka is None
+                   else tau_cka, num_classes=num_classes, temperature=dim)
     cell = reg.isel({dim: 0})
     ev = {"lmc_mean": float(cell["lmc_mean"]), "lmc_sem": float(cell["lmc_sem"]),
           "cka_mean": float(cell["cka_mean"]), "cka_sem": float(cell["cka_sem"]),
@@ -306,8 +318,9 @@ def classify_cell(lmc: Any, cka: Any, test_error: Any, train_error: Any, *,
 def advice_from_measurements(lmc: Sequence[float], cka: Sequence[float],
                              test_error: Sequence[float], train_error: Sequence[float], *,
                              hyperparameter: str, value: float | None, num_classes: int | None,
-                             tau_lmc: float, tau_cka: float, evidence: Mapping | None = None,
-                             rule: Mapping | None = None) -> Advice:
+                             tau_lmc: float | None = None, tau_cka: float | None = None,
+                             evidence: Mapping | None = None, rule: Mapping | None = None,
+                             regime_rule: Any = None) -> Advice:
     """:func:`classify_cell` and :func:`make_advice` in one: the advice of one measured model.
 
     ``evidence`` and ``rule`` are merged into the Advice's (pairs, seeds, density, the
@@ -317,7 +330,7 @@ def advice_from_measurements(lmc: Sequence[float], cka: Sequence[float],
     regime, conf, ev, rl = classify_cell(
         np.array(lmc), np.array(cka), np.array(test_error), np.array(train_error),
         hyperparameter=hyperparameter, value=value, num_classes=num_classes, tau_lmc=tau_lmc,
-        tau_cka=tau_cka)
+        tau_cka=tau_cka, regime_rule=regime_rule)
     full = {**ev, "lmc": list(lmc), "cka": list(cka), "n_pairs": int(ev["n_valid_pairs"]),
             "test_error": list(test_error), "train_error": list(train_error),
             "test_error_mean": _mean_or_nan(test_error), **(evidence or {})}
@@ -325,51 +338,26 @@ def advice_from_measurements(lmc: Sequence[float], cka: Sequence[float],
 
 
 # --------------------------------------------------------------------------- from a Dataset
-def _select(ds: xr.Dataset, point: Mapping[str, Any], cell: list[str]) -> dict[str, int]:
-    """Index of ``point`` along every cell dim; one line naming the bad coordinate."""
-    sel = {}
-    for d in cell:
-        vals = np.asarray(ds[d].values)
-        numeric = vals.dtype.kind in "fiu"
-        if numeric:
-            hit = np.flatnonzero(np.isclose(vals.astype(float), float(point[d]), rtol=1e-9,
-                                            atol=0))
-        else:
-            hit = np.flatnonzero(vals == point[d])
-        if hit.size == 0:
-            allowed = ", ".join(f"{v:g}" if numeric else str(v) for v in vals)
-            raise SpecError(f"point[{d!r}] must be one of {allowed}; got {point[d]!r}")
-        sel[d] = int(hit[0])
-    return sel
-
-
 def advise_dataset(ds: xr.Dataset, point: Mapping[str, Any] | None, *,
-                   hyperparameter: str | None = None, tau_lmc: float | None = None,
-                   tau_cka: float | None = None) -> Advice:
+                   hyperparameter: str | None = None, rule: Any = None,
+                   tau_lmc: float | None = None, tau_cka: float | None = None) -> Advice:
     """Advice for one cell of a sweep results Dataset.
 
-    The Dataset is classified (relative CKA rule, or the absolute one when ``tau_cka`` is
-    given; ``tau_lmc`` default :data:`DEFAULTS`) and the cell ``point`` (one value per cell
-    dim) selected; the hyperparameter is the Dataset's temperature dim.
+    The Dataset is classified with ``rule`` (a :class:`threeregime.rules.Rule` or a shipped
+    rule's name; default :data:`threeregime.rules.DEFAULT_RULE`, provisional) by
+    :func:`threeregime.regimes.classify`, or with the legacy rule when ``tau_lmc`` / ``tau_cka``
+    is given (absolute CKA rule with ``tau_cka``), and the cell ``point`` (one value per cell
+    dim) selected; the hyperparameter is the Dataset's temperature dim.  Regime II unresolved
+    advises "keep"; the evidence says whether the label is ``uncertain``.
 
     Raises
     ------
     SpecError
         ``point`` missing a cell dim, naming an unknown one (did-you-mean), or a value not on
-        the grid; a bad hyperparameter or threshold.
+        the grid; a bad hyperparameter, rule or threshold.
     """
-    if point is None or not isinstance(point, Mapping):
-        raise SpecError(f"point must be a mapping of the cell's coordinates, e.g. "
-                        f"{{'epochs': 40, 'density': 0.05}}; got {point!r}")
     cell, temps, _ = find_dims(ds, "lmc" if "lmc" in ds else "lmc_mean")
-    for k in point:
-        if k not in cell:
-            raise SpecError(f"point has unknown dim {k!r}; the cell dims are "
-                            f"{', '.join(cell)}{did_you_mean(str(k), cell)}")
-    missing = [d for d in cell if d not in point]
-    if missing:
-        raise SpecError(f"point must give a value for every cell dim; missing "
-                        f"{', '.join(missing)} (cell dims: {', '.join(cell)})")
+    sel = cell_index(ds, point, cell)
     if hyperparameter is None:
         if len(temps) != 1:
             raise SpecError(f"hyperparameter must name one of the temperature dims "
@@ -378,12 +366,12 @@ def advise_dataset(ds: xr.Dataset, point: Mapping[str, Any] | None, *,
     else:
         check_choice("hyperparameter", hyperparameter, tuple(temps))
     hp = check_hyperparameter(hyperparameter)
-    sel = _select(ds, point, cell)
-    kw: dict[str, Any] = {"tau_lmc": check_tau(
-        "tau_lmc", DEFAULTS["tau_lmc"] if tau_lmc is None else tau_lmc)}
+    kw: dict[str, Any] = {}
+    if tau_lmc is not None or tau_cka is not None:
+        kw["tau_lmc"] = check_tau("tau_lmc", DEFAULTS["tau_lmc"] if tau_lmc is None else tau_lmc)
     if tau_cka is not None:
         kw.update(cka_rule="absolute", tau_cka=check_tau("tau_cka", tau_cka))
-    reg = classify(ds, **kw)
+    reg = classify(ds, rule=rule, **kw)
     c = reg.isel(sel)
     here = ds.isel(sel)
 
@@ -401,7 +389,9 @@ def advise_dataset(ds: xr.Dataset, point: Mapping[str, Any] | None, *,
                 "density": float(point["density"]) if "density" in point else None,
                 "undetermined_reason": _REASON_TEXT.get(int(c["undetermined_reason"].values),
                                                         ""),
-                "point": {k: (v.item() if hasattr(v, "item") else v) for k, v in point.items()}}
+                "point": {k: (v.item() if hasattr(v, "item") else v) for k, v in point.items()},
+                "uncertain": bool(c["regime_uncertain"]) if "regime_uncertain" in c else None,
+                "lmc_z": float(c["lmc_z"]) if "lmc_z" in c else None}
     rule = json.loads(reg.attrs["regime_rule"])
     return make_advice(REGIMES[int(c["regime"].values)], float(c["regime_confidence"]),
                        evidence, rule, hp, float(point[hp]))

@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._errors import DataError, ResultsError
+from ._errors import DataError, ResultsError, SpecError, did_you_mean
 
-__all__ = ["REPLICATE_DIMS", "Grid", "cell_stats", "change_point", "features", "read_table",
-           "temperature_dim"]
+__all__ = ["REPLICATE_DIMS", "Grid", "cell_index", "cell_stats", "change_point", "features",
+           "read_table", "temperature_dim"]
 
 REPLICATE_DIMS = ("dense_seed", "pair", "retrain_seed")
 _STATUS_OK, _STATUS_DIVERGED, _STATUS_MISSING = 0, 1, 3
@@ -98,6 +98,35 @@ class Grid:
         return xr.DataArray(out.reshape(self.shape), dims=self.dims,
                             coords={d: c for d, c in self.coords.items()}, name=name,
                             attrs=attrs or {}).transpose(*self.cell)
+
+
+def cell_index(ds: xr.Dataset, point: Any, cell: Sequence[str]) -> dict[str, int]:
+    """Index of the cell ``point`` (a mapping: one value per dim of ``cell``) along every cell
+    dim; a one-line SpecError names a bad, unknown (did-you-mean) or missing coordinate."""
+    from collections.abc import Mapping
+
+    if not isinstance(point, Mapping):
+        raise SpecError(f"point must be a mapping of the cell's coordinates, e.g. "
+                        f"{{'epochs': 40, 'density': 0.05}}; got {point!r}")
+    for k in point:
+        if k not in cell:
+            raise SpecError(f"point has unknown dim {k!r}; the cell dims are "
+                            f"{', '.join(cell)}{did_you_mean(str(k), cell)}")
+    missing = [d for d in cell if d not in point]
+    if missing:
+        raise SpecError(f"point must give a value for every cell dim; missing "
+                        f"{', '.join(missing)} (cell dims: {', '.join(cell)})")
+    sel = {}
+    for d in cell:
+        vals = np.asarray(ds[d].values)
+        numeric = vals.dtype.kind in "fiu"
+        hit = np.flatnonzero(np.isclose(vals.astype(float), float(point[d]), rtol=1e-9, atol=0)
+                             if numeric else vals == point[d])
+        if hit.size == 0:
+            allowed = ", ".join(f"{v:g}" if numeric else str(v) for v in vals)
+            raise SpecError(f"point[{d!r}] must be one of {allowed}; got {point[d]!r}")
+        sel[d] = int(hit[0])
+    return sel
 
 
 # --------------------------------------------------------------------------- reading

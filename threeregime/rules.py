@@ -360,25 +360,29 @@ def classify_cell_with_rule(lmc: Any, *, lmc_sem: float | None = None,
     can be decided from one cell: Regime I when ``lmc_z < -z_barrier`` (and, for the ``level``
     family, ``lmc / chance < -barrier_chance``); a Regime II cell is ``II-unresolved``
     (II-A vs II-B needs CKA relative to a column).  Returns a dict: ``regime``, ``advice``,
-    ``reason``, ``variant``, ``lmc_mean``, ``lmc_z``, ``cka_mean``.
+    ``reason``, ``variant``, ``lmc_mean``, ``lmc_sem``, ``lmc_z``, ``cka_mean``, ``cka_sem``,
+    ``n_valid_pairs`` (pairs with finite LMC and, when given, CKA).
     """
     rule = get_rule(rule) if not isinstance(rule, Rule) else rule
     x = np.atleast_1d(np.asarray(lmc, dtype=float))
-    x = x[np.isfinite(x)]
+    c = np.atleast_1d(np.asarray(np.nan if cka is None else cka, dtype=float))
+    c = np.broadcast_to(c, x.shape) if c.size == 1 else c
+    ok = np.isfinite(x) & (np.isfinite(c) if cka is not None else True)
+    x, c = x[ok], c[ok]
     chance = 1.0 - 1.0 / num_classes
     out = {"variant": f"{rule.family}/single-cell: I vs II from the barrier vs its noise"
                       f"{' and chance' if rule.family == 'level' else ''}; II-A vs II-B "
-                      "unresolved without a column", "cka_mean": None}
+                      "unresolved without a column", "n_valid_pairs": int(x.size),
+           "cka_mean": float(c.mean()) if cka is not None and c.size else None,
+           "cka_sem": float(c.std(ddof=1) / np.sqrt(c.size)) if c.size > 1 else float("nan")}
     if x.size == 0:
         return {**out, "regime": "undetermined", "advice": None, "reason": "too_few_valid_pairs",
-                "lmc_mean": float("nan"), "lmc_z": float("nan")}
+                "lmc_mean": float("nan"), "lmc_z": float("nan"), "lmc_sem": float("nan")}
     m = float(x.mean())
     sem = lmc_sem if lmc_sem is not None else (float(x.std(ddof=1) / np.sqrt(x.size))
                                                if x.size > 1 else 0.0)
     z = m / max(sem, rule.settings["lmc_floor"])
-    if cka is not None:
-        c = np.atleast_1d(np.asarray(cka, dtype=float))
-        out["cka_mean"] = float(np.nanmean(c)) if np.isfinite(c).any() else None
+    out["lmc_sem"] = sem
     if train_error is not None and train_error >= rule.settings["chance_fraction"] * chance:
         return {**out, "regime": "undetermined", "advice": None, "reason": "near_chance",
                 "lmc_mean": m, "lmc_z": z}

@@ -8,7 +8,9 @@ use it.
 """
 from __future__ import annotations
 
+import json
 import math
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -16,6 +18,7 @@ import xarray as xr
 from ._errors import SpecError
 from .advice import DEFAULTS, DIRECTIONS, HYPERPARAMETERS, check_tau
 from .regimes import REGIMES, classify, find_dims
+from .rules import RULES
 from .spec import check_choice
 
 __all__ = ["validate_advice"]
@@ -57,7 +60,7 @@ def _true_directions(ds: xr.Dataset, temp: str, z: float, margin: float | None
 
 
 def validate_advice(ds: xr.Dataset, *, z: float = 1.0, margin: float | None = None,
-                    rule: str = "advise", tau_lmc: float | None = None,
+                    rule: Any = "advise", tau_lmc: float | None = None,
                     tau_cka: float | None = None) -> dict:
     """Compare the advice of every cell of a sweep with the direction that lowers test error.
 
@@ -75,11 +78,12 @@ def validate_advice(ds: xr.Dataset, *, z: float = 1.0, margin: float | None = No
         Width of the noise margin in standard errors.
     margin : float, optional
         A fixed margin (fraction of test error) instead.
-    rule : {"advise", "sweep"}
-        ``"advise"``: the single-model rule of :func:`advise` (absolute CKA threshold
-        ``tau_cka``); ``"sweep"``: :func:`threeregime.regimes.classify` with its defaults
-        (relative CKA rule within the column).
-    tau_lmc, tau_cka : thresholds (default :data:`DEFAULTS`).
+    rule : "advise", "sweep", a shipped rule's name, or a :class:`threeregime.rules.Rule`
+        ``"advise"``: the legacy single-model rule (absolute CKA threshold ``tau_cka``);
+        ``"sweep"``: :func:`threeregime.regimes.classify` with its default rule (the legacy
+        relative rule when ``tau_lmc`` is given); a name (``paper_step``, ``level``,
+        ``legacy``) or Rule: ``classify(ds, rule=rule)``.
+    tau_lmc, tau_cka : thresholds of the legacy rules (default :data:`DEFAULTS`).
 
     Returns
     -------
@@ -89,18 +93,24 @@ def validate_advice(ds: xr.Dataset, *, z: float = 1.0, margin: float | None = No
         ``n_cells``, ``n_determined``, and ``cells``: one dict per cell with its coordinates,
         ``regime``, ``advised``, ``truth``, ``test_error`` (mean) and ``sem``.
     """
-    check_choice("rule", rule, ("advise", "sweep"))
+    if isinstance(rule, str) and rule not in ("advise", "sweep") and rule not in RULES:
+        check_choice("rule", rule, ("advise", "sweep", *RULES))
     _, temps, _ = find_dims(ds, "lmc")
     if len(temps) != 1:
         raise SpecError(f"ds must have exactly one temperature dim for validate_advice; got "
                         f"{temps}")
     temp = temps[0]
-    t_lmc = DEFAULTS["tau_lmc"] if tau_lmc is None else check_tau("tau_lmc", tau_lmc)
+    t_lmc = None if tau_lmc is None else check_tau("tau_lmc", tau_lmc)
+    t_cka = None
     if rule == "advise":
+        t_lmc = DEFAULTS["tau_lmc"] if t_lmc is None else t_lmc
         t_cka = DEFAULTS["tau_cka"] if tau_cka is None else check_tau("tau_cka", tau_cka)
         reg = classify(ds, tau_lmc=t_lmc, cka_rule="absolute", tau_cka=t_cka)
+    elif rule == "sweep":
+        reg = classify(ds) if t_lmc is None else classify(ds, tau_lmc=t_lmc)
     else:
-        reg = classify(ds, tau_lmc=t_lmc)
+        reg = classify(ds, rule=rule)
+    name = json.loads(reg.attrs["regime_rule"]).get("name", rule)
     truth, stats = _true_directions(ds, temp, z, margin)
     others = stats["others"]
     codes = reg["regime"].transpose(temp, *others).values.reshape(truth.shape)
@@ -129,6 +139,6 @@ def validate_advice(ds: xr.Dataset, *, z: float = 1.0, margin: float | None = No
              for d in ("hotter", "colder", "keep")}
     return {"agreement": score(advised, valid), "agreement_determined": score(advised, det),
             "naive": naive, "n_cells": n, "n_determined": int(det.sum()),
-            "rule": rule, "tau_lmc": t_lmc,
-            "tau_cka": t_cka if rule == "advise" else None, "z": z, "margin": margin,
+            "rule": rule if isinstance(rule, str) else name, "rule_name": name,
+            "tau_lmc": t_lmc, "tau_cka": t_cka, "z": z, "margin": margin,
             "temperature": temp, "cells": cells}
