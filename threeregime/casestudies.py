@@ -254,6 +254,9 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
                else Problem(splits, model_or_ds, loss_fn=loss))
     with _numerics_kept(), _store(cache_dir) as root:
         opts = RunOptions(device=device, engine=engine, progress=progress)
+        # all K retrainings in one ensemble, whatever K: a member's last bits depend on the
+        # ensemble it trains in, and advise has always trained the K seeds together
+        opts.max_members = max(opts.max_members, len(seed_list))
         meas, realized, from_cache = _run_stages(root, _dense_key(model_or_ds, splits, loss),
                                                spec, problem, opts)
 
