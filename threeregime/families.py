@@ -30,7 +30,6 @@ from torch import Tensor, nn
 
 from ._errors import SpecError
 from .channel import apply_plan, channel_prune
-from .models import PreResNet20
 from .nm_training import NMTraining, check_layers
 from .prune import compute_masks, density_report, nm_mask
 from .spec import PruneSpec
@@ -125,8 +124,8 @@ def fresh_init(model: nn.Module, seed: int) -> dict[str, Tensor]:
     """A fresh random initialisation of ``model``'s architecture (its own widths), seeded.
 
     Every submodule's ``reset_parameters`` runs under a forked CPU RNG seeded with ``seed``
-    (the global RNG is left as it was); a ``PreResNet20`` then gets its He fan-out /
-    BatchNorm initialisation, as :func:`threeregime.models.build_model` gives it.
+    (the global RNG is left as it was); then the model's own ``init_weights()`` if it has one
+    (``PreResNet20``: He fan-out / BatchNorm 1, 0, as :func:`threeregime.models.build_model`).
     """
     m = copy.deepcopy(model)
     with torch.random.fork_rng(devices=[]):
@@ -134,13 +133,9 @@ def fresh_init(model: nn.Module, seed: int) -> dict[str, Tensor]:
         for mod in m.modules():
             if mod is not m and callable(getattr(mod, "reset_parameters", None)):
                 mod.reset_parameters()
-        if isinstance(m, PreResNet20):
-            for mod in m.modules():
-                if isinstance(mod, nn.Conv2d):
-                    nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
-                elif isinstance(mod, nn.BatchNorm2d):
-                    nn.init.ones_(mod.weight)
-                    nn.init.zeros_(mod.bias)
+        own = getattr(m, "init_weights", None)
+        if callable(own):
+            own()
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 

@@ -177,6 +177,11 @@ class PreResNet20(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.bn = nn.BatchNorm2d(cin)
         self.classifier = nn.Linear(cin, num_classes)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """He (fan-out) normal convolutions, BatchNorm weight 1 / bias 0 (the reference's);
+        also used to re-initialise a channel-pruned copy from scratch."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
