@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 export MPLBACKEND := Agg
 
-.PHONY: install test test-all demo bench lint clean notebooks
+.PHONY: install test test-all demo bench lint clean notebooks lab-check
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +38,12 @@ bench: install
 
 notebooks: install
 	$(BIN)/python -m jupytext --sync notebooks/[0-9]*.py
+
+# the notebooks in a real JupyterLab + headless Chromium (needs the lab extra, selenium and
+# Debian's chromium + chromium-driver; see docs/lab_check.md): screenshots in docs/lab_screenshots
+lab-check: install
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[lab]" selenium
+	$(BIN)/python scripts/lab_check.py $(LAB_CHECK_ARGS)
 
 lint: install
 	$(BIN)/python -m ruff check threeregime tests benchmarks
