@@ -123,3 +123,19 @@ def test_corruption_error_of_an_ensemble():
     np.testing.assert_array_equal(res.error, again.error)
     with pytest.raises(SpecError, match="did you mean 'mask'"):
         corruption_error(_net(0), states, (x, y), ["masc"], (1,))
+
+
+def test_spec_names_match_the_registry_and_the_measure_is_registered():
+    from threeregime.measures import MEASURES
+    from threeregime.spec import CORRUPTIONS as SPEC_NAMES
+    from threeregime.spec import MeasureSpec
+
+    assert tuple(CORRUPTIONS) == SPEC_NAMES
+    assert "robustness" in MEASURES
+    ms = MeasureSpec(extra=("robustness",), corruptions=("blur",), severities=(0, 3))
+    assert ms.names()[-1] == "robustness"
+    with pytest.raises(SpecError, match=r"corruptions\[0\] must be one of .*did you mean 'blur'"):
+        MeasureSpec(corruptions=("blr",))
+    # the defaults stay out of the canonical JSON (no stored hash changes)
+    from threeregime.spec import canonical_json
+    assert canonical_json(MeasureSpec()) == "{}"

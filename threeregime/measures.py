@@ -31,6 +31,8 @@ from torch import nn
 from . import metrics
 from ._device import resolve_device
 from ._registry import Registry
+from .corruptions import CORRUPTIONS
+from .metrics.robustness import corruption_error
 from .spec import PointSpec
 
 __all__ = ["MEASURES", "Measure", "MeasureInput", "register_measure", "run_measures"]
@@ -156,6 +158,28 @@ def _hessian(inp: MeasureInput) -> dict[str, Any]:
                                             seed=p.dense_seed, masks=inp.masks[k])
         eig[k] = e.eigenvalues[0]
     return {"hessian_trace": tr_, "hessian_trace_stderr": se, "hessian_top_eig": eig}
+
+
+@register_measure("robustness", {"corrupted_test_error": (
+        ("retrain_seed", "corruption", "severity"),
+        "test error under input corruption (corruption: measure.corruptions or every one "
+        "that applies to the inputs, in threeregime.corruptions order; severity: "
+        "measure.severities)")})
+def _robustness(inp: MeasureInput) -> dict[str, Any]:
+    """Test error of every ok model under every corruption and severity
+    (:func:`threeregime.metrics.robustness.corruption_error`); corruption seed 0 everywhere,
+    so every cell of a sweep sees the same corrupted test set."""
+    m = inp.point.measure
+    spatial = inp.data.test.x.dim() - 2
+    names = m.corruptions or tuple(n for n, (_, d) in CORRUPTIONS.items() if spatial in d)
+    out = np.full((inp.K, len(names), len(m.severities)), np.nan)
+    idx = [k for k in range(inp.K) if inp.ok[k]]
+    if idx:
+        res = corruption_error(inp.template, [inp.states[k] for k in idx], inp.data.test,
+                               names, m.severities, 0, batch_size=m.eval_batch_size,
+                               device=inp.device)
+        out[idx] = res.error
+    return {"corrupted_test_error": out}
 
 
 def run_measures(inp: MeasureInput, names: Sequence[str]) -> tuple[dict[str, Any], dict]:

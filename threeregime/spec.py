@@ -40,6 +40,7 @@ MEASURES = ("lmc", "cka", "hessian")
 SCHEDULES = ("step", "cosine", "constant")
 RETRAIN_MODES = ("finetune", "rewind", "reinit")
 CKA_INPUTS = ("test", "train")
+CORRUPTIONS = ("shift", "scale", "mask", "contrast", "brightness", "gaussian_noise", "blur", "jpeg")
 
 
 # --------------------------------------------------------------------------- validators
@@ -247,10 +248,10 @@ class PruneSpec:
 class MeasureSpec:
     """What is measured on the retrained sparse models.
 
-    LMC and CKA are computed on every pair of retraining seeds; the Hessian (optional, costly)
-    on every retrained model.  ``extra`` names further measures registered in
-    ``measures.MEASURES`` (left out of the canonical JSON when empty, so hashes of specs
-    without it are unchanged).
+    LMC and CKA on every pair of retraining seeds; the Hessian (optional, costly) on every
+    retrained model.  ``extra`` names further measures registered in ``measures.MEASURES``
+    (defaults are left out of the canonical JSON: hashes of specs without them are unchanged).
+    ``corruptions`` (empty: all that apply) and ``severities`` (0..5) set ``robustness``.
     """
 
     lmc: bool = True
@@ -265,9 +266,15 @@ class MeasureSpec:
     hessian_top_k: int = 1
     eval_batch_size: int = 1000
     extra: tuple[str, ...] = ()
+    corruptions: tuple[str, ...] = ()
+    severities: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
 
     def __post_init__(self) -> None:
         check_pos_int("lmc_points", self.lmc_points, minimum=2)
+        object.__setattr__(self, "corruptions", tuple(self.corruptions))
+        object.__setattr__(self, "severities", tuple(self.severities))
+        for i, name in enumerate(self.corruptions):
+            check_choice(f"corruptions[{i}]", name, CORRUPTIONS)
         object.__setattr__(self, "extra", tuple(self.extra))
         allowed = measure_names()[len(MEASURES):]
         for i, name in enumerate(self.extra):

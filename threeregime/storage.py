@@ -52,7 +52,14 @@ when a sweep in progress is assembled.  Point attrs are whatever the writer pass
 ``extra_attrs`` (made netCDF-legal, see below).
 
 Registered measures (``measure.extra``, :mod:`threeregime.measures`) add their own variables
-(``extra_vars``), each with ``long_name`` and ``units``.
+(``extra_vars``), each with ``long_name`` and ``units``.  The built-in ones:
+
+``robustness`` -> ``corrupted_test_error`` (retrain_seed, corruption, severity), units 1:
+    test error (fraction) of each retrained model under each input corruption
+    (:mod:`threeregime.corruptions`; the ``corruption`` positions follow
+    ``measure.corruptions``, or every corruption that applies to the inputs in
+    ``corruptions.CORRUPTIONS`` order; the ``severity`` positions follow
+    ``measure.severities``; severity 0 = clean); NaN for a diverged model.
 
 Sweep Dataset (:func:`combine_points`)
 --------------------------------------
