@@ -34,6 +34,7 @@ the dense schedule, and columns without a barrier carry no information on where 
 from __future__ import annotations
 
 import csv
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ import xarray as xr
 from ._errors import DataError, ResultsError, SpecError, did_you_mean
 
 __all__ = ["REPLICATE_DIMS", "Grid", "cell_index", "cell_stats", "change_point", "features",
-           "read_table", "temperature_dim"]
+           "read_table", "replicate_mean", "temperature_dim"]
 
 REPLICATE_DIMS = ("dense_seed", "pair", "retrain_seed")
 _STATUS_OK, _STATUS_DIVERGED, _STATUS_MISSING = 0, 1, 3
@@ -231,7 +232,8 @@ def cell_stats(ds: xr.Dataset, *, temperature: str | None = None) -> xr.Dataset:
         n = np.where(np.isfinite(lmc_m), 1, 0)
     reason = np.zeros(lmc_m.shape, dtype=np.int8)
     if "status" in ds and set(ds["status"].dims) >= set(cell):
-        st = _reps(ds.assign(status=ds["status"].astype(float)), "status", cell, False)
+        raw = ds["status"].astype(float)      # read unmasked: status 3 = not computed
+        st = _reps(xr.Dataset({"s": raw}), "s", cell, False)
         reason[~(st == _STATUS_OK).any(-1)] = REASON_FAILED
         reason[(st == _STATUS_MISSING).all(-1)] = REASON_NOT_COMPUTED
     reason[(reason == 0) & ((n < 1) | ~np.isfinite(lmc_m))] = REASON_TOO_FEW
@@ -242,6 +244,28 @@ def cell_stats(ds: xr.Dataset, *, temperature: str | None = None) -> xr.Dataset:
         ("n_valid_pairs", n.astype(np.int64)), ("reason", reason))}, coords=coords)
     out.attrs.update({"temperature": temp, "num_classes": int(ds.attrs.get("num_classes", 10))})
     return out
+
+
+def replicate_mean(da: xr.DataArray, ds: xr.Dataset, keep: Sequence[str]) -> xr.DataArray:
+    """``da`` averaged over its replicate dims (dims ``keep`` left, in that order), leaving out
+    failed / missing points (``ds["status"]`` > diverged)."""
+    if "status" in ds and set(ds["status"].dims) <= set(da.dims):
+        da = da.where(ds["status"] <= _STATUS_DIVERGED)
+    rep = [d for d in da.dims if d in REPLICATE_DIMS]
+    extra = [d for d in da.dims if d not in rep and d not in keep]
+    if extra:
+        raise ResultsError(f"{da.name} has dims {extra} besides {list(keep)}; select them "
+                           f"first, e.g. ds.sel({extra[0]}=...)")
+    if rep:
+        with np.errstate(all="ignore"):
+            vals = da.transpose(*keep, *rep).values.reshape(
+                tuple(da.sizes[k] for k in keep) + (-1,)).astype(np.float64)
+            n = np.isfinite(vals).sum(-1)
+            mean = np.where(n > 0, np.nansum(vals, -1) / np.maximum(n, 1), np.nan)
+        return xr.DataArray(mean, dims=tuple(keep),
+                            coords={k: da[k] for k in keep if k in da.coords},
+                            name=da.name, attrs=da.attrs)
+    return da.transpose(*keep)
 
 
 # --------------------------------------------------------------------------- change point
@@ -263,7 +287,8 @@ def change_point(x: np.ndarray, se: np.ndarray, *, scope: str = "joint") -> tupl
     for k in range(1, n_t):
         h, c = x[:, :k], x[:, k:]
         nh, nc = np.isfinite(h).sum(1), np.isfinite(c).sum(1)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # empty sides: NaN, masked below
             d = np.nanmean(h, 1) - np.nanmean(c, 1)
             v = (np.nanmean(np.where(np.isfinite(h), se[:, :k] ** 2, np.nan), 1) / nh
                  + np.nanmean(np.where(np.isfinite(c), se[:, k:] ** 2, np.nan), 1) / nc)
