@@ -8,6 +8,7 @@ The torch-free rule, ``Advice`` and reading advice off a Dataset are tested in t
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -24,6 +25,7 @@ from threeregime.advice import DEFAULTS, advise_dataset, make_advice
 from threeregime.data import load_data
 from threeregime.models import build_model
 from threeregime.spec import DataSpec, ModelSpec
+from threeregime.stages import Problem
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -212,6 +214,33 @@ def test_dense_key_separates_what_decides_retraining(tiny):
     assert C._dense_key(other, data, None) != k
     sub = ((data.train.x[:200], data.train.y[:200]), (data.test.x, data.test.y))
     assert C._dense_key(model, C.as_splits(sub), None) != k
+
+
+@pytest.mark.skipif("loss_fn" not in {f.name for f in dataclasses.fields(Problem)},
+                    reason="needs stages.Problem.loss_fn (requested from the stages' owner)")
+def test_custom_loss_is_used_and_keyed(tiny, tmp_path):
+    model, data = tiny
+    used = []
+
+    def my_loss(out, y):
+        used.append(1)
+        return torch.nn.functional.cross_entropy(out, y)
+
+    kw = {"target_density": 0.2, "hyperparameter": "epochs", "seeds": 2, "retrain": QUICK,
+          "device": "cpu", "cache_dir": tmp_path}
+    a = threeregime.advise(model, data, loss=my_loss, **kw)
+    assert used and not a.evidence["from_cache"]
+    b = threeregime.advise(model, data, **kw)            # another key: trained again
+    assert not b.evidence["from_cache"] and len(list((tmp_path / "dense").iterdir())) == 2
+    assert a.evidence["lmc"] == b.evidence["lmc"]          # the same loss, the same numbers
+
+
+def test_error_loss(tiny):
+    model, data = tiny
+    with pytest.raises(SpecError, match=r"^loss must be a callable loss\(outputs, targets\) or "
+                                        r"None; got str$"):
+        threeregime.advise(model, data, target_density=0.1, hyperparameter="epochs",
+                           loss="mse")
 
 
 # --------------------------------------------------------------------------- errors

@@ -128,6 +128,19 @@ def _dense_key(model: nn.Module, splits: Any, loss: Callable | None) -> str:
 
 
 # --------------------------------------------------------------------------- case study 1
+def _problem(splits: Any, model: nn.Module, loss: Callable | None) -> Problem:
+    if loss is None:
+        return Problem(splits, model)
+    if not callable(loss):
+        raise SpecError(f"loss must be a callable loss(outputs, targets) or None; got "
+                        f"{type(loss).__name__}")
+    try:
+        return Problem(splits, model, loss_fn=loss)
+    except TypeError:   # stages without a retraining loss of the caller's
+        raise SpecError("loss: this version's stages retrain with cross-entropy only; got a "
+                        "custom loss") from None
+
+
 def _run_stages(root: Path, dkey: str, spec: PointSpec, problem: Problem,
                 opts: RunOptions) -> tuple[dict[str, list[float]], float, bool]:
     """Store the user's model as dense source ``dkey``, retrain and measure it through the
@@ -250,8 +263,7 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
     tau_cka = check_tau("tau_cka", DEFAULTS["tau_cka"] if tau_cka is None else tau_cka)
     splits, retrain, prune_spec = _checked_inputs(model_or_ds, data, density, prune, retrain)
     spec = PointSpec(prune=prune_spec, retrain=retrain, retrain_seeds=seed_list)
-    problem = (Problem(splits, model_or_ds) if loss is None
-               else Problem(splits, model_or_ds, loss_fn=loss))
+    problem = _problem(splits, model_or_ds, loss)
     with _numerics_kept(), _store(cache_dir) as root:
         opts = RunOptions(device=device, engine=engine, progress=progress)
         # all K retrainings in one ensemble, whatever K: a member's last bits depend on the
