@@ -22,20 +22,18 @@ from pathlib import Path
 
 from ._errors import SpecError, ThreeRegimeError, ThreeRegimeWarning
 
-_RUN_EPILOG = """\
-By default one worker process runs per CPU core with one torch thread each (on a CPU, small
-models train 10-20x faster per thread that way than with several threads in one process);
-results do not depend on the executor. --workers 1 runs inline (debugger-friendly).
+_RUN_EPILOG = """By default one worker process runs per CPU core, one torch thread each
+(on a CPU, small models train 10-20x faster per thread that way than with several threads
+in one process); results do not depend on the executor. --workers 1 runs inline.
 A sweep directory is content-addressed: rerunning the same command resumes an interrupted
 sweep, and an edited spec recomputes only what changed."""
 
-_ADVISE_EPILOG = """\
-A checkpoint is a saved state_dict (torch.save(model.state_dict(), 'model.pt')) of a zoo model
-(--model, --width, --batchnorm) trained on a data source (--data, its default sizes). It is
-pruned to --density, retrained with --seeds seeds, and LMC and CKA are measured on the seed
-pairs. The retrained models are stored in --cache-dir, a sweep directory (default
-$THREEREGIME_CACHE or ~/.cache/threeregime), so a second call with the same inputs trains
-nothing.
+_ADVISE_EPILOG = """A checkpoint is a saved state_dict (torch.save(model.state_dict(), PATH))
+of a zoo model (--model, --width, --batchnorm) trained on a data source (--data, its default
+sizes). It is pruned to --density, retrained with --seeds seeds, and LMC and CKA are
+measured on the seed pairs. The retrained models are stored in --cache-dir, a sweep
+directory (default $THREEREGIME_CACHE or ~/.cache/threeregime), so a second call with the
+same inputs trains nothing.
 A results file (.nc, or a sweep directory) is read instead: --point selects its cell, one
 AXIS=VALUE per cell axis, e.g. --point epochs=40 --point density=0.05."""
 
