@@ -62,8 +62,11 @@ from torch.func import functional_call
 
 from .._device import target_device
 from .._errors import SpecError, did_you_mean
+from ..spec import check_choice, check_float, check_pos_int
 from ._common import iter_batches, probe_seed
 from ._taylor import TaylorQuadForm
+from ._taylor_fx import GraphQuadForm
+from ._trace import MIN_PROBES, HessianTraceResult, hutchinson, hutchpp, trace_result
 
 __all__ = [
     "HessianEigenResult",
@@ -73,37 +76,11 @@ __all__ = [
 ]
 
 _METHODS = ("autograd", "func-vjp", "func-jvp")
-_TRACE_METHODS = ("auto", "taylor", *_METHODS)
+_TRACE_METHODS = ("auto", "taylor", "taylor-fx", *_METHODS)
+_ESTIMATORS = ("hutchinson", "hutchpp")
 
 
 # --------------------------------------------------------------------------- results
-@dataclass(frozen=True, repr=False)
-class HessianTraceResult:
-    """Hutchinson estimate of tr(H).
-
-    Attributes
-    ----------
-    trace : mean of the per-probe samples ``v^T H v``.
-    stderr : sample standard deviation of the samples / sqrt(probes) (NaN for one probe).
-    samples : (probes,) float64, the per-probe values ``v^T H v``.
-    probes : number of Rademacher probes.
-    n : number of data points in the loss.
-    backend : ``"torch"`` or ``"pyhessian"``; ``method`` the HVP engine.
-    """
-
-    trace: float
-    stderr: float
-    samples: np.ndarray = field(compare=False)
-    probes: int
-    n: int
-    backend: str = "torch"
-    method: str = "autograd"
-
-    def __repr__(self) -> str:
-        return (f"HessianTraceResult(trace={self.trace:.6g} ± {self.stderr:.2g} (s.e.), "
-                f"probes={self.probes}, n={self.n}, backend={self.backend!r})")
-
-
 @dataclass(frozen=True, repr=False)
 class HessianEigenResult:
     """Eigenvalues of largest magnitude by power iteration with deflation.
@@ -242,13 +219,20 @@ class _HVP:
         return res
 
     # -- vectors ------------------------------------------------------------------------------
-    def rademacher(self, seed: int, index: int) -> dict[str, Tensor]:
-        """Probe ``index``: +-1 entries drawn on the CPU from its own seeded stream."""
-        g = torch.Generator().manual_seed(probe_seed(seed, index))
+    def rademacher(self, seed: int, index: int, stream: int = 0) -> dict[str, Tensor]:
+        """Probe ``index``: +-1 entries drawn on the CPU from its own seeded stream (stream 0
+        the Hutchinson probes, stream 1 the Hutch++ sketch)."""
+        s = (probe_seed(seed, index) if stream == 0 else
+             int(np.random.SeedSequence([int(seed), int(index), int(stream)])
+                 .generate_state(1, np.uint64)[0] >> np.uint64(1)))
+        g = torch.Generator().manual_seed(s)
         total = sum(t.numel() for t in self.p.values())
         flat = torch.randint(0, 2, (total,), generator=g).to(self.device)
         flat = flat.to(next(iter(self.p.values())).dtype) * 2 - 1
         return self._split(flat)
+
+    def flat(self, v: Mapping[str, Tensor]) -> Tensor:
+        return torch.cat([v[n].reshape(-1) for n in self.p])
 
     def gaussian(self, seed: int, index: int) -> dict[str, Tensor]:
         g = torch.Generator().manual_seed(probe_seed(seed, index))
@@ -290,18 +274,24 @@ def hessian_trace(model: nn.Module, loss_fn: Callable | None = None, data=None,
                   probes: int = 100, seed: int = 0, *, backend: str = "torch",
                   params: Sequence[str] | None = None,
                   masks: Mapping[str, Tensor] | None = None, batch_size: int | None = None,
-                  method: str = "auto", device=None) -> HessianTraceResult:
-    """Hutchinson estimate of the trace of the loss Hessian.
+                  method: str = "auto", device=None, estimator: str = "hutchinson",
+                  sketch: int = 10, target_stderr: float | None = None,
+                  min_probes: int = MIN_PROBES) -> HessianTraceResult:
+    """Hutchinson (or Hutch++) estimate of the trace of the loss Hessian.
 
-    Estimator: ``tr(H) ~ (1/P) sum_p v_p^T H v_p`` with P independent Rademacher probes
-    (entries +-1), unbiased; its variance per probe is ``2 (||H||_F^2 - sum_i H_ii^2)``, so
-    the reported standard error (sample std / sqrt(P)) shrinks as 1/sqrt(P) (Hutchinson 1990;
-    Avron & Toledo 2011).  Cost: one forward and one backward with ``create_graph=True``, then
-    one HVP (about two backward passes) per probe and batch; with the ``"taylor"`` engine
-    (MLPs under cross-entropy, the default where it applies) one forward and backward, then
-    about two matmuls per layer per probe and batch (about one forward pass's worth).  H is the
-    Hessian of the *mean* loss over all of ``data`` (model in eval mode; Yang et al. 2021
-    measure it on a fixed training subset with cross-entropy).
+    Estimator ``"hutchinson"`` (default): ``tr(H) ~ (1/P) sum_p v_p^T H v_p`` with P
+    independent Rademacher probes (entries +-1), unbiased; its variance per probe is
+    ``2 (||H||_F^2 - sum_i H_ii^2)``, so the reported standard error (sample std / sqrt(P))
+    shrinks as 1/sqrt(P) (Hutchinson 1990; Avron & Toledo 2011).  Estimator ``"hutchpp"``
+    (Hutch++, Meyer et al. 2021): ``sketch`` HVPs find the dominant eigen-directions, whose
+    part of the trace is computed exactly, and the P probes estimate the rest; its samples
+    and standard error have the same form and meaning (unbiased, ``E[stderr^2] = Var``), see
+    :mod:`threeregime.metrics._trace` for the derivation.  Cost: one forward and one backward
+    with ``create_graph=True``, then one HVP (about two backward passes) per probe and batch;
+    the ``"taylor"`` engines compute each ``v^T H v`` by one second-order forward pass
+    instead (about two forward passes' worth; module docs).  H is the Hessian of the *mean*
+    loss over all of ``data`` (model in eval mode; Yang et al. 2021 measure it on a fixed
+    training subset with cross-entropy).
 
     Parameters
     ----------
@@ -309,7 +299,7 @@ def hessian_trace(model: nn.Module, loss_fn: Callable | None = None, data=None,
     loss_fn : ``loss_fn(outputs, targets) -> mean loss``; ``None`` = cross-entropy.
     data : ``(inputs, targets)`` tensors / ``TensorData`` (one batch unless ``batch_size``),
         or a DataLoader of ``(x, y)`` batches (HVPs summed over batches, weighted by size).
-    probes : number of Rademacher probes P (a fixed number; no early stopping).
+    probes : number of Rademacher probes P (the maximum when ``target_stderr`` is given).
     seed : probe p is drawn from its own stream seeded by ``(seed, p)``: results do not
         depend on the device, the batching or the global RNG.
     backend : ``"torch"`` (this module) or ``"pyhessian"`` (the PyPI ``pyhessian`` 0.1 loop,
@@ -319,43 +309,57 @@ def hessian_trace(model: nn.Module, loss_fn: Callable | None = None, data=None,
     masks : name -> 0/1 tensor; restricts to the unpruned coordinates (see module docs).
     batch_size : split an ``(x, y)`` pair into batches of this size (memory), default one.
     method : ``"auto"`` (``"taylor"`` where it applies, else ``"autograd"``), ``"taylor"``,
-        or an HVP engine ``"autograd"``, ``"func-vjp"``, ``"func-jvp"`` (module docs).
-        ``result.method`` names the engine that ran.
+        ``"taylor-fx"`` (the traced second-order pass for CNNs, ResNets, MLPs under
+        cross-entropy; falls back to ``"autograd"``), or an HVP engine ``"autograd"``,
+        ``"func-vjp"``, ``"func-jvp"`` (module docs).  ``result.method`` names the engine.
     device : where to compute (default: the model's device).
+    estimator : ``"hutchinson"`` or ``"hutchpp"``.
+    sketch : Hutch++ sketch size k (HVPs spent on the deflation); ignored by Hutchinson.
+    target_stderr : stop at the first P >= ``min_probes`` whose standard error is at most
+        this (> 0); None = always P probes.
+    min_probes : fewest probes before ``target_stderr`` may stop the run.
 
     Returns
     -------
     HessianTraceResult
     """
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise SpecError(f"probes must be an integer >= 1; got {probes!r}")
+    check_pos_int("probes", probes)
+    check_choice("estimator", estimator, _ESTIMATORS)
+    check_pos_int("sketch", sketch, minimum=0)
+    check_pos_int("min_probes", min_probes, minimum=2)
+    if target_stderr is not None:
+        check_float("target_stderr", target_stderr, 0.0, math.inf, lo_open=True)
     if backend == "pyhessian":
-        if params is not None or masks is not None:
-            raise SpecError("backend 'pyhessian' supports neither params nor masks; use "
-                            "backend='torch'")
+        if params is not None or masks is not None or estimator != "hutchinson":
+            raise SpecError("backend 'pyhessian' supports neither params, masks nor "
+                            "estimator='hutchpp'; use backend='torch'")
         return _pyhessian_trace(model, loss_fn, data, probes, seed, batch_size, device)
-    if backend != "torch":
-        raise SpecError(f"backend must be 'torch' or 'pyhessian'; got {backend!r}"
-                        f"{did_you_mean(str(backend), ('torch', 'pyhessian'))}")
-    if method not in _TRACE_METHODS:
-        raise SpecError(f"method must be one of {', '.join(_TRACE_METHODS)}; got {method!r}"
-                        f"{did_you_mean(str(method), _TRACE_METHODS)}")
+    check_choice("backend", backend, ("torch", "pyhessian"))
+    check_choice("method", method, _TRACE_METHODS)
+    engine = "autograd" if method in ("auto", "taylor", "taylor-fx") else method
     with _eval_mode(model):
         hvp = _HVP(model, loss_fn, data, params=params, masks=masks, batch_size=batch_size,
-                   device=device, method="autograd" if method in ("auto", "taylor") else method)
-        qf = TaylorQuadForm.build(hvp) if method in ("auto", "taylor") else None
-        samples = np.empty(probes, dtype=np.float64)
-        for i in range(probes):
-            v = hvp.rademacher(seed, i)
-            samples[i] = qf(v) if qf is not None else _dot(v, hvp(v))
-    return _trace_result(samples, hvp.n, "torch", "taylor" if qf is not None else hvp.method)
+                   device=device, method=engine)
+        qf = (TaylorQuadForm.build(hvp) if method in ("auto", "taylor") else
+              GraphQuadForm.build(hvp) if method == "taylor-fx" else None)
 
+        def quad(w: Tensor) -> float:
+            v = hvp._split(w)
+            return qf(v) if qf is not None else _dot(v, hvp(v))
 
-def _trace_result(samples: np.ndarray, n: int, backend: str, method: str) -> HessianTraceResult:
-    p = len(samples)
-    se = float(samples.std(ddof=1) / math.sqrt(p)) if p > 1 else math.nan
-    return HessianTraceResult(trace=float(samples.mean()), stderr=se, samples=samples,
-                              probes=p, n=n, backend=backend, method=method)
+        def probe(stream: int, i: int) -> Tensor:
+            return hvp.flat(hvp.rademacher(seed, i, stream))
+
+        rank = 0
+        if estimator == "hutchpp" and sketch > 0:
+            samples, rank = hutchpp(quad, lambda w: hvp.flat(hvp(hvp._split(w))), probe,
+                                    probes, sketch, target_stderr, min_probes)
+        else:
+            samples = hutchinson(quad, probe, probes, target_stderr, min_probes)
+    name = ("taylor" if method in ("auto", "taylor") else "taylor-fx") if qf else hvp.method
+    return trace_result(samples, hvp.n, "torch", name, estimator=estimator, sketch=rank,
+                        matvecs=len(samples) + (sketch + rank if estimator == "hutchpp"
+                                                else 0))
 
 
 def _pyhessian_trace(model, loss_fn, data, probes, seed, batch_size, device):
@@ -380,7 +384,7 @@ def _pyhessian_trace(model, loss_fn, data, probes, seed, batch_size, device):
             h = _PyHessian(work, crit, dataloader=batches, cuda=dev.type == "cuda")
         # tol=-inf: its relative-change stopping rule never fires, so exactly `probes` run
         samples = np.asarray(h.trace(maxIter=probes, tol=-math.inf), dtype=np.float64)
-    return _trace_result(samples, n, "pyhessian", "pyhessian")
+    return trace_result(samples, n, "pyhessian", "pyhessian")
 
 
 def hessian_top_eigenvalues(model: nn.Module, loss_fn: Callable | None = None, data=None,
