@@ -35,6 +35,11 @@
 # CNN, each a few seconds with one thread), plus the quick sweep (~10 minutes measured, notebook 01) if `runs/quick` is not
 # there yet. Retrained models are cached, so a rerun takes seconds. Tiny setting
 # (`THREEREGIME_NOTEBOOK_TINY=1`): about 40 seconds.
+#
+# **The tiny setting is a smoke run.** A few hundred training examples and a few epochs: the
+# models stay near chance (about 90 % test error), so the tables say `undetermined` and the
+# diagrams mark every cell "near chance" and the advice says "no advice". It checks that every cell runs; it does not show the three
+# regimes. Unset `THREEREGIME_NOTEBOOK_TINY` for the real pictures.
 
 # %% tags=["parameters"]
 import os
@@ -47,6 +52,7 @@ RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
 # %%
 import dataclasses
 
+import numpy as np
 import torch
 from _nbsetup import setup   # notebooks/_nbsetup.py: shared set-up
 
@@ -97,14 +103,16 @@ print("regime    :", advice.regime)
 print("direction :", advice.direction)
 print("move      :", advice.move)
 print("confidence:", advice.confidence)
-{k: advice.evidence[k] for k in ("lmc", "cka", "test_error", "undetermined_reason")}
+for k in ("lmc", "cka", "test_error"):       # one value per retrained pair / model
+    print(f"{k:10s}:", np.round(np.asarray(advice.evidence[k], dtype=float), 4).tolist())
+print("undetermined reason:", advice.evidence.get("undetermined_reason"))
 
 # %% [markdown]
 # The same question, read off a finished sweep instead of retraining: the cell at the coldest
 # temperature and the lowest density of the quick sweep (computed or reused here).
 
 # %%
-ds = tr.run_sweep(sweep, RUNS / sweep.name, threads=1, progress=False)
+ds = tr.run_sweep(sweep, RUNS / sweep.name, threads=1, progress=True)
 point = {"epochs": int(ds["epochs"].max()), "density": float(ds["density"].min())}
 print(point)
 print(tr.advise(ds, point=point))

@@ -31,6 +31,11 @@
 # 20 Hutchinson probes on 512 examples) plus two 20 x 20 loss planes; add the quick sweep
 # (~10 minutes measured, notebook 01) if it is not there. Tiny setting
 # (`THREEREGIME_NOTEBOOK_TINY=1`): about 20 seconds.
+#
+# **The tiny setting is a smoke run.** A few hundred training examples and a few epochs: the
+# models stay near chance (about 90 % test error), so the tables say `undetermined` and the
+# diagrams mark every cell "near chance". It checks that every cell runs; it does not show the three
+# regimes. Unset `THREEREGIME_NOTEBOOK_TINY` for the real pictures.
 
 # %% tags=["parameters"]
 import os
@@ -47,6 +52,7 @@ import dataclasses
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 import torch
 from _nbsetup import setup   # notebooks/_nbsetup.py: shared set-up
 
@@ -74,7 +80,7 @@ else:
 spec = dataclasses.replace(sweep, base=dataclasses.replace(
     sweep.base, measure=dataclasses.replace(sweep.base.measure, **hessian)))
 out = RUNS / spec.name
-ds = tr.run_sweep(spec, out, threads=1, progress=False)
+ds = tr.run_sweep(spec, out, threads=1, progress=True)
 print(tr.sweep_status(out))
 decode(ds["regime"]).to_pandas()
 
@@ -86,12 +92,15 @@ decode(ds["regime"]).to_pandas()
 # sit in different basins. Regime II curves stay flat.
 
 # %%
-fig, axs = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
+fig, axs = plt.subplots(1, 3, figsize=(9.5, 3.4), layout="constrained")
 plot_lmc_curves(ds, split="train", quantity="error", by="regime", ax=axs[0])
 plot_lmc_curves(ds, split="test", quantity="loss", by="regime", ax=axs[1])
 cells = plot_lmc_curves(ds, split="train", quantity="error", by="cell", ax=axs[2])
-axs[2].set_title("one curve per cell, coloured by regime")
-axs[1].set_title("test loss, mean per regime");
+for ax, title in zip(axs, ("train error, mean per regime", "test loss, mean per regime",
+                           "train error, one curve per cell")):
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("t (0: model a, 1: model b)")
+    ax.xaxis.set_major_locator(MaxNLocator(3))
 
 # %% [markdown]
 # ## 2. A random plane around one retrained model
@@ -211,23 +220,37 @@ for label, epochs in cases.items():
           f"model {centre:.4f}, at the plane's origin {z[i0, j0]:.4f}")
 
 # %%
-fig, axs = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
-vmax = max(float(np.nanmax(z)) for _, _, z in planes.values())
-levels = np.linspace(0, vmax, 21)
+def decimals(lo: float, hi: float) -> FormatStrFormatter:
+    """Tick labels with enough decimals to tell ticks across [lo, hi] apart, no offset."""
+    return FormatStrFormatter(f"%.{max(0, 1 - int(np.floor(np.log10(max(hi - lo, 1e-12)))))}f")
+
+
+fig, axs = plt.subplots(1, 3, figsize=(9.5, 3.3), layout="constrained")
 for ax, (label, (x, y, z)) in zip(axs, planes.items()):
+    # each plane's own range: around a trained model the loss may vary in the 4th decimal
+    levels = np.linspace(np.nanmin(z), np.nanmax(z), 15)
     cs = ax.contourf(x, y, z.T, levels=levels, cmap="viridis")
-    ax.plot(0, 0, "w+", ms=12)
+    ax.plot(0, 0, "w+", ms=10)
     epochs, regime = cases[label]
-    ax.set_title(f"{epochs} epochs, density {lowest:g} (regime {regime})")
-    ax.set_xlabel("direction 1 (x ||theta||)")
-    ax.set_ylabel("direction 2 (x ||theta||)")
-    fig.colorbar(cs, ax=ax, label="train loss")
+    ax.set_title(f"{label}: {epochs} epochs ({regime})", fontsize=10)
+    ax.set_ylabel("direction 2")
+    cb = fig.colorbar(cs, ax=ax, format=decimals(np.nanmin(z), np.nanmax(z)))
+    cb.locator = MaxNLocator(5, steps=[1, 2, 5, 10])
+    cb.update_ticks()
 for label, (x, y, z) in planes.items():
     axs[2].plot(x, z[:, int(np.argmin(abs(y)))], marker=".", label=f"{label} ({cases[label][1]})")
-axs[2].set_xlabel("direction 1 (x ||theta||)")
+zs = np.concatenate([z.ravel() for _, _, z in planes.values()])
+axs[2].yaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 5, 10]))
+axs[2].yaxis.set_major_formatter(decimals(np.nanmin(zs), np.nanmax(zs)))
 axs[2].set_ylabel("train loss")
-axs[2].set_title("slice through the centre")
-axs[2].legend();
+axs[2].set_title("slice through the centre", fontsize=10)
+axs[2].legend(fontsize=8)
+for ax in axs:
+    ax.set_xlabel("direction 1 (x ||theta||)")
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    if ax is not axs[2]:
+        ax.yaxis.set_major_locator(MaxNLocator(5))
+fig.suptitle(f"train loss on a random plane, density {lowest:g}", fontsize=11);
 
 # %% [markdown]
 # A random plane shows the *local* basin around one model: its width says how sharp the minimum
@@ -241,17 +264,17 @@ axs[2].legend();
 # unpruned weights; averaged over the retrained models of each cell.
 
 # %%
-fig, axs = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
+fig, axs = plt.subplots(1, 2, figsize=(9.5, 3.6), layout="constrained")
 for ax, var in zip(axs, ("hessian_trace", "hessian_top_eig")):
     PhaseDiagram.from_dataset(ds, var=var).plot(ax=ax, fmt="{:.3g}")
 
 # %%
-print("relative standard error of the trace estimates (median over models):",
-      float((ds["hessian_trace_stderr"] / abs(ds["hessian_trace"])).median()))
+rel = float((ds["hessian_trace_stderr"] / abs(ds["hessian_trace"])).median())
+print(f"relative standard error of the trace estimates (median over models): {rel:.2f}")
 table = ds[["hessian_trace", "lmc", "test_error"]].mean(
     ["dense_seed", "retrain_seed", "pair"]).to_dataframe()
 table["regime"] = decode(ds["regime"]).to_series()
-table.round(4)
+table.round({"hessian_trace": 3, "lmc": 4, "test_error": 4})
 
 # %% [markdown]
 # The predecessor paper (Yang et al., NeurIPS 2021) found that local sharpness alone does not

@@ -2,19 +2,24 @@
 
 Every notebook finds the repository (for ``sweeps/*.yaml``), picks where its runs go (a
 temporary folder in the tiny setting, else ``THREEREGIME_NOTEBOOK_RUNS`` or ``<repo>/runs``),
-and runs sweeps with local worker processes of one torch thread each.
+and runs sweeps with local worker processes of one torch thread each, showing progress bars
+(widgets in JupyterLab: the ``lab`` extra installs ipywidgets).
 """
 from __future__ import annotations
 
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 import threeregime as tr
 from threeregime.spec import SweepSpec, from_dict, to_dict
 
-__all__ = ["setup", "find_root", "smoke_sweep", "run_sweep"]
+__all__ = ["setup", "find_root", "smoke_sweep", "run_sweep", "SMOKE_NOTE"]
+
+SMOKE_NOTE = ("SMOKE RUN (THREEREGIME_NOTEBOOK_TINY=1): a few hundred examples and a few epochs, "
+              "so the models stay near chance\nand most cells come out 'undetermined'. This run "
+              "checks that the notebook works; unset\nTHREEREGIME_NOTEBOOK_TINY and rerun for "
+              "the real pictures.")
 
 _TEMP_DIRS: list[tempfile.TemporaryDirectory] = []   # removed when the kernel exits
 
@@ -33,12 +38,11 @@ def setup(name: str, tiny: bool, runs_dir: str | None = None) -> tuple[Path, Pat
     """``(ROOT, RUNS)``: the repository and the folder the notebook's sweeps write to.
 
     ``tiny``: a temporary folder (``threeregime-<name>-*``) kept until the kernel exits; else
-    ``runs_dir`` or ``<repo>/runs``.  Silences tqdm's "IProgress not found" warning (progress
-    bars are off in the notebooks).
+    ``runs_dir`` or ``<repo>/runs``.  In the tiny setting it prints :data:`SMOKE_NOTE`.
     """
-    warnings.filterwarnings("ignore", message="IProgress not found")
     root = find_root()
     if tiny:
+        print(SMOKE_NOTE)
         tmp = tempfile.TemporaryDirectory(prefix=f"threeregime-{name}-")
         _TEMP_DIRS.append(tmp)
         return root, Path(tmp.name)
@@ -61,12 +65,12 @@ def smoke_sweep(root: Path, name: str, axes: dict, *, prune: dict | None = None,
 
 def run_sweep(spec: SweepSpec, runs: Path, *, workers: int, **kwargs: Any):
     """:func:`threeregime.run_sweep` into ``runs / spec.name`` with ``workers`` local processes
-    of one torch thread each, no progress bars; returns the results Dataset."""
+    of one torch thread each, with progress bars; returns the results Dataset."""
     from threeregime.executors import make_executor
 
     executor = make_executor(workers=workers, threads=1)
+    kwargs.setdefault("progress", True)
     try:
-        return tr.run_sweep(spec, runs / spec.name, executor=executor, threads=1,
-                            progress=False, **kwargs)
+        return tr.run_sweep(spec, runs / spec.name, executor=executor, threads=1, **kwargs)
     finally:
         executor.close()
