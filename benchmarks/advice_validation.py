@@ -74,8 +74,8 @@ def report(path: str, z: float, calibrate_on: str | None) -> str:
     runs = {"advise (absolute CKA rule, defaults tau_lmc="
             f"{DEFAULTS['tau_lmc']:g}, tau_cka={DEFAULTS['tau_cka']:g})":
                 validate_advice(ds, z=z, rule="advise"),
-            "sweep classifier (relative CKA rule, defaults)": validate_advice(ds, z=z,
-                                                                             rule="sweep")}
+            "sweep classifier (legacy relative CKA rule)": validate_advice(ds, z=z,
+                                                                          rule="legacy")}
     first = next(iter(runs.values()))
     lines += [f"### Cells (test error % mean +/- sem over retraining seeds; truth with a "
               f"{z:g}-sem margin)", ""]
@@ -107,7 +107,7 @@ def report(path: str, z: float, calibrate_on: str | None) -> str:
                   "hotter / colder / keep):", ""]
     for zz in (0.0, 0.5, 1.0, 2.0):
         a = validate_advice(ds, z=zz, rule="advise")
-        s = validate_advice(ds, z=zz, rule="sweep")
+        s = validate_advice(ds, z=zz, rule="legacy")
         lines.append(f"- z = {zz:g}: {100 * a['agreement']:.0f} / {100 * s['agreement']:.0f} / "
                      + " / ".join(f"{100 * v:.0f}" for v in a["naive"].values()) + " %")
     return "\n".join(lines)
