@@ -57,7 +57,7 @@ def test_sweep_dataset_schema(tiny_result, tiny_spec):
     assert ds["epochs"].attrs["hotter"] == "decreasing"
     assert ds["density"].attrs["role"] == "load"
     assert ds["regime"].dtype == np.int8
-    assert list(ds["regime"].attrs["flag_values"]) == [0, 1, 2, -1]
+    assert list(ds["regime"].attrs["flag_values"]) == [0, 1, 2, 3, -1]
     assert ds.attrs["spec_hash"] == threeregime.spec_hash(tiny_spec)
     assert ds["lmc_curve"].sizes["t"] == 3
     # realised density tracks the requested one (layer-uniform: within one weight per layer)
