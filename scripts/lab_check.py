@@ -15,9 +15,10 @@
 4. fails a notebook on any cell that did not run, any error output, any stderr output holding
    "Traceback", "Error" or "Warning" (tqdm's "IProgress not found" included), any widget
    that could not be displayed; notes (without failing) outputs longer than ``--long-lines``;
-5. saves a full-page screenshot of each notebook: at full size under ``--full-out``
-   (default ``results/lab_check/``, not tracked) and downscaled, palette-quantized, under
-   ``--out`` (default ``docs/lab_screenshots/``);
+5. saves a full-page screenshot of each notebook at full size under ``--full-out`` (default
+   ``results/lab_check/``, not tracked), and one with the code cells collapsed (what a reader
+   sees: markdown and outputs), downscaled and palette-quantized, under ``--out`` (default
+   ``docs/lab_screenshots/``, kept small for git);
 6. stops JupyterLab and the browser whatever happens.
 
 Exit status 0 when every notebook passed, 1 otherwise, with one line per notebook. Needs the
@@ -87,10 +88,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _copy_tree(dest: Path) -> None:
+def _copy_tree(dest: Path, nb_dir: Path) -> None:
     """notebooks/*.ipynb + _nbsetup.py and sweeps/ into ``dest`` (outputs never reach git)."""
     (dest / "notebooks").mkdir(parents=True)
-    for p in [*NB_DIR.glob("[0-9][0-9]_*.ipynb"), NB_DIR / "_nbsetup.py"]:
+    for p in [*nb_dir.glob("[0-9][0-9]_*.ipynb"), NB_DIR / "_nbsetup.py"]:
         shutil.copy2(p, dest / "notebooks" / p.name)
     shutil.copytree(ROOT / "sweeps", dest / "sweeps")
     settings = dest / ".lab" / "settings" / "@jupyterlab" / "apputils-extension"
@@ -261,12 +262,13 @@ def check_notebook(driver, base: str, token: str, name: str, timeout: float, wid
         took = f"{time.monotonic() - t0:.0f} s"
         fails, notes = problems_of(driver.execute_script(_JS_OUTPUTS), long_lines)
         if state["notrun"]:
-            fails.insert(0, f"{state['notrun']} of {state['ncode']} code cells did not run")
+            fails.append(f"{state['notrun']} of {state['ncode']} code cells did not run")
     except TimeoutError as e:
         took, fails, notes = f">{timeout:.0f} s", [str(e)], []
-    png = screenshot(driver, width)
-    (full_out / f"{name}.png").write_bytes(png)
-    (out / f"{name}.png").write_bytes(shrink(png, shrink_width, 64))
+    (full_out / f"{name}.png").write_bytes(screenshot(driver, width))
+    # the small one in git: what a reader sees (markdown and outputs), code cells collapsed
+    driver.execute_script("window.jupyterapp.commands.execute('notebook:hide-all-cell-code');")
+    (out / f"{name}.png").write_bytes(shrink(screenshot(driver, width), shrink_width, 32))
     for n in notes:
         print(f"  note {name}: {n}")
     if fails:
@@ -286,13 +288,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder of the small screenshots (docs/lab_screenshots)")
     p.add_argument("--full-out", type=Path, default=ROOT / "results" / "lab_check",
                    help="folder of the full-size screenshots and the server log")
-    p.add_argument("--shrink-width", type=int, default=640,
-                   help="width of the small screenshots (640)")
+    p.add_argument("--shrink-width", type=int, default=560,
+                   help="width of the small screenshots, code hidden (560)")
     p.add_argument("--long-lines", type=int, default=40,
                    help="note outputs longer than this many lines (40)")
+    p.add_argument("--notebook-dir", type=Path, default=NB_DIR,
+                   help="folder of the NN_*.ipynb notebooks (default: notebooks/)")
     args = p.parse_args(argv)
 
-    names = sorted(n.stem for n in NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+    names = sorted(n.stem for n in args.notebook_dir.glob("[0-9][0-9]_*.ipynb"))
     if args.notebooks:
         chosen = [n for n in names if any(n == a or n.startswith(a) for a in args.notebooks)]
         if not chosen:
@@ -310,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="threeregime-lab-") as tmp, \
             open(args.full_out / "jupyterlab.log", "w") as log:
         try:
-            _copy_tree(Path(tmp))
+            _copy_tree(Path(tmp), args.notebook_dir)
             proc = start_lab(Path(tmp), port, token, log)
             driver = start_browser(args.width)
             base = f"http://127.0.0.1:{port}"
