@@ -24,72 +24,63 @@ from typing import Any
 
 from ._errors import FieldError, SpecError, did_you_mean
 from ._registry import registered_names
-from .spec_io import canonical_json, dump_yaml, from_dict, read_yaml, spec_hash, to_dict
+from .spec_io import (
+    AXES,
+    AXIS_ALIASES,
+    METHOD_OPTIONS,
+    Axis,
+    axis_values,
+    canonical_json,
+    cell_exists,
+    check_choice,
+    check_float,
+    check_pos_int,
+    dump_yaml,
+    from_dict,
+    nm_pattern,
+    read_yaml,
+    replace_path,
+    same_value,
+    spec_hash,
+    to_dict,
+)
+from .spec_io import field_error as _err
 
 __all__ = [
     "DataSpec", "ModelSpec", "TrainSpec", "PruneSpec", "MeasureSpec", "PointSpec", "SweepSpec",
-    "AXES", "canonical_json", "spec_hash", "load_yaml", "dump_yaml", "from_dict", "to_dict",
+    "AXES", "Axis", "AXIS_ALIASES", "canonical_json", "spec_hash", "load_yaml", "dump_yaml",
+    "from_dict", "to_dict",
     "check_pos_int", "check_float", "check_choice", "FieldError", "prune_methods",
-    "measure_names", "read_yaml",
+    "measure_names", "read_yaml", "nm_pattern",
 ]
 
-#: built-in pruning methods; methods registered later in ``prune.PRUNERS`` are accepted too
-PRUNE_METHODS = ("magnitude", "global", "lamp", "random", "nm")
+#: built-in pruning methods; methods registered later in ``prune.PRUNERS`` are accepted too, and
+#: every ``nm_N_M`` (N:M sparse training with progressive gradient flow, e.g. ``nm_2_4``)
+PRUNE_METHODS = ("magnitude", "global", "lamp", "random", "nm", "channel")
 #: built-in point measures (MeasureSpec's flags); more register in ``measures.MEASURES``
 MEASURES = ("lmc", "cka", "hessian")
 SCHEDULES = ("step", "cosine", "constant")
-RETRAIN_MODES = ("finetune", "rewind", "reinit")
+#: ``scratch`` is another name of ``reinit`` (a PointSpec stores ``reinit``: hashes agree)
+RETRAIN_MODES = ("finetune", "rewind", "reinit", "scratch")
 CKA_INPUTS = ("test", "train")
 CORRUPTIONS = ("shift", "scale", "mask", "contrast", "brightness", "gaussian_noise", "blur", "jpeg")
 
 
-# --------------------------------------------------------------------------- validators
-# The one set of validators of the package: every user-facing check (specs, advise, plotting)
-# goes through these, so errors read alike: "<field> must be <allowed>; got <value>".
-# Each raises a FieldError, which carries the field's path: from_dict and load_yaml prefix the
-# location (``base.prune.density``, ``sweeps/x.yaml: ...``) from it, never from the text.
-def _err(field_name: str, value: Any, allowed: str) -> FieldError:
-    return FieldError(field_name, f"{field_name} must be {allowed}; got {value!r}")
-
-
+# --------------------------------------------------------------------------- names
 def _names(builtin: tuple[str, ...], kind: str) -> tuple[str, ...]:
     extra = sorted(registered_names(kind) - set(builtin))
     return (*builtin, *extra)
 
 
 def prune_methods() -> tuple[str, ...]:
-    """Built-in pruning methods, then those registered since (``prune.PRUNERS``)."""
+    """Built-in pruning methods, then those registered since (``prune.PRUNERS``); besides
+    these, every ``nm_N_M`` name (N:M sparse training, :func:`nm_pattern`) is accepted."""
     return _names(PRUNE_METHODS, "pruning method")
 
 
 def measure_names() -> tuple[str, ...]:
     """Built-in point measures, then those registered since (``measures.MEASURES``)."""
     return _names(MEASURES, "measure")
-
-
-def check_pos_int(name: str, v: Any, *, allow_none: bool = False, minimum: int = 1) -> None:
-    if v is None and allow_none:
-        return
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise _err(name, v, f"an integer >= {minimum}" + (" or null" if allow_none else ""))
-
-
-def check_float(name: str, v: Any, lo: float, hi: float, *, lo_open: bool = False,
-                hi_open: bool = False) -> None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    if ok:
-        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
-        lb = "(" if lo_open else "["
-        rb = ")" if hi_open else "]"
-        hi_s = "inf" if hi == math.inf else f"{hi:g}"
-        raise _err(name, v, f"a number in {lb}{lo:g}, {hi_s}{rb}")
-
-
-def check_choice(name: str, v: Any, choices: tuple[str, ...]) -> None:
-    if v not in choices:
-        raise FieldError(name, f"{name} must be one of {', '.join(choices)}; got {v!r}"
-                               f"{did_you_mean(str(v), choices)}")
 
 
 # --------------------------------------------------------------------------- specs
@@ -205,30 +196,62 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class PruneSpec:
-    """One-shot pruning.
+    """How the dense model is pruned (and, for N:M training, how it is retrained).
 
     Attributes
     ----------
     method : ``magnitude`` (layer-uniform magnitude, the reference), ``global`` (global
-        magnitude), ``lamp`` (layer-adaptive magnitude scores), ``random``, ``nm`` (N:M
-        structured magnitude, e.g. 2:4), or any method registered in ``prune.PRUNERS``.
-    density : fraction of prunable weights kept, in (0, 1]; for ``nm`` it must equal N/M.
+        magnitude), ``lamp`` (layer-adaptive magnitude scores), ``random``, ``nm`` (one-shot
+        N:M structured magnitude, e.g. 2:4), or any method registered in ``prune.PRUNERS``:
+        fixed masks held while retraining.  ``nm_N_M`` (e.g. ``nm_2_4``, ``nm_1_8``): N:M
+        sparse *training* with progressive gradient flow (:mod:`threeregime.nm_training`).
+        ``channel``: structured channel pruning, a smaller network (:mod:`threeregime.channel`).
+    density : fraction of prunable weights kept, in (0, 1]; for ``nm`` and ``nm_N_M`` it must
+        equal N/M (``nm_N_M`` with the default density 0.1 takes N/M).
     nm : ``"N:M"`` for ``method: nm``.
+    options : ``nm_N_M``: fields of :class:`~threeregime.nm_training.NMTraining` other than
+        ``n``/``m`` (``decay``, ``beta0``, ``start``, ``end``, ``every``, ``flow``, ...);
+        ``channel``: ``norm`` (``l1`` or ``l2``); other methods take none.
+    dense_layers : prunable weights left dense (e.g. a first convolution whose rows cannot
+        take N:M); density is counted over the others.
     """
 
     method: str = "magnitude"
     density: float = 0.1
     nm: str | None = None
+    options: dict = field(default_factory=dict)
+    dense_layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        check_choice("method", self.method, prune_methods())
+        pattern = nm_pattern(self.method) if isinstance(self.method, str) else None
+        if pattern is None:
+            check_choice("method", self.method, (*prune_methods(), "nm_N_M"))
+            if self.method == "nm_N_M":
+                raise FieldError("method", "method nm_N_M needs numbers, e.g. nm_2_4 (2 of "
+                                           "every 4 weights kept); got 'nm_N_M'")
+        elif self.density == 0.1 and pattern[0] / pattern[1] != 0.1:
+            object.__setattr__(self, "density", pattern[0] / pattern[1])
         check_float("density", self.density, 0.0, 1.0, lo_open=True)
-        if self.method == "nm":
-            n, m = self.nm_pair()
+        object.__setattr__(self, "options", dict(self.options))
+        object.__setattr__(self, "dense_layers", tuple(self.dense_layers))
+        for i, name in enumerate(self.dense_layers):
+            if not isinstance(name, str) or not name:
+                raise _err(f"dense_layers[{i}]", name, "a parameter name (e.g. "
+                           "features.0.weight)")
+        allowed = METHOD_OPTIONS.get("nm_N_M" if pattern else self.method, ())
+        for key in self.options:
+            if key not in allowed:
+                raise FieldError(f"options.{key}", f"options.{key}: unknown option for method "
+                                 f"{self.method!r}{did_you_mean(str(key), allowed)}; allowed: "
+                                 f"{', '.join(allowed) or 'none'}")
+        if self.method == "channel" and "norm" in self.options:
+            check_choice("options.norm", self.options["norm"], ("l1", "l2"))
+        if self.method == "nm" or pattern is not None:
+            n, m = self.nm_pair() if pattern is None else pattern
             if abs(self.density - n / m) > 1e-9:
                 raise FieldError("density", f"density must equal N/M = {n}/{m} = {n / m:g} "
-                                            f"for method nm; got {self.density!r}")
-        elif self.nm is not None:
+                                            f"for method {self.method}; got {self.density!r}")
+        if self.method != "nm" and self.nm is not None:
             raise FieldError("nm", f"nm is only used with method nm; got nm={self.nm!r} with "
                                    f"method {self.method!r}")
 
@@ -303,7 +326,9 @@ class PointSpec:
     temperature axis); ``None`` uses the end of the run.  ``retrain_mode`` is ``finetune``
     (from the pruned weights, the reference), ``rewind`` (to the dense checkpoint at
     ``rewind_epoch``, lottery-ticket style) or ``reinit`` (random re-initialisation with the same
-    mask, the "Rethinking the Value of Network Pruning" baseline).
+    mask, the "Rethinking the Value of Network Pruning" baseline; ``scratch`` is stored as
+    ``reinit``).  With ``prune.method: channel`` both rewind and reinit apply to the smaller
+    network (rewind: the checkpoint with the same channels removed).
     """
 
     data: DataSpec = field(default_factory=DataSpec)
@@ -320,6 +345,8 @@ class PointSpec:
 
     def __post_init__(self) -> None:
         check_choice("retrain_mode", self.retrain_mode, RETRAIN_MODES)
+        if self.retrain_mode == "scratch":
+            object.__setattr__(self, "retrain_mode", "reinit")
         check_pos_int("rewind_epoch", self.rewind_epoch, minimum=0)
         check_pos_int("dense_seed", self.dense_seed, minimum=0)
         object.__setattr__(self, "retrain_seeds", tuple(self.retrain_seeds))
@@ -342,49 +369,13 @@ class PointSpec:
 
 
 @dataclass(frozen=True)
-class Axis:
-    """What a sweep axis varies, its role and which way is hotter."""
-
-    name: str
-    role: str                 # "temperature" | "load"
-    hotter: str | None        # "increasing" | "decreasing" | None for load axes
-    field: str                # dotted path into PointSpec
-    long_name: str
-    units: str
-    kind: type                # int or float
-
-
-#: The axes a sweep may vary.  Fewer epochs, a smaller batch, a larger lr and a larger SAM rho
-#: all mean a hotter dense run (SPEC.md section 1).
-AXES: dict[str, Axis] = {
-    "epochs": Axis("epochs", "temperature", "decreasing", "snapshot_epoch",
-                   "dense training epochs (snapshot)", "epoch", int),
-    "batch_size": Axis("batch_size", "temperature", "decreasing", "dense.batch_size",
-                       "dense training batch size", "1", int),
-    "lr": Axis("lr", "temperature", "increasing", "dense.lr", "dense training learning rate",
-               "1", float),
-    "sam_rho": Axis("sam_rho", "temperature", "increasing", "dense.sam_rho",
-                    "SAM radius rho of dense training", "1", float),
-    "density": Axis("density", "load", None, "prune.density",
-                    "fraction of prunable weights kept", "1", float),
-    "train_size": Axis("train_size", "load", None, "data.train_size",
-                       "number of training examples", "1", int),
-}
-
-
-def _replace_path(obj: Any, path: str, value: Any) -> Any:
-    head, _, rest = path.partition(".")
-    if not rest:
-        return dataclasses.replace(obj, **{head: value})
-    return dataclasses.replace(obj, **{head: _replace_path(getattr(obj, head), rest, value)})
-
-
-@dataclass(frozen=True)
 class SweepSpec:
     """A grid over temperature-like and load-like axes around a base point.
 
     ``axes`` maps axis names (keys of :data:`AXES`) to lists of values; exactly one temperature
-    axis and one load axis make a phase diagram, but any number >= 1 is accepted.
+    axis and one load axis make a phase diagram, but any number >= 1 is accepted.  The
+    category axes ``method`` (also written ``prune.method``) and ``retrain_mode`` give one
+    phase diagram per value.
     ``dense_seeds`` are the dense-run replicates; the retraining seeds are ``base.retrain_seeds``.
     """
 
@@ -403,31 +394,24 @@ class SweepSpec:
                             + ", ".join(AXES))
         axes: dict[str, tuple] = {}
         for k, vals in self.axes.items():
-            if k not in AXES:
-                raise SpecError(f"axes.{k} is not a sweepable axis{did_you_mean(k, AXES)}; "
-                                f"allowed: {', '.join(AXES)}")
-            if isinstance(vals, (str, bytes)) or not isinstance(vals, (list, tuple)):
-                raise _err(f"axes.{k}", vals, "a non-empty list of values")
-            if len(vals) == 0:
-                raise SpecError(f"axes.{k} must list at least one value; got []")
-            kind = AXES[k].kind
-            out = []
-            for i, v in enumerate(vals):
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or (
-                        kind is int and not float(v).is_integer()):
-                    raise _err(f"axes.{k}[{i}]", v, "an integer" if kind is int else "a number")
-                out.append(kind(v))
-            if len(set(out)) != len(out):
-                dup = sorted({v for v in out if out.count(v) > 1})
-                raise SpecError(f"axes.{k} has duplicate values {dup}; each value must appear "
+            k = AXIS_ALIASES.get(k, k)
+            if k in axes:
+                raise SpecError(f"axes.{k} is given twice (also as its field path); give it "
                                 "once")
-            axes[k] = tuple(sorted(out))
+            axes[k] = axis_values(k, vals)
             # validate every value through the point spec it produces
             for i, v in enumerate(axes[k]):
                 try:
                     self._apply(self.base, k, v)
                 except SpecError as e:
                     raise SpecError(f"axes.{k}[{i}]: {e}") from None
+        for i, method in enumerate(axes.get("method", ())):
+            pattern = nm_pattern(method)
+            if pattern and "density" in axes and not any(
+                    same_value(d, pattern[0] / pattern[1]) for d in axes["density"]):
+                raise SpecError(f"axes.method[{i}]: {method} keeps density "
+                                f"{pattern[0] / pattern[1]:g}, which is not on axes.density "
+                                f"{list(axes['density'])}; add it there or drop the method")
         object.__setattr__(self, "axes", axes)
         object.__setattr__(self, "dense_seeds", tuple(self.dense_seeds))
         if not self.dense_seeds or len(set(self.dense_seeds)) != len(self.dense_seeds):
@@ -439,6 +423,14 @@ class SweepSpec:
 
     # -- grid -------------------------------------------------------------------------------
     def _apply(self, point: PointSpec, axis: str, value: Any) -> PointSpec:
+        if axis == "method":
+            pattern = nm_pattern(value)
+            keep = METHOD_OPTIONS.get("nm_N_M" if pattern else value, ())
+            prune = dataclasses.replace(
+                point.prune, method=value, nm=point.prune.nm if value == "nm" else None,
+                density=pattern[0] / pattern[1] if pattern else point.prune.density,
+                options={k: v for k, v in point.prune.options.items() if k in keep})
+            return dataclasses.replace(point, prune=prune)
         if axis == "epochs":
             dense = point.dense
             if value > dense.epochs:
@@ -449,7 +441,7 @@ class SweepSpec:
             raise SpecError("the batch_size axis keeps the iteration budget fixed: set "
                             "base.dense.iterations (e.g. epochs x steps per epoch at the base "
                             "batch size)")
-        return _replace_path(point, AXES[axis].field, value)
+        return replace_path(point, AXES[axis].field, value)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -460,6 +452,8 @@ class SweepSpec:
 
         Coordinates are in axis order, then dense seed (last, fastest).  For an epochs axis,
         the dense run of every point snapshots all the axis values, so one run serves them all.
+        A cell that does not exist is left out (an ``nm_N_M`` method at a density other than
+        N/M): it reads as missing in the sweep Dataset.
         """
         names = list(self.axes)
         base = self.base
@@ -469,6 +463,8 @@ class SweepSpec:
                                                                        snapshots=snaps))
         out = []
         for combo in itertools.product(*(self.axes[n] for n in names)):
+            if not cell_exists(dict(zip(names, combo))):
+                continue
             for seed in self.dense_seeds:
                 p = dataclasses.replace(base, dense_seed=seed)
                 for n, v in zip(names, combo):

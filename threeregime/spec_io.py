@@ -8,7 +8,12 @@ which re-exports every public name here):
   raises (its field path), never by re-parsing message text;
 * :func:`canonical_json` / :func:`spec_hash`: sorted keys, *fields equal to their default left
   out*, so adding a field with a default renames nothing already stored;
-* :func:`read_yaml` / :func:`dump_yaml`: YAML files (a key given twice is an error).
+* :func:`read_yaml` / :func:`dump_yaml`: YAML files (a key given twice is an error);
+* the validators :func:`check_pos_int`, :func:`check_float`, :func:`check_choice`: the one set
+  of the package (re-exported by :mod:`threeregime.spec`, where callers import them from);
+* the table of sweepable axes (:data:`AXES`) and its helpers, and :func:`nm_pattern` (the
+  ``nm_N_M`` method names), which :class:`~threeregime.spec.SweepSpec` and
+  :class:`~threeregime.spec.PruneSpec` use (also re-exported by :mod:`threeregime.spec`).
 
 This module imports no torch (and PyYAML only when a file is read or written).
 """
@@ -17,15 +22,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
 from ._errors import FieldError, SpecError, did_you_mean
 
-__all__ = ["to_dict", "from_dict", "canonical_json", "spec_hash", "read_yaml", "dump_yaml"]
+__all__ = ["to_dict", "from_dict", "canonical_json", "spec_hash", "read_yaml", "dump_yaml",
+           "check_pos_int", "check_float", "check_choice", "Axis", "AXES", "AXIS_ALIASES",
+           "METHOD_OPTIONS", "nm_pattern", "axis_values", "cell_exists", "replace_path",
+           "same_value", "field_error"]
 
 
 def to_dict(spec: Any, *, drop_defaults: bool = False) -> Any:
@@ -229,3 +240,151 @@ def dump_yaml(spec: Any, path: str | Path | None = None, *, drop_defaults: bool 
     if path is not None:
         Path(path).write_text(text)
     return text
+
+
+# --------------------------------------------------------------------------- validators
+# The one set of validators of the package: every user-facing check (specs, advise, plotting)
+# goes through these, so errors read alike: "<field> must be <allowed>; got <value>".
+# Each raises a FieldError, which carries the field's path: from_dict and load_yaml prefix the
+# location (``base.prune.density``, ``sweeps/x.yaml: ...``) from it, never from the text.
+def field_error(field_name: str, value: Any, allowed: str) -> FieldError:
+    """``FieldError`` "<field> must be <allowed>; got <value>"."""
+    return FieldError(field_name, f"{field_name} must be {allowed}; got {value!r}")
+
+
+def check_pos_int(name: str, v: Any, *, allow_none: bool = False, minimum: int = 1) -> None:
+    """An integer >= ``minimum`` (or None with ``allow_none``), else a FieldError."""
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise field_error(name, v, f"an integer >= {minimum}" + (" or null" if allow_none
+                                                                   else ""))
+
+
+def check_float(name: str, v: Any, lo: float, hi: float, *, lo_open: bool = False,
+                hi_open: bool = False) -> None:
+    """A finite number in the interval (open or closed ends), else a FieldError."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if ok:
+        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        lb = "(" if lo_open else "["
+        rb = ")" if hi_open else "]"
+        hi_s = "inf" if hi == math.inf else f"{hi:g}"
+        raise field_error(name, v, f"a number in {lb}{lo:g}, {hi_s}{rb}")
+
+
+def check_choice(name: str, v: Any, choices: tuple[str, ...]) -> None:
+    """One of ``choices``, else a FieldError with a did-you-mean."""
+    if v not in choices:
+        raise FieldError(name, f"{name} must be one of {', '.join(choices)}; got {v!r}"
+                               f"{did_you_mean(str(v), choices)}")
+
+
+# --------------------------------------------------------------------------- methods, axes
+_NM_METHOD = re.compile(r"^nm_(\d+)_(\d+)$")
+
+
+def nm_pattern(method: str) -> tuple[int, int] | None:
+    """``(N, M)`` of an ``nm_N_M`` method name, None for any other name.
+
+    Raises
+    ------
+    FieldError
+        ``nm_N_M`` with N = 0 or N > M.
+    """
+    hit = _NM_METHOD.match(str(method))
+    if not hit:
+        return None
+    n, m = int(hit.group(1)), int(hit.group(2))
+    if not 0 < n <= m:
+        raise FieldError("method", f"method must be nm_N_M with 0 < N <= M (e.g. nm_2_4); "
+                                   f"got {method!r}")
+    return n, m
+
+
+@dataclass(frozen=True)
+class Axis:
+    """What a sweep axis varies, its role and which way is hotter."""
+
+    name: str
+    role: str                 # "temperature" | "load" | "category"
+    hotter: str | None        # "increasing" | "decreasing" | None for load/category axes
+    field: str                # dotted path into PointSpec
+    long_name: str
+    units: str
+    kind: type                # int, float or str (a category: values kept in the given order)
+
+
+#: The axes a sweep may vary.  Fewer epochs, a smaller batch, a larger lr and a larger SAM rho
+#: all mean a hotter dense run (SPEC.md section 1).  ``method`` and ``retrain_mode`` are
+#: categories: one phase diagram per value (string coordinates in the Dataset).
+AXES: dict[str, Axis] = {
+    "epochs": Axis("epochs", "temperature", "decreasing", "snapshot_epoch",
+                   "dense training epochs (snapshot)", "epoch", int),
+    "batch_size": Axis("batch_size", "temperature", "decreasing", "dense.batch_size",
+                       "dense training batch size", "1", int),
+    "lr": Axis("lr", "temperature", "increasing", "dense.lr", "dense training learning rate",
+               "1", float),
+    "sam_rho": Axis("sam_rho", "temperature", "increasing", "dense.sam_rho",
+                    "SAM radius rho of dense training", "1", float),
+    "density": Axis("density", "load", None, "prune.density",
+                    "fraction of prunable weights kept", "1", float),
+    "train_size": Axis("train_size", "load", None, "data.train_size",
+                       "number of training examples", "1", int),
+    "method": Axis("method", "category", None, "prune.method", "pruning method", "1", str),
+    "retrain_mode": Axis("retrain_mode", "category", None, "retrain_mode",
+                         "retraining mode (start of retraining)", "1", str),
+}
+#: axis names also accepted under their field path (``prune.method: [...]``)
+AXIS_ALIASES = {"prune.method": "method"}
+
+
+def replace_path(obj: Any, path: str, value: Any) -> Any:
+    head, _, rest = path.partition(".")
+    if not rest:
+        return dataclasses.replace(obj, **{head: value})
+    return dataclasses.replace(obj, **{head: replace_path(getattr(obj, head), rest, value)})
+
+
+#: options each method takes (PruneSpec.options); the method axis keeps only these
+METHOD_OPTIONS = {"channel": ("norm",),
+                   "nm_N_M": ("decay", "beta0", "start", "end", "rate", "steps", "every",
+                              "flow", "refine")}
+
+
+def same_value(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9
+
+
+def cell_exists(coords: dict) -> bool:
+    """False for a grid cell that does not exist: an ``nm_N_M`` method at a density != N/M."""
+    pattern = nm_pattern(coords.get("method", ""))
+    return not (pattern and "density" in coords
+                and not same_value(coords["density"], pattern[0] / pattern[1]))
+
+
+def axis_values(k: str, vals: Any) -> tuple:
+    """The values of axis ``k`` checked and cast to its kind (numbers sorted; categories in the
+    given order)."""
+    if k not in AXES:
+        raise SpecError(f"axes.{k} is not a sweepable axis{did_you_mean(k, AXES)}; "
+                        f"allowed: {', '.join(AXES)}")
+    if isinstance(vals, (str, bytes)) or not isinstance(vals, (list, tuple)):
+        raise field_error(f"axes.{k}", vals, "a non-empty list of values")
+    if len(vals) == 0:
+        raise SpecError(f"axes.{k} must list at least one value; got []")
+    kind = AXES[k].kind
+    out = []
+    for i, v in enumerate(vals):
+        if kind is str:
+            if not isinstance(v, str) or not v:
+                raise field_error(f"axes.{k}[{i}]", v, "a name (string)")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or (
+                kind is int and not float(v).is_integer()):
+            raise field_error(f"axes.{k}[{i}]", v, "an integer" if kind is int else "a number")
+        out.append(kind(v))
+    if len(set(out)) != len(out):
+        dup = sorted({v for v in out if out.count(v) > 1})
+        raise SpecError(f"axes.{k} has duplicate values {dup}; each value must appear once")
+    return tuple(out) if kind is str else tuple(sorted(out))
