@@ -396,70 +396,59 @@ def classify_cell_with_rule(lmc: Any, *, lmc_sem: float | None = None,
 
 
 # --------------------------------------------------------------------------- shipped rules
-# Written by ``benchmarks/paper_table.py --emit`` (thresholds fitted there; scores held out).
-_SHIPPED: list[dict] = (  # settings left out are the defaults (SETTINGS)
-    [{'description': "The paper's construction: Regime I = significant barrier on the cold side "
-                     'of the LMC change point along temperature (shared by the load columns: the '
-                     'first learning-rate drop); II-A = Regime II hot of it; II-B = Regime II '
-                     'cold of it with CKA above the hot side beyond noise, else unresolved.',
-      'family': 'step',
-      'name': 'paper_step',
-      'provenance': {'calibrated_on': ['data'],
-                     'data': 'Zhou et al. ICML 2023 Figure 2 (5 density columns x 16 epoch rows), '
-                             'drawn regions',
-                     'method': 'coordinate-wise 1-D searches (midpoint candidates, median of the '
-                               'best plateau), 2 passes; leave-one-group-out over 5 groups',
-                     'target': 'regions',
-                     'why_default': 'highest held-out (leave-one-column-out) reproduction of the '
-                                    "paper's drawn regions among the shipped rules; provisional "
-                                    'until the leave-one-setting-out corpus score exists '
-                                    '(docs/validation_protocol.md)'},
-      'scores': {'held_out_accuracy': 0.9,
-                 'held_out_k': 72,
-                 'held_out_n': 80,
-                 'held_out_wilson': [0.8148931119389591, 0.9484523844326191],
-                 'note': 'all paper_table_* figures are leave-one-column-out',
-                 'paper_table_I_vs_II': 0.9625,
-                 'paper_table_advice': 0.22857142857142856,
-                 'paper_table_advice_n': 70,
-                 'paper_table_regions': 0.9,
-                 'per_group': {'0.05': '16/16',
-                               '0.07': '15/16',
-                               '0.1': '13/16',
-                               '0.2': '15/16',
-                               '0.8': '13/16'},
-                 'target': 'regions'},
-      'settings': {},
-      'thresholds': {'z_barrier': 2.5, 'z_cka': 0.771677, 'z_step': 51.497659}},
-     {'description': 'No temperature structure: Regime I = barrier significant against its noise '
+# Written by ``benchmarks/paper_table.py --emit`` / ``benchmarks/corpus_validation.py --emit``
+# (thresholds fitted there; scores held out).  Settings left out are the defaults.
+_SHIPPED: list[dict] = [
+    {"name": "paper_step", "family": "step", "settings": {},
+     "thresholds": {"z_barrier": 2.5, "z_cka": 0.771677, "z_step": 51.497659},
+     "description": ("The paper's construction: Regime I = significant barrier on the cold side of "
+                     "the LMC change point along temperature (shared by the load columns: the "
+                     "first learning-rate drop); II-A = Regime II hot of it; II-B = Regime II cold "
+                     "of it with CKA above the hot side beyond noise, else unresolved."),
+     "provenance": {
+         "calibrated_on": ["data"],
+         "data": ("Zhou et al. ICML 2023 Figure 2 (5 density columns x 16 epoch rows), drawn "
+                  "regions"),
+         "method": ("coordinate-wise 1-D searches (midpoint candidates, median of the best "
+                    "plateau), 2 passes; leave-one-group-out over 5 groups"),
+         "target": "regions",
+         "why_default": ("highest held-out (leave-one-column-out) reproduction of the paper's "
+                         "drawn regions among the shipped rules; provisional until the "
+                         "leave-one-setting-out corpus score exists (docs/validation_protocol.md)"),
+     },
+     "scores": {
+         "held_out_accuracy": 0.9, "held_out_k": 72, "held_out_n": 80,
+         "held_out_wilson": [0.814893, 0.948452],
+         "note": "all paper_table_* figures are leave-one-column-out",
+         "paper_table_I_vs_II": 0.9625, "paper_table_advice": 0.228571,
+         "paper_table_advice_n": 70, "paper_table_regions": 0.9, "target": "regions",
+         "per_group": {
+             "0.05": "16/16", "0.07": "15/16", "0.1": "13/16", "0.2": "15/16", "0.8": "13/16",
+         }}},
+    {"name": "level", "family": "level", "settings": {},
+     "thresholds": {"barrier_chance": 0.038889, "z_barrier": 1.5, "z_cka": 1.341641},
+     "description": ("No temperature structure: Regime I = barrier significant against its noise "
                      "and larger than a fraction of chance error; Regime II split at its column's "
-                     'CKA change point, unresolved inside noise. Its I-vs-II part is the '
-                     'single-model variant.',
-      'family': 'level',
-      'name': 'level',
-      'provenance': {'calibrated_on': ['data'],
-                     'data': 'Zhou et al. ICML 2023 Figure 2 (5 density columns x 16 epoch rows), '
-                             'drawn regions',
-                     'method': 'coordinate-wise 1-D searches (midpoint candidates, median of the '
-                               'best plateau), 2 passes; leave-one-group-out over 5 groups',
-                     'target': 'regions'},
-      'scores': {'held_out_accuracy': 0.6125,
-                 'held_out_k': 49,
-                 'held_out_n': 80,
-                 'held_out_wilson': [0.5029365721075572, 0.7117543487469493],
-                 'note': 'all paper_table_* figures are leave-one-column-out',
-                 'paper_table_I_vs_II': 0.8375,
-                 'paper_table_advice': 0.5428571428571428,
-                 'paper_table_advice_n': 70,
-                 'paper_table_regions': 0.6125,
-                 'per_group': {'0.05': '8/16',
-                               '0.07': '12/16',
-                               '0.1': '6/16',
-                               '0.2': '10/16',
-                               '0.8': '13/16'},
-                 'target': 'regions'},
-      'settings': {},
-      'thresholds': {'barrier_chance': 0.038889, 'z_barrier': 1.5, 'z_cka': 1.341641}}])
+                     "CKA change point, unresolved inside noise. Its I-vs-II part is the "
+                     "single-model variant."),
+     "provenance": {
+         "calibrated_on": ["data"],
+         "data": ("Zhou et al. ICML 2023 Figure 2 (5 density columns x 16 epoch rows), drawn "
+                  "regions"),
+         "method": ("coordinate-wise 1-D searches (midpoint candidates, median of the best "
+                    "plateau), 2 passes; leave-one-group-out over 5 groups"),
+         "target": "regions",
+     },
+     "scores": {
+         "held_out_accuracy": 0.6125, "held_out_k": 49, "held_out_n": 80,
+         "held_out_wilson": [0.502937, 0.711754],
+         "note": "all paper_table_* figures are leave-one-column-out",
+         "paper_table_I_vs_II": 0.8375, "paper_table_advice": 0.542857,
+         "paper_table_advice_n": 70, "paper_table_regions": 0.6125, "target": "regions",
+         "per_group": {
+             "0.05": "8/16", "0.07": "12/16", "0.1": "6/16", "0.2": "10/16", "0.8": "13/16",
+         }}},
+]
 
 _LEGACY = {
     "name": "legacy", "family": "legacy", "settings": {},
