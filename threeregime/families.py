@@ -21,33 +21,22 @@ architecture, Liu et al., "Rethinking the Value of Network Pruning", ICLR 2019).
 from __future__ import annotations
 
 import copy
-import re
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from ._errors import SpecError
+from ._errors import SpecError, did_you_mean
 from .channel import apply_plan, channel_prune
+from .models import prunable_names
 from .nm_training import NMTraining, check_layers
 from .prune import compute_masks, density_report, nm_mask
-from .spec import PruneSpec
+from .spec import PruneSpec, nm_pattern
 
-__all__ = ["PrunedSource", "family", "fresh_init", "nm_pattern", "prune_source", "start_state"]
-
-_NM = re.compile(r"^nm_(\d+)_(\d+)$")
-
-
-def nm_pattern(method: str) -> tuple[int, int] | None:
-    """``(N, M)`` of an ``nm_N_M`` method name (0 < N <= M), else None."""
-    hit = _NM.match(str(method))
-    if not hit:
-        return None
-    n, m = int(hit.group(1)), int(hit.group(2))
-    if not 0 < n <= m:
-        raise SpecError(f"method {method!r} must be nm_N_M with 0 < N <= M (e.g. nm_2_4)")
-    return n, m
+__all__ = ["PrunedSource", "family", "fresh_init", "nm_pattern", "prune_names",
+           "check_family", "prune_source", "start_state"]
 
 
 def family(method: str) -> str:
@@ -55,6 +44,45 @@ def family(method: str) -> str:
     if method == "channel":
         return "channel"
     return "nm_training" if nm_pattern(method) else "mask"
+
+
+def prune_names(template: nn.Module, spec: PruneSpec, *,
+                include_classifier: bool = False) -> list[str]:
+    """The weights ``spec`` prunes: :func:`threeregime.models.prunable_names` without
+    ``spec.dense_layers`` (each must be one of them: one-line error with did-you-mean)."""
+    names = prunable_names(template, include_classifier=include_classifier)
+    for i, name in enumerate(spec.dense_layers):
+        if name not in names:
+            raise SpecError(f"prune.dense_layers[{i}] must be a prunable weight of the model "
+                            f"({', '.join(names)}); got {name!r}{did_you_mean(name, names)}")
+    left = [n for n in names if n not in spec.dense_layers]
+    if not left:
+        raise SpecError("prune.dense_layers leaves no prunable weight; keep at least one "
+                        "layer out of it")
+    return left
+
+
+def check_family(template: nn.Module, spec: PruneSpec, names: Sequence[str],
+                 input_shape: Sequence[int]) -> None:
+    """One-line SpecError, before any training, when ``spec`` cannot prune ``template``: an
+    N:M pattern a layer cannot take, or a channel pruning that would remove a whole layer
+    (decided by the layer sizes only, so ``template``'s own weights serve)."""
+    pattern = nm_pattern(spec.method)
+    if pattern:
+        params = dict(template.named_parameters())
+        cfg = NMTraining(n=pattern[0], m=pattern[1], **spec.options)
+        try:
+            check_layers(cfg, {k: tuple(params[k].shape) for k in names})
+        except SpecError as e:
+            raise SpecError(f"prune.method {spec.method}: {e} (e.g. prune.dense_layers: "
+                            f"[{_first_bad(params, names, pattern[1])}])") from None
+    elif spec.method == "channel":
+        channel_prune(template, spec.density, names, input_shape,
+                      norm=spec.options.get("norm", "l2"))
+
+
+def _first_bad(params: Mapping[str, Tensor], names: Sequence[str], m: int) -> str:
+    return next(k for k in names if math.prod(params[k].shape[1:]) % m)
 
 
 @dataclass

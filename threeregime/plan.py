@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .spec import PointSpec, SweepSpec, TrainSpec, spec_hash
+from .spec import PointSpec, SweepSpec, TrainSpec, nm_pattern, spec_hash
 
 __all__ = ["DenseJob", "RetrainJob", "PointJob", "SweepPlan", "Store", "plan_point",
            "plan_sweep", "dense_tasks", "retrain_tasks", "chunks"]
@@ -131,8 +131,16 @@ class RetrainJob:
 
     @functools.cached_property
     def group(self) -> str:
-        """Retrainings of one group train together as one ensemble."""
-        return spec_hash({"dense": self.dense_key, "retrain": self.spec.retrain})
+        """Retrainings of one group train together as one ensemble: one dense run and recipe;
+        N:M training also shares its pattern and recipe (``prune``), and channel pruning its
+        smaller architecture (``prune`` and the dense snapshot ``source``)."""
+        key = {"dense": self.dense_key, "retrain": self.spec.retrain}
+        prune = self.spec.prune
+        if prune.method == "channel":
+            key.update(prune=prune, source=self.source)
+        elif nm_pattern(prune.method):
+            key.update(prune=prune)
+        return spec_hash(key)
 
     def path(self, store: Store) -> Path:
         return store.retrain(self.key)

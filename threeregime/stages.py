@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import json
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +40,14 @@ from . import _artifacts as art
 from ._device import resolve_device
 from ._errors import ResultsError, SpecError
 from ._torchio import load_torch, save_torch
+from .channel import apply_plan
 from .data import load_data
+from .families import PrunedSource, prune_names, prune_source, start_state
 from .measures import MeasureInput, run_measures
-from .models import build_model, prunable_names
+from .models import build_model
 from .plan import DenseJob, PointJob, RetrainJob, Store, chunks, plan_point, point_job
 from .plan import retrain_jobs as _retrain_jobs
-from .prune import compute_masks, density_report
+from .prune import density_report
 from .spec import PointSpec, TrainSpec, canonical_json, check_pos_int, spec_hash
 from .storage import make_point_dataset, read_point, write_point
 from .train import estimate_member_bytes, evaluate, fit, init_states
@@ -125,11 +128,14 @@ class Problem:
 
     ``template`` fixes the architecture (its weights are never used); ``data`` is a ``Splits``
     (``.train``, ``.test``, ``.input_shape``, ``.num_classes``; :func:`threeregime.load_data`
-    or :func:`threeregime.data.as_splits`).
+    or :func:`threeregime.data.as_splits`).  ``loss_fn(outputs, targets)``: the training loss
+    of dense runs and retrainings (None: cross-entropy); it is not part of any key, so a
+    caller with its own loss folds it into its dense key (as ``advise`` does).
     """
 
     data: Any
     template: nn.Module
+    loss_fn: Callable | None = None
 
 
 def problem_of(p: PointSpec) -> Problem:
@@ -233,7 +239,7 @@ def run_dense_group(root: str | Path, jobs: Sequence[DenseJob], opts: RunOptions
                   lrs=[j.spec.dense.lr for j in group],
                   rhos=[j.spec.dense.sam_rho for j in group],
                   device=opts.device, engine=opts.engine, progress=opts.progress,
-                  desc=f"dense x{len(group)}", eval_epochs=())
+                  desc=f"dense x{len(group)}", eval_epochs=(), loss_fn=pb.loss_fn)
         final_epoch = res.history["train_loss"].shape[0]
         for m, j in enumerate(group):
             if j not in mine or store.dense_run(j.key).exists():
@@ -307,21 +313,45 @@ def _save_diverged_retrain(store: Store, j: RetrainJob, src: dict, chunk: str) -
         "realized_density": nan, "history": {}})
 
 
-def _retrain_init(store: Store, j: RetrainJob, src: dict, pb: Problem) -> dict:
+def _retrain_init(store: Store, j: RetrainJob, src: dict, pb: Problem,
+                  ps: PrunedSource | None = None) -> dict:
+    """Start of retraining: the pruned weights (finetune), the rewind checkpoint (rewind) or a
+    fresh initialisation (reinit/scratch), in the pruned source's architecture."""
     p = j.spec
+    rewind = (load_torch(store.dense(j.dense_key, p.rewind_epoch))["state"]
+              if p.retrain_mode == "rewind" else None)
+    seed = 10_000 + 97 * p.dense_seed + j.seed
+    if ps is not None and ps.plan:   # channel pruning: a smaller architecture
+        return start_state(p.retrain_mode, ps, pb.template, pb.data.input_shape,
+                           rewind_state=rewind, seed=seed)
     if p.retrain_mode == "finetune":
         init = src["state"]
-    elif p.retrain_mode == "rewind":
-        init = load_torch(store.dense(j.dense_key, p.rewind_epoch))["state"]
+    elif rewind is not None:
+        init = rewind
     else:  # reinit: fresh random weights, same mask ("Rethinking ..." baseline)
         init = init_states(build_model(p.model, pb.data.input_shape, pb.data.num_classes,
-                                       seed=10_000 + 97 * p.dense_seed + j.seed))
+                                       seed=seed))
     return {k: v.clone() for k, v in init.items()}
+
+
+def _pruned(pb: Problem, j: RetrainJob, src: dict) -> PrunedSource:
+    """Prune dense source ``src`` by the family of ``j.spec.prune.method``
+    (:func:`threeregime.families.prune_source`).  Random pruning draws from the dense seed,
+    so every retrain seed of a cell shares one mask (the seeds differ only in data order, as
+    the reference)."""
+    p = j.spec
+    names = prune_names(pb.template, p.prune, include_classifier=p.model.prune_classifier)
+    return prune_source(pb.template, src["state"], p.prune, names, pb.data.input_shape,
+                        seed=p.dense_seed, options=p.prune.options)
 
 
 def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOptions,
                       problem: Problem | None = None) -> dict:
-    """Prune the dense sources of ``jobs`` and retrain all of them as one ensemble."""
+    """Prune the dense sources of ``jobs`` and retrain all of them as one ensemble.
+
+    A group shares one pruning family (plan's grouping): fixed masks, N:M training with one
+    recipe (``fit(nm=...)``), or channel pruning to one smaller architecture.
+    """
     with _group_stage(root, jobs, opts) as (store, mine, answer):
         if answer is not None:
             return answer
@@ -331,6 +361,7 @@ def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOpt
         pb = problem or problem_of(p0)
         inits, masks, reports, live = [], [], [], []
         cache: dict = {}
+        ps = None
         for j in group:
             src = load_torch(store.dense(j.dense_key, j.source))
             if src["diverged"]:
@@ -342,33 +373,37 @@ def run_retrain_group(root: str | Path, jobs: Sequence[RetrainJob], opts: RunOpt
             ck = (j.dense_key, j.source, canonical_json(j.spec.prune))
             art.fault("prune")
             if ck not in cache:
-                # random pruning draws from the dense seed, so every retrain seed of a cell
-                # shares one mask (the seeds differ only in data order, as the reference)
-                names = prunable_names(pb.template,
-                                       include_classifier=j.spec.model.prune_classifier)
-                cache[ck] = compute_masks(src["state"], j.spec.prune, names,
-                                          seed=j.spec.dense_seed)
-            inits.append(_retrain_init(store, j, src, pb))
-            masks.append(cache[ck])
-            reports.append(density_report(cache[ck]))
+                cache[ck] = _pruned(pb, j, src)
+            ps = cache[ck]
+            inits.append(_retrain_init(store, j, src, pb, ps))
+            masks.append(ps.masks)
+            reports.append(ps.report)
         if not live:
             return {"trained": 0, "diverged": len(mine)}
         art.fault("retrain")
-        res = fit(pb.template, inits, pb.data, p0.retrain, seeds=[j.seed for j in live],
+        template = ps.template
+        nm_names = (prune_names(pb.template, p0.prune,
+                                include_classifier=p0.model.prune_classifier)
+                    if ps.nm is not None else None)
+        res = fit(template, inits, pb.data, p0.retrain, seeds=[j.seed for j in live],
                   masks=masks, device=opts.device, engine=opts.engine, progress=opts.progress,
-                  desc=f"retrain x{len(live)}")
-        tr_loss, tr_err = evaluate(pb.template, res.states, pb.data.train, device=opts.device)
+                  desc=f"retrain x{len(live)}", loss_fn=pb.loss_fn, nm=ps.nm,
+                  nm_names=nm_names)
+        tr_loss, tr_err = evaluate(template, res.states, pb.data.train, device=opts.device)
         last = res.last_test_error(5)
         for m, j in enumerate(live):
             if j not in mine:
                 continue
+            mask = res.masks[m] if ps.nm is not None else masks[m]
+            extra = {"plan": ps.plan} if ps.plan else {}
             save_torch(j.path(store), {
-                "state": res.states[m], "chunk": chunk, "mask": masks[m],
+                "state": res.states[m], "chunk": chunk, "mask": mask,
                 "diverged": bool(res.diverged[m] or not np.isfinite(tr_loss[m])),
                 "dense_diverged": False,
                 "test_error": float(last[m]), "train_error": float(tr_err[m]),
                 "train_loss": float(tr_loss[m]),
-                "realized_density": float(reports[m]["overall"]),
+                "realized_density": float((density_report(mask) if ps.nm is not None
+                                           else reports[m])["overall"]), **extra,
                 "history": {k: v[:, m].tolist() if v.ndim == 2 else v.tolist()
                             for k, v in res.history.items()}})
         return {"trained": len(mine)}
@@ -394,7 +429,10 @@ def measure_point(root: str | Path, job: PointJob, opts: RunOptions,
         ok = [not r["diverged"] for r in rs]
         pairs = list(itertools.combinations(range(len(rs)), 2))
         T = p.measure.lmc_points
-        inp = MeasureInput(pb.template, [r["state"] for r in rs], [r["mask"] for r in rs], ok,
+        plan = next((r["plan"] for r in rs if r.get("plan")), None)
+        template = (pb.template if plan is None
+                    else apply_plan(pb.template, plan, pb.data.input_shape))
+        inp = MeasureInput(template, [r["state"] for r in rs], [r["mask"] for r in rs], ok,
                            [(i, a, b) for i, (a, b) in enumerate(pairs) if ok[a] and ok[b]],
                            len(pairs), pb.data, p, opts.device)
         values, extra = run_measures(inp, p.measure.names())
@@ -419,18 +457,39 @@ def measure_point(root: str | Path, job: PointJob, opts: RunOptions,
 
 
 # --------------------------------------------------------------------------- one point
+def _until_done(what: str, done: Callable[[], bool], step: Callable[[], Any], wait: float,
+                poll: float) -> None:
+    """Run ``step`` until ``done()``, waiting ``poll`` s between tries while another process
+    holds the work's claim (``step`` takes a stale one over); after ``wait`` s a ResultsError."""
+    deadline = time.monotonic() + wait
+    while True:
+        step()
+        if done():
+            return
+        if time.monotonic() >= deadline:
+            raise ResultsError(f"{what} is claimed by another process and not finished after "
+                               f"{wait:g} s; wait for it (or remove its claim under claims/ if "
+                               "that process is gone) and call again")
+        time.sleep(poll)
+
+
 def run_on_dense(root: str | Path, dense_key: str, point: PointSpec, opts: RunOptions, *,
                  source: int | None = None, problem: Problem | None = None,
-                 coords: dict | None = None):
+                 coords: dict | None = None, wait: float = 3600.0, poll: float = 1.0):
     """Prune the stored dense source ``dense_key`` (snapshot ``source``), retrain it with
     ``point.retrain_seeds``, measure; return the point Dataset. Idempotent: finished stages
-    in ``root`` are reused."""
+    in ``root`` are reused.  Stages another process has claimed (two callers sharing a store)
+    are waited for, up to ``wait`` seconds (polling every ``poll``), then a ResultsError."""
+    store = Store(root)
     rjs = _retrain_jobs(point, dense_key, source)
     for chunk in chunks(rjs, opts.max_members):
-        run_retrain_group(root, chunk, opts, problem)
+        _until_done(f"retraining {chunk[0].key} of {store.root}",
+                    lambda c=chunk: all(j.done(store) for j in c),
+                    lambda c=chunk: run_retrain_group(root, c, opts, problem), wait, poll)
     pj = point_job(coords or {}, point, dense_key, source, rjs)
-    measure_point(root, pj, opts, problem)
-    return read_point(pj.path(Store(root)))
+    _until_done(f"point {pj.key} of {store.root}", lambda: pj.done(store),
+                lambda: measure_point(root, pj, opts, problem), wait, poll)
+    return read_point(pj.path(store))
 
 
 def run_point_in(root: str | Path, point: PointSpec, opts: RunOptions,
