@@ -19,6 +19,7 @@ classified (:func:`threeregime.regimes.classify`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
 import os
 import tempfile
@@ -34,6 +35,7 @@ from ._device import progress_bar
 from ._errors import DataError, FieldError, ResultsError, SpecError, ThreeRegimeWarning
 from .data import load_data
 from .executors import InlineExecutor
+from .families import check_family, prune_names
 from .models import build_model, prunable_names
 from .plan import PointJob, Store, SweepPlan, dense_tasks, plan_sweep, retrain_tasks
 from .regimes import classify
@@ -155,10 +157,16 @@ def _keys(task) -> list[str]:
 
 def _stage(name: str, tasks: list, fn: Callable, executor, store: Store, opts: RunOptions,
            progress: bool | None) -> list[str]:
-    """Run one stage's tasks; return the failure messages (the sweep goes on)."""
+    """Run one stage's tasks; return the failure messages (the sweep goes on).
+
+    Tasks in other processes get ``progress=False``: their per-fit bars would reach a
+    notebook as stderr text; this process's stage bar shows the progress.
+    """
     errors: list[str] = []
     if not tasks:
         return errors
+    if not isinstance(executor, InlineExecutor):
+        opts = dataclasses.replace(opts, progress=False)
     bar = progress_bar(progress)(total=len(tasks), desc=f"{name:8s}", unit="task", leave=True,
                                  disable=(None if progress is None else not progress))
     try:
@@ -186,7 +194,9 @@ def _located(e: Exception, part: str) -> Exception:
 
 def _preflight(plan: SweepPlan) -> None:
     """Catch user errors that would fail every task (unknown data/model name or option, no
-    prunable layer, fewer examples than one batch) before any work, as one-line errors."""
+    prunable layer, a dense layer that is not one, an N:M pattern a layer cannot take, a
+    channel pruning that removes a layer, fewer examples than one batch) before any work, as
+    one-line errors."""
     seen = set()
     for j in plan.dense:
         p = j.spec
@@ -203,9 +213,16 @@ def _preflight(plan: SweepPlan) -> None:
         except (SpecError, DataError) as e:
             raise _located(e, part) from None
         n = int(data.train.x.shape[0])
+        checked = set()
         for r in plan.retrain:
             if r.dense_key != j.key:
                 continue
+            prune = r.spec.prune
+            if canonical_json(prune) not in checked:
+                checked.add(canonical_json(prune))
+                names = prune_names(template, prune,
+                                    include_classifier=p.model.prune_classifier)
+                check_family(template, prune, names, data.input_shape)
             for name, t in (("dense", p.dense), ("retrain", r.spec.retrain)):
                 if n < t.batch_size:
                     raise DataError(f"base.{name}.batch_size must be <= the {n} training "
@@ -343,9 +360,16 @@ def assemble(spec: SweepSpec, root: str | Path, plan: SweepPlan | None = None, *
              "description": spec.description}
     with contextlib.suppress(Exception):
         attrs["num_classes"] = int(problem_of(spec.base).data.num_classes)
+    meta = axis_meta_of(spec.axes)
+    # storage writes role temperature|load only: a category axis goes in as a load axis and
+    # gets its own role after (regimes classify every category value's diagram alone)
+    cats = [k for k, m in meta.items() if m["role"] == "category"]
     ds = combine_points(pts, axes={k: list(v) for k, v in spec.axes.items()},
-                        axis_meta=axis_meta_of(spec.axes), dense_seeds=list(spec.dense_seeds),
-                        attrs=attrs)
+                        axis_meta={k: {**m, "role": "load"} if k in cats else m
+                                   for k, m in meta.items()},
+                        dense_seeds=list(spec.dense_seeds), attrs=attrs)
+    for k in cats:
+        ds[k].attrs["role"] = "category"
     temps = [n for n in spec.axes if ds[n].attrs["role"] == "temperature"]
     if temps and "lmc" in ds and "cka" in ds:
         reg = classify(ds, **(classify_kw or {}))

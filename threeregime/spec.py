@@ -399,6 +399,9 @@ class SweepSpec:
                 raise SpecError(f"axes.{k} is given twice (also as its field path); give it "
                                 "once")
             axes[k] = axis_values(k, vals)
+            if k == "density" and nm_pattern(self.base.prune.method) and any(
+                    AXIS_ALIASES.get(a, a) == "method" for a in self.axes):
+                continue   # the base's N:M density is replaced: the method axis checks
             # validate every value through the point spec it produces
             for i, v in enumerate(axes[k]):
                 try:
