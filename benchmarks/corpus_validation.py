@@ -122,7 +122,7 @@ def reproducibility(data: dict, rule: Rule) -> list[str]:
             k, n = agreement(single[x], single[y])
             pk, pn = pk + k, pn + n
         h = len(seeds) // 2
-        halves = (seeds[:h], seeds[h:2 * h]) if h else ([], [])
+        halves = (seeds[:h], seeds[h:]) if h else ([], [])
         hk, hn = agreement(lab(halves[0]), lab(halves[1])) if h else (0, 0)
         tot["pair"] = [tot["pair"][0] + pk, tot["pair"][1] + pn]
         tot["half"] = [tot["half"][0] + hk, tot["half"][1] + hn]
@@ -184,10 +184,26 @@ def report(paths: list[Path], emit: bool = False) -> str:
             sc = score_directions(a, np.concatenate([np.ravel(tr[s].values) for s in settings]))
             cols.append(_pct(sc["k"], sc["n"], *sc["wilson"]))
         out.append(f"| {name} | " + " | ".join(cols) + " |")
+    a = np.concatenate([np.ravel(adv[best][s]) for s in settings])
+    tr = np.concatenate([np.ravel(truth[s].values) for s in settings])
+    moves = ("hotter", "colder", "keep")
+    out += ["", f"## Where {best} misses (pooled held-out; rows: truth, columns: advice)", "",
+            "| truth \\ advice | hotter | colder | keep | none (undetermined) |",
+            "|---|---|---|---|---|"]
+    for m in moves:
+        row = a[tr == m]
+        out.append(f"| {m} | " + " | ".join(str(int(np.sum(row == x))) for x in moves)
+                   + f" | {int(np.sum([x is None for x in row]))} |")
     rule = fitted.get(best) or RULES[best]
     out += ["", f"## Reproducibility across dense seeds ({best}, thresholds as shipped)", ""]
     out += reproducibility(data, rule)
     if emit:
+        out += ["", "Corpus scores of the shipped rules (for RULES[...].scores['corpus']):"]
+        for name in FIXED:
+            sc = pooled[name]
+            out.append(f"{name}: " + json.dumps({
+                "held_out_advice": round(sc["accuracy"], 6), "k": sc["k"], "n": sc["n"],
+                "wilson": [round(x, 6) for x in sc["wilson"]], "settings": settings}))
         dicts = []
         for name, fit in fitted.items():
             sc = pooled[name]
