@@ -7,10 +7,10 @@
 - ``rule=None`` -> the default rule :data:`threeregime.rules.DEFAULT_RULE` (``paper_step``: the
   paper's construction, Regime I = a significant barrier on the cold side of the LMC change point
   along temperature, II-A hot / II-B cold of it, **unresolved** where the CKA difference is inside
-  its noise).  **The default is provisional**: it was chosen by held-out reproduction of the
-  paper's Figure 2 table and is re-chosen by pooled leave-one-setting-out advice accuracy on the
-  validation corpus (``docs/validation_protocol.md`` section 5; ``benchmarks/corpus_validation
-  .py``); see its ``provenance["why_default"]``.
+  its noise).  It has the highest pooled held-out advice accuracy on the validation corpus
+  (``benchmarks/corpus_validation.py``, ``docs/advice_validation.md``): 68 % on the 2 settings
+  scored so far, against 64 % (``level``) and 54 % (``legacy``), short of the 75 % target.
+  **Provisional** until the remaining corpus settings are scored (``provenance["why_default"]``).
 - ``rule="legacy"`` or any of the legacy keywords (``tau_lmc``, ``cka_rule``, ``tau_cka``,
   ``min_cka_spread``, ``collapse_margin``, ``chance_fraction``, ``min_pairs``) -> the rule of
   releases before issue 11, unchanged, so old results can be reproduced bit for bit:
