@@ -240,5 +240,6 @@ def test_trace_hook_records_claims_takeovers_and_writes(tmp_path):
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
     events = [ln.split()[:2] for ln in log.read_text().splitlines()]
     assert events == [["claim", "x.claim"], ["write", str(tmp_path / "x.json")],
-                      ["takeover:expired", "y.claim"]]
+                      ["release", "x.claim"], ["takeover:expired", "y.claim"],
+                      ["release", "y.claim"]]
     assert art.trace is art._no_trace          # unset here: the free hook

@@ -109,8 +109,8 @@ def _tracer(target: str) -> Callable[[str, str], None]:
     return trace
 
 
-#: ``trace(event, name)``: events ``claim``, ``takeover:<why>``, ``lost``, ``write`` (see the
-#: module docstring); free when ``THREEREGIME_TRACE`` is unset.
+#: ``trace(event, name)``: events ``claim``, ``takeover:<why>``, ``release``, ``lost`` (a lease
+#: name) and ``write`` (an artifact's path); free when ``THREEREGIME_TRACE`` is unset.
 trace: Callable[[str, str], None] = (_tracer(os.environ["THREEREGIME_TRACE"])
                                      if os.environ.get("THREEREGIME_TRACE") else _no_trace)
 
@@ -453,6 +453,7 @@ def release(path: str | Path) -> None:
         held = _held.pop(os.path.abspath(path), None)
         if held is None:
             return
+        trace("release", held.path.name)
         with contextlib.suppress(OSError):
             if not held.lost and os.stat(held.path).st_ino == os.fstat(held.fd).st_ino:
                 held.path.unlink()
