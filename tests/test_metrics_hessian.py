@@ -305,3 +305,172 @@ def test_errors_are_one_line_and_named():
 def test_repr_is_readable():
     r = hessian_trace(mlp(0), None, data(0), probes=4)
     assert "HessianTraceResult(trace=" in repr(r) and "probes=4" in repr(r)
+
+
+# ----------------------------------------------------------------- "taylor-fx" and Hutch++
+def zoo_model(name, bn, seed=0):
+    """A tiny float64 zoo model with random (non-trivial) BatchNorm statistics, and its data."""
+    from threeregime.models import build_model
+    from threeregime.spec import ModelSpec
+    shape = {"mlp": (1, 6), "cnn1d": (1, 12), "preresnet20": (3, 8, 8), "vgg": (3, 8, 8)}[name]
+    width = 0.07 if name == "preresnet20" else 0.1
+    model = build_model(ModelSpec(name=name, batchnorm=bn, width=width,
+                                  options={"cfg": [8, "M", 8, "M"]} if name == "vgg" else {}),
+                        shape, 3, seed).double()
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+    x = torch.randn(10, *shape, generator=g, dtype=torch.float64)
+    return model.eval(), (x, torch.randint(0, 3, (10,), generator=g))
+
+
+ZOO = [("mlp", False), ("mlp", True), ("cnn1d", False), ("cnn1d", True),
+       ("preresnet20", True), ("vgg", False), ("vgg", True)]
+
+
+@pytest.mark.parametrize(("name", "bn"), ZOO)
+def test_taylor_fx_samples_are_exact_quadratic_forms_on_zoo_models(name, bn):
+    model, (x, y) = zoo_model(name, bn)
+    h = exact_hessian(model, x, y)
+    r = hessian_trace(model, None, (x, y), probes=4, seed=3, method="taylor-fx")
+    assert r.method == "taylor-fx"
+    want = [float(v @ h @ v) for v in probe_vectors(model, 3, 4)]
+    np.testing.assert_allclose(r.samples, want, rtol=1e-10, atol=1e-12)
+
+
+def test_taylor_fx_with_masks_and_params():
+    model, (x, y) = zoo_model("cnn1d", True)
+    g = torch.Generator().manual_seed(0)
+    masks = {n: torch.rand(p.shape, generator=g) < 0.5 for n, p in model.named_parameters()
+             if n.endswith("weight") and p.dim() > 1}
+    for kw in ({"masks": masks}, {"params": ["features.0.weight", "features.1.weight"]}):
+        ra = hessian_trace(model, None, (x, y), probes=4, seed=1, method="autograd", **kw)
+        rf = hessian_trace(model, None, (x, y), probes=4, seed=1, method="taylor-fx", **kw)
+        assert rf.method == "taylor-fx"
+        np.testing.assert_allclose(rf.samples, ra.samples, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("case", ["layer", "loss", "train-bn"])
+def test_taylor_fx_falls_back_to_autograd(case):
+    model, loss, (x, y) = NotSequential(), None, data(0)
+    if case == "layer":
+        model = nn.Sequential(nn.Linear(4, 5), nn.GELU(), nn.Linear(5, 3)).double()
+    elif case == "loss":
+        loss = nn.CrossEntropyLoss(label_smoothing=0.1)
+    else:  # BatchNorm without running statistics normalises by the batch: not supported
+        model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5, track_running_stats=False),
+                              nn.Linear(5, 3)).double()
+    r = hessian_trace(model, loss, (x, y), probes=3, method="taylor-fx")
+    assert r.method == "autograd"
+    ra = hessian_trace(model, loss, (x, y), probes=3, method="autograd")
+    np.testing.assert_array_equal(r.samples, ra.samples)
+
+
+def test_taylor_fx_float32_matches_autograd():
+    model, (x, y) = zoo_model("preresnet20", True)
+    model, x = model.float(), x.float()
+    ra = hessian_trace(model, None, (x, y), probes=4, method="autograd")
+    rf = hessian_trace(model, None, (x, y), probes=4, method="taylor-fx")
+    np.testing.assert_allclose(rf.samples, ra.samples, rtol=2e-4)
+
+
+def test_hutchpp_samples_are_deflated_part_plus_residual_quadratic_forms():
+    model = mlp(2)
+    x, y = data(2)
+    h = exact_hessian(model, x, y)
+    r = hessian_trace(model, None, (x, y), probes=5, seed=7, estimator="hutchpp", sketch=6)
+    assert (r.estimator, r.sketch, r.probes, r.matvecs) == ("hutchpp", 6, 5, 17)
+    # rebuild Q from the stream-1 sketch and check every sample exactly
+    from threeregime.metrics.hessian import _HVP
+    hv = _HVP(model, None, (x, y), params=None, masks=None, batch_size=None, device=None,
+              method="autograd")
+    s = torch.stack([hv.flat(hv.rademacher(7, j, 1)) for j in range(6)], 1)
+    q, _ = torch.linalg.qr(h @ s)
+    low = float(torch.trace(q.T @ h @ q))
+    want = []
+    for i in range(5):
+        g = hv.flat(hv.rademacher(7, i))
+        w = g - q @ (q.T @ g)
+        want.append(low + float(w @ h @ w))
+    np.testing.assert_allclose(r.samples, want, rtol=1e-9)
+    # sketch 0 is Hutchinson, probe for probe
+    r0 = hessian_trace(model, None, (x, y), probes=5, seed=7, estimator="hutchpp", sketch=0)
+    np.testing.assert_array_equal(r0.samples,
+                                  hessian_trace(model, None, (x, y), probes=5, seed=7).samples)
+
+
+def test_hutchpp_full_sketch_is_exact():
+    a = sym(8, 1)
+    model = Quadratic(torch.zeros(8, dtype=torch.float64))
+    r = hessian_trace(model, quad_loss, (a[None], torch.zeros(1)), probes=3, estimator="hutchpp",
+                      sketch=8)
+    assert r.sketch == 8 and r.stderr < 1e-10
+    assert r.trace == pytest.approx(float(torch.trace(a)), abs=1e-10)
+
+
+def z_scores(make, true, seeds=200, **kw):
+    z = []
+    for s in range(seeds):
+        r = make(seed=s, **kw)
+        z.append((r.trace - true) / r.stderr)
+    return np.asarray(z)
+
+
+@pytest.mark.parametrize("kw", [{"estimator": "hutchpp", "sketch": 4, "probes": 20},
+                                {"estimator": "hutchinson", "probes": 20},
+                                {"estimator": "hutchpp", "sketch": 4, "probes": 200,
+                                 "target_stderr": "rel"}])
+def test_standard_error_is_calibrated_over_200_seeds(kw):
+    """|estimate - tr H| < 3 s.e. in >= 95 % of seeds and the mean squared z-score is ~ 1
+    (Student t with m - 1 = 19 d.o.f.: E z^2 = 19/17 = 1.12; its s.d. over 200 seeds ~0.15)."""
+    model = mlp(3, h=6)
+    x, y = data(3, n=12)
+    true = float(torch.trace(exact_hessian(model, x, y)))
+    kw = dict(kw)
+    if kw.get("target_stderr") == "rel":
+        kw["target_stderr"] = 0.1 * abs(true)  # stops after ~30 probes on average
+    z = z_scores(lambda **k: hessian_trace(model, None, (x, y), **k), true, **kw)
+    assert np.mean(np.abs(z) < 3) >= 0.95
+    assert 0.7 < np.mean(z ** 2) < 1.6
+
+
+def test_hutchpp_reduces_variance_when_few_eigenvalues_dominate():
+    g = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(30, 30, generator=g, dtype=torch.float64))
+    ev = torch.cat([torch.tensor([50.0, -30.0, 20.0], dtype=torch.float64),
+                    torch.randn(27, generator=g, dtype=torch.float64)])
+    a = u @ torch.diag(ev) @ u.T
+    model = Quadratic(torch.zeros(30, dtype=torch.float64))
+    se = {e: np.mean([hessian_trace(model, quad_loss, (a[None], torch.zeros(1)), probes=20,
+                                    seed=s, estimator=e, sketch=3).stderr ** 2
+                      for s in range(20)]) for e in ("hutchinson", "hutchpp")}
+    assert se["hutchpp"] < 0.05 * se["hutchinson"]
+
+
+def test_target_stderr_stops_early():
+    model = mlp(1)
+    x, y = data(1)
+    full = hessian_trace(model, None, (x, y), probes=400, seed=0)
+    r = hessian_trace(model, None, (x, y), probes=400, seed=0, target_stderr=2 * full.stderr)
+    assert 10 <= r.probes < 400 and r.stderr <= 2 * full.stderr
+    np.testing.assert_array_equal(r.samples, full.samples[:r.probes])  # same probes, prefix
+    r = hessian_trace(model, None, (x, y), probes=12, seed=0, target_stderr=1e-12)
+    assert r.probes == 12  # never reached: all probes
+
+
+@pytest.mark.parametrize(("kw", "msg"), [
+    ({"estimator": "hutch"}, "estimator must be one of hutchinson, hutchpp; got 'hutch'"),
+    ({"sketch": -1}, "sketch must be an integer >= 0; got -1"),
+    ({"target_stderr": 0.0}, r"target_stderr must be a number in \(0, inf\]; got 0.0"),
+    ({"min_probes": 1}, "min_probes must be an integer >= 2; got 1"),
+    ({"method": "taylorfx"}, "did you mean 'taylor-fx'"),
+    ({"estimator": "hutchpp", "backend": "pyhessian"}, "estimator='hutchpp'"),
+])
+def test_new_arguments_fail_in_one_line(kw, msg):
+    with pytest.raises(SpecError, match=msg) as e:
+        hessian_trace(mlp(0), None, data(0), probes=2, **kw)
+    assert "\n" not in str(e.value)

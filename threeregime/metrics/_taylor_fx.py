@@ -234,11 +234,13 @@ class GraphQuadForm:
             fn, wn, bn = info
             if len(args) != 1 or kwargs or wn not in tens or (bn is not None and bn not in tens):
                 raise _Unsupported
-            a, w = args[0].detach(), tens[wn]
+            a, w = args[0], tens[wn]
             aw = fn(a, w)
+            a = a.detach()
             saved[node.name] = {"a": a, "w": w, "aw": aw.detach(), "a_sq": float(_dot64(a, a)),
                                 "w_sq": float(_dot64(w, w))}
-            return aw + tens[bn] if bn is not None else aw
+            shape = (1, -1) + (1,) * (a.dim() - 2)
+            return aw + tens[bn].view(shape) if bn is not None else aw
         if rule == "bn":
             m, gn, bn = info
             if len(args) != 1 or kwargs:
