@@ -396,8 +396,32 @@ def classify_cell_with_rule(lmc: Any, *, lmc_sem: float | None = None,
 
 
 # --------------------------------------------------------------------------- shipped rules
-# Written by ``benchmarks/paper_table.py --emit`` / ``benchmarks/corpus_validation.py --emit``
-# (thresholds fitted there; scores held out).  Settings left out are the defaults.
+# Figures printed by ``benchmarks/paper_table.py --emit`` (thresholds fitted there, scores held
+# out by column) and ``benchmarks/corpus_validation.py --emit`` (corpus scores), condensed by
+# ``_scores``.  Settings left out are the defaults.
+_TABLE = {"calibrated_on": ["data"], "target": "regions",
+          "data": ("Zhou et al. ICML 2023 Figure 2 (5 density columns x 16 epoch rows), drawn "
+                   "regions"),
+          "method": ("coordinate-wise 1-D searches (midpoint candidates, median of the best "
+                     "plateau), 2 passes; leave-one-group-out over 5 groups")}
+_CORPUS = ["bn_batch_size", "demo_epochs"]
+
+
+def _scores(k: int, wilson: list, i_vs_ii: float, advice: float, per_group: str,
+            corpus: tuple[int, list]) -> dict:
+    """Held-out scores of a table-fitted rule: regions k/80 (Wilson), I vs II, advice on 70
+    scored cells, per held-out column k/16 (columns 0.05 0.07 0.1 0.2 0.8), corpus (k/63)."""
+    cols = ("0.05", "0.07", "0.1", "0.2", "0.8")
+    return {"held_out_accuracy": k / 80, "held_out_k": k, "held_out_n": 80,
+            "held_out_wilson": wilson, "target": "regions",
+            "note": "all paper_table_* figures are leave-one-column-out",
+            "paper_table_regions": k / 80, "paper_table_I_vs_II": i_vs_ii,
+            "paper_table_advice": advice, "paper_table_advice_n": 70,
+            "per_group": {c: f"{g}/16" for c, g in zip(cols, per_group.split())},
+            "corpus": {"held_out_advice": round(corpus[0] / 63, 6), "k": corpus[0], "n": 63,
+                       "wilson": corpus[1], "settings": _CORPUS}}
+
+
 _SHIPPED: list[dict] = [
     {"name": "paper_step", "family": "step", "settings": {},
      "thresholds": {"z_barrier": 2.5, "z_cka": 0.771677, "z_step": 51.497659},
@@ -405,54 +429,21 @@ _SHIPPED: list[dict] = [
                      "the LMC change point along temperature (shared by the load columns: the "
                      "first learning-rate drop); II-A = Regime II hot of it; II-B = Regime II cold "
                      "of it with CKA above the hot side beyond noise, else unresolved."),
-     "provenance": {
-         "calibrated_on": ["data"],
-         "data": ("Zhou et al. ICML 2023 Figure 2 (5 density columns x 16 epoch rows), drawn "
-                  "regions"),
-         "method": ("coordinate-wise 1-D searches (midpoint candidates, median of the best "
-                    "plateau), 2 passes; leave-one-group-out over 5 groups"),
-         "target": "regions",
-         "why_default": ("highest pooled held-out advice accuracy on the validation corpus "
-                         "(scores.corpus; docs/advice_validation.md) among the shipped rules and "
-                         "the corpus-calibrated step/level families; provisional: 2 of the 5 "
-                         "planned corpus settings were scored, and it misses the 75 % target"),
-     },
-     "scores": {
-         "held_out_accuracy": 0.9, "held_out_k": 72, "held_out_n": 80,
-         "held_out_wilson": [0.814893, 0.948452],
-         "note": "all paper_table_* figures are leave-one-column-out",
-         "paper_table_I_vs_II": 0.9625, "paper_table_advice": 0.228571,
-         "paper_table_advice_n": 70, "paper_table_regions": 0.9, "target": "regions",
-         "corpus": {"held_out_advice": 0.68254, "k": 43, "n": 63, "wilson": [0.559965, 0.784133],
-                    "settings": ["bn_batch_size", "demo_epochs"]},
-         "per_group": {
-             "0.05": "16/16", "0.07": "15/16", "0.1": "13/16", "0.2": "15/16", "0.8": "13/16",
-         }}},
-    {"name": "level", "family": "level", "settings": {},
+     "provenance": {**_TABLE, "why_default": (
+         "highest pooled held-out advice accuracy on the validation corpus (scores.corpus; "
+         "docs/advice_validation.md) among the shipped rules and the corpus-calibrated step/level "
+         "families; provisional: 2 of the 5 planned corpus settings were scored, and it misses "
+         "the 75 % target")},
+     "scores": _scores(72, [0.814893, 0.948452], 0.9625, 0.228571, "16 15 13 15 13",
+                       (43, [0.559965, 0.784133]))},
+    {"name": "level", "family": "level", "settings": {}, "provenance": dict(_TABLE),
+     "scores": _scores(49, [0.502937, 0.711754], 0.8375, 0.542857, "8 12 6 10 13",
+                       (40, [0.511487, 0.742846])),
      "thresholds": {"barrier_chance": 0.038889, "z_barrier": 1.5, "z_cka": 1.341641},
-     "description": ("No temperature structure: Regime I = barrier significant against its noise "
-                     "and larger than a fraction of chance error; Regime II split at its column's "
-                     "CKA change point, unresolved inside noise. Its I-vs-II part is the "
-                     "single-model variant."),
-     "provenance": {
-         "calibrated_on": ["data"],
-         "data": ("Zhou et al. ICML 2023 Figure 2 (5 density columns x 16 epoch rows), drawn "
-                  "regions"),
-         "method": ("coordinate-wise 1-D searches (midpoint candidates, median of the best "
-                    "plateau), 2 passes; leave-one-group-out over 5 groups"),
-         "target": "regions",
-     },
-     "scores": {
-         "held_out_accuracy": 0.6125, "held_out_k": 49, "held_out_n": 80,
-         "held_out_wilson": [0.502937, 0.711754],
-         "note": "all paper_table_* figures are leave-one-column-out",
-         "paper_table_I_vs_II": 0.8375, "paper_table_advice": 0.542857,
-         "paper_table_advice_n": 70, "paper_table_regions": 0.6125, "target": "regions",
-         "corpus": {"held_out_advice": 0.634921, "k": 40, "n": 63, "wilson": [0.511487, 0.742846],
-                    "settings": ["bn_batch_size", "demo_epochs"]},
-         "per_group": {
-             "0.05": "8/16", "0.07": "12/16", "0.1": "6/16", "0.2": "10/16", "0.8": "13/16",
-         }}},
+     "description": "No temperature structure: Regime I = barrier significant against its noise "
+                    "and larger than a fraction of chance error; Regime II split at its column's "
+                    "CKA change point, unresolved inside noise. Its I-vs-II part is the "
+                    "single-model variant."},
 ]
 
 _LEGACY = {
@@ -473,7 +464,7 @@ _LEGACY = {
                "paper_table_advice": 0.528571, "paper_table_advice_n": 70,
                "corpus": {"held_out_advice": 0.539683, "k": 34, "n": 63,
                           "wilson": [0.417893, 0.656911],
-                          "settings": ["bn_batch_size", "demo_epochs"]}}}
+                          "settings": _CORPUS}}}
 RULES: dict[str, Rule] = {d["name"]: Rule.from_dict(d) for d in [*_SHIPPED, _LEGACY]}
 #: name of the default rule: the highest pooled leave-one-setting-out advice accuracy on the
 #: corpus (docs/validation_protocol.md section 5; its ``provenance["why_default"]``)
