@@ -8,7 +8,6 @@ The torch-free rule, ``Advice`` and reading advice off a Dataset are tested in t
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 
@@ -25,7 +24,6 @@ from threeregime.advice import DEFAULTS, advise_dataset, make_advice
 from threeregime.data import load_data
 from threeregime.models import build_model
 from threeregime.spec import DataSpec, ModelSpec
-from threeregime.stages import Problem
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -216,8 +214,6 @@ def test_dense_key_separates_what_decides_retraining(tiny):
     assert C._dense_key(model, C.as_splits(sub), None) != k
 
 
-@pytest.mark.skipif("loss_fn" not in {f.name for f in dataclasses.fields(Problem)},
-                    reason="needs stages.Problem.loss_fn (requested from the stages' owner)")
 def test_custom_loss_is_used_and_keyed(tiny, tmp_path):
     model, data = tiny
     used = []

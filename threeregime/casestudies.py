@@ -54,17 +54,22 @@ from .advice import (
     step_value,
 )
 from .data import as_splits, load_data
-from .models import build_model, prunable_names
+from .families import check_family, prune_names
+from .models import build_model
 from .plan import Store, point_job, retrain_jobs
 from .spec import (
+    CKA_INPUTS,
     DataSpec,
+    MeasureSpec,
     ModelSpec,
     PointSpec,
     PruneSpec,
     TrainSpec,
     canonical_json,
+    check_choice,
     check_float,
     check_pos_int,
+    nm_pattern,
     spec_hash,
 )
 from .stages import Problem, RunOptions, run_on_dense, save_dense, user_dense_key
@@ -129,16 +134,10 @@ def _dense_key(model: nn.Module, splits: Any, loss: Callable | None) -> str:
 
 # --------------------------------------------------------------------------- case study 1
 def _problem(splits: Any, model: nn.Module, loss: Callable | None) -> Problem:
-    if loss is None:
-        return Problem(splits, model)
-    if not callable(loss):
+    if loss is not None and not callable(loss):
         raise SpecError(f"loss must be a callable loss(outputs, targets) or None; got "
                         f"{type(loss).__name__}")
-    try:
-        return Problem(splits, model, loss_fn=loss)
-    except TypeError:   # stages without a retraining loss of the caller's
-        raise SpecError("loss: this version's stages retrain with cross-entropy only; got a "
-                        "custom loss") from None
+    return Problem(splits, model, loss_fn=loss)
 
 
 def _run_stages(root: Path, dkey: str, spec: PointSpec, problem: Problem,
@@ -159,16 +158,25 @@ def _run_stages(root: Path, dkey: str, spec: PointSpec, problem: Problem,
     return measured, load_torch(store.retrain(rjs[0].key))["realized_density"], from_cache
 
 
-def _checked_inputs(model: Any, data: Any, density: float, prune: str,
-                    retrain: Any) -> tuple[Any, TrainSpec, PruneSpec]:
+def _checked_inputs(model: Any, data: Any, density: float | None, prune: str,
+                    retrain: Any, dense_layers: Sequence[str]
+                    ) -> tuple[Any, TrainSpec, PruneSpec]:
     """The data as Splits, the retraining recipe and the pruning spec, or one-line errors."""
     retrain = TrainSpec() if retrain is None else retrain
     if not isinstance(retrain, TrainSpec):
         raise SpecError(f"retrain must be a threeregime.TrainSpec or None; got "
                         f"{type(retrain).__name__}")
-    prune_spec = PruneSpec(method=prune, density=density)   # validates the method name
-    prunable_names(model)                                    # SpecError: nothing prunable
+    if isinstance(dense_layers, str):
+        dense_layers = [dense_layers]
+    pattern = nm_pattern(prune) if isinstance(prune, str) else None
+    if density is None and pattern:   # nm_N_M: the pattern fixes the density
+        density = pattern[0] / pattern[1]
+    density = check_density(density)
+    prune_spec = PruneSpec(method=prune, density=density,     # validates the method name
+                           dense_layers=tuple(dense_layers))
     splits = as_splits(data)
+    names = prune_names(model, prune_spec)                    # SpecError: nothing prunable
+    check_family(model, prune_spec, names, splits.input_shape)
     n_train = int(splits.train.x.shape[0])
     if n_train < retrain.batch_size:
         raise DataError(f"retrain.batch_size must be <= the number of training examples "
@@ -180,12 +188,23 @@ def _checked_inputs(model: Any, data: Any, density: float, prune: str,
     return splits, retrain, prune_spec
 
 
+def _measure_spec(cka_inputs: str, n_train: int) -> MeasureSpec:
+    """LMC and CKA as the paper measures them: CKA on the first min(6400, n) training inputs
+    (``cka_inputs="train"``, the default of :func:`advise`) or on the test inputs."""
+    check_choice("cka_inputs", cka_inputs, CKA_INPUTS)
+    if cka_inputs == "train":
+        return MeasureSpec(cka_inputs="train", cka_n=max(2, min(6400, n_train)))
+    return MeasureSpec()
+
+
 def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None = None,
            hyperparameter: str | None = None, value: float | None = None, seeds: Any = 3,
            retrain: TrainSpec | None = None, prune: str = "magnitude",
-           tau_lmc: float | None = None, tau_cka: float | None = None, device: str = "auto",
-           cache_dir: Any = None, progress: bool | None = None, loss: Callable | None = None,
-           engine: str = "vmap", point: Mapping[str, Any] | None = None) -> Advice:
+           tau_lmc: float | None = None, tau_cka: float | None = None, rule: Any = None,
+           device: str = "auto", cache_dir: Any = None, progress: bool | None = None,
+           loss: Callable | None = None, engine: str = "vmap",
+           point: Mapping[str, Any] | None = None, cka_inputs: str = "train",
+           dense_layers: Sequence[str] = ()) -> Advice:
     """Advise which way to move a temperature-like hyperparameter for pruning at a density.
 
     Two uses:
@@ -206,7 +225,7 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
     data : Splits or ((x_train, y_train), (x_test, y_test))
         The data it was trained on (train: retraining, LMC; test: test error, CKA).
     target_density : float in (0, 1]
-        Fraction of prunable weights kept.
+        Fraction of prunable weights kept (``nm_N_M``: N/M, the default there).
     hyperparameter : {"epochs", "batch_size", "lr", "sam_rho"}
         The temperature-like hyperparameter the advice is about (for a Dataset: default its
         temperature dim).
@@ -219,9 +238,16 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
         0.9, weight decay 1e-4, x0.1 at 50 % and 75 % (the quick sweep's).  Lower ``epochs``
         for a quicker, noisier answer.
     prune : str
-        Pruning method (:data:`threeregime.prune.PRUNERS`; default layer-uniform magnitude).
+        Pruning method (:data:`threeregime.prune.PRUNERS`; default layer-uniform magnitude),
+        ``nm_N_M`` (e.g. ``nm_2_4``: N:M sparse retraining with progressive gradient flow) or
+        ``channel`` (structured channel pruning: a smaller network is retrained).
     tau_lmc, tau_cka : float, optional
-        Thresholds; default :data:`threeregime.advice.DEFAULTS`.
+        Thresholds of the legacy rule; default :data:`threeregime.advice.DEFAULTS`.
+    rule : Rule or str, optional
+        A named rule (:data:`threeregime.rules.RULES`); for a model its single-cell variant
+        (I vs II only; Regime II is II-unresolved, advice keep); for a Dataset
+        :func:`threeregime.advice.advise_dataset`.  Default: the legacy single-model rule
+        (``tau_lmc``, ``tau_cka``) for a model, the library's default rule for a Dataset.
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:N"``.
     cache_dir : path or False, optional
@@ -234,6 +260,11 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
         ``"loop"`` for models that ``torch.func.vmap`` cannot run.
     point : mapping, optional
         Dataset use only: the cell, one value per cell dim.
+    cka_inputs : {"train", "test"}
+        Inputs of CKA: the first min(6400, n) training inputs (default, as the paper) or the
+        test inputs.
+    dense_layers : list of str
+        Prunable weights left dense (e.g. a first convolution whose rows cannot take N:M).
 
     Returns
     -------
@@ -248,21 +279,27 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
         Data of the wrong form, or too few training examples for one retraining batch.
     """
     if isinstance(model_or_ds, xr.Dataset):
-        return advise_dataset(model_or_ds, point, hyperparameter=hyperparameter,
+        return advise_dataset(model_or_ds, point, hyperparameter=hyperparameter, rule=rule,
                               tau_lmc=tau_lmc, tau_cka=tau_cka)
     if point is not None:
         raise SpecError("point is only used with a results Dataset; got a model")
     if not isinstance(model_or_ds, nn.Module):
         raise SpecError(f"model must be a torch.nn.Module or a results xarray.Dataset; got "
                         f"{type(model_or_ds).__name__}")
-    density = check_density(target_density)
     hp = check_hyperparameter(hyperparameter)
     value = check_value(value)
     seed_list = check_seeds(seeds)
-    tau_lmc = check_tau("tau_lmc", DEFAULTS["tau_lmc"] if tau_lmc is None else tau_lmc)
-    tau_cka = check_tau("tau_cka", DEFAULTS["tau_cka"] if tau_cka is None else tau_cka)
-    splits, retrain, prune_spec = _checked_inputs(model_or_ds, data, density, prune, retrain)
-    spec = PointSpec(prune=prune_spec, retrain=retrain, retrain_seeds=seed_list)
+    if rule is not None and (tau_lmc is not None or tau_cka is not None):
+        raise SpecError("tau_lmc / tau_cka are thresholds of the legacy rule; got them with "
+                        f"rule={getattr(rule, 'name', rule)!r}")
+    if rule is None:
+        tau_lmc = check_tau("tau_lmc", DEFAULTS["tau_lmc"] if tau_lmc is None else tau_lmc)
+        tau_cka = check_tau("tau_cka", DEFAULTS["tau_cka"] if tau_cka is None else tau_cka)
+    splits, retrain, prune_spec = _checked_inputs(model_or_ds, data, target_density, prune,
+                                                  retrain, dense_layers)
+    density = prune_spec.density
+    spec = PointSpec(prune=prune_spec, retrain=retrain, retrain_seeds=seed_list,
+                     measure=_measure_spec(cka_inputs, int(splits.train.x.shape[0])))
     problem = _problem(splits, model_or_ds, loss)
     with _numerics_kept(), _store(cache_dir) as root:
         opts = RunOptions(device=device, engine=engine, progress=progress)
@@ -277,7 +314,7 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
         meas["lmc"], meas["cka"], meas["test_error"], meas["train_error"],
         hyperparameter=hp, value=value,
         num_classes=int(getattr(splits, "num_classes", None) or 0) or None,
-        tau_lmc=tau_lmc, tau_cka=tau_cka,
+        tau_lmc=tau_lmc, tau_cka=tau_cka, regime_rule=rule,
         evidence={"pairs": [list(p) for p in pairs], "seeds": list(seed_list),
                   "density": density, "realized_density": float(realized),
                   "from_cache": bool(from_cache)},

@@ -120,6 +120,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="retraining epochs (default 40; fewer: a quicker, noisier answer)")
     a.add_argument("--point", action="append", default=[], metavar="AXIS=VALUE",
                    help="a cell coordinate of a results file (repeat for every cell axis)")
+    a.add_argument("--prune", default="magnitude", metavar="METHOD",
+                   help="pruning method: magnitude (default), global, lamp, random, nm_N_M "
+                   "(e.g. nm_2_4: N:M sparse retraining), channel (structured)")
+    a.add_argument("--cka-inputs", default="train", choices=["train", "test"],
+                   help="inputs of CKA: train (default, as the paper: the first 6400 "
+                   "training inputs) or test")
+    a.add_argument("--rule", default=None, metavar="NAME",
+                   help="regime rule (threeregime.rules.RULES); default: the legacy "
+                   "single-model rule for a checkpoint, the default rule for a results file")
     a.add_argument("--cache-dir", metavar="DIR", default=None,
                    help="store of the retrained models, a sweep directory (default "
                    "$THREEREGIME_CACHE or ~/.cache/threeregime)")
@@ -258,7 +267,7 @@ def _advise(args) -> int:
         from .advice import advise_dataset, parse_point
 
         adv = advise_dataset(_open(args.checkpoint), parse_point(args.point),
-                             hyperparameter=args.hyperparameter)
+                             hyperparameter=args.hyperparameter, rule=args.rule)
     else:
         from .casestudies import advise, load_checkpoint
         from .spec import TrainSpec
@@ -275,8 +284,8 @@ def _advise(args) -> int:
                      hyperparameter=args.hyperparameter or "epochs", value=args.value,
                      seeds=args.seeds,
                      retrain=TrainSpec(epochs=args.epochs) if args.epochs else None,
-                     cache_dir=args.cache_dir,
-                     device=args.device)
+                     cache_dir=args.cache_dir, prune=args.prune, rule=args.rule,
+                     cka_inputs=args.cka_inputs, device=args.device)
     print(adv)
     return 0
 

@@ -189,8 +189,11 @@ class SubmititExecutor:
 
 
 def resolve_workers(workers: int | str | None) -> int:
-    """``"auto"`` -> one worker per core (``os.cpu_count()``); an integer >= 1 as given."""
+    """``"auto"`` -> one worker per core this process may run on (its CPU affinity where the
+    platform tells it, else ``os.cpu_count()``); an integer >= 1 as given."""
     if workers == "auto":
+        if hasattr(os, "sched_getaffinity"):
+            return max(1, len(os.sched_getaffinity(0)))
         return max(1, os.cpu_count() or 1)
     if workers is None:
         return 1

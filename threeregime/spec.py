@@ -2,14 +2,13 @@
 
 A run is a frozen spec and its hash is its address: :func:`canonical_json` writes a spec with
 sorted keys and *fields equal to their default left out*, so adding a new field with a default
-renames nothing already stored.  :func:`spec_hash` is the first 16 hex digits of the SHA-256 of
-that JSON.
+renames nothing already stored.  :func:`spec_hash`: 16 hex digits of that JSON's SHA-256.
 
 Specs are validated on construction; a bad value raises :class:`~threeregime.SpecError` with a
 one-line message naming the field, the value and what is allowed.  :func:`load_yaml` reads a
-sweep or point file and prefixes the file name; unknown keys get a did-you-mean.  The
-generic plain-data / YAML / canonical-JSON machinery lives in :mod:`threeregime.spec_io`; its
-public names are re-exported here.
+sweep or point file and prefixes the file name; unknown keys get a did-you-mean.  The generic
+machinery (plain data, YAML, canonical JSON, validators, the axis table) lives in
+:mod:`threeregime.spec_io`; its public names are re-exported here.
 
 This module imports no torch.
 """
@@ -275,6 +274,8 @@ class MeasureSpec:
     retrained model.  ``extra`` names further measures registered in ``measures.MEASURES``
     (defaults are left out of the canonical JSON: hashes of specs without them are unchanged).
     ``corruptions`` (empty: all that apply) and ``severities`` (0..5) set ``robustness``.
+    ``cka_inputs``: the paper (and ``advise``) uses ``train`` (the first ``cka_n`` training
+    inputs); ``test`` is the dataclass default only so that old content hashes stay valid.
     """
 
     lmc: bool = True
@@ -374,7 +375,7 @@ class SweepSpec:
 
     ``axes`` maps axis names (keys of :data:`AXES`) to lists of values; exactly one temperature
     axis and one load axis make a phase diagram, but any number >= 1 is accepted.  The
-    category axes ``method`` (also written ``prune.method``) and ``retrain_mode`` give one
+    category axes ``prune_method`` (also ``prune.method``) and ``retrain_mode`` give one
     phase diagram per value.
     ``dense_seeds`` are the dense-run replicates; the retraining seeds are ``base.retrain_seeds``.
     """
@@ -400,19 +401,19 @@ class SweepSpec:
                                 "once")
             axes[k] = axis_values(k, vals)
             if k == "density" and nm_pattern(self.base.prune.method) and any(
-                    AXIS_ALIASES.get(a, a) == "method" for a in self.axes):
-                continue   # the base's N:M density is replaced: the method axis checks
+                    AXIS_ALIASES.get(a, a) == "prune_method" for a in self.axes):
+                continue   # the method axis replaces the base's N:M density (checked below)
             # validate every value through the point spec it produces
             for i, v in enumerate(axes[k]):
                 try:
                     self._apply(self.base, k, v)
                 except SpecError as e:
                     raise SpecError(f"axes.{k}[{i}]: {e}") from None
-        for i, method in enumerate(axes.get("method", ())):
+        for i, method in enumerate(axes.get("prune_method", ())):
             pattern = nm_pattern(method)
             if pattern and "density" in axes and not any(
                     same_value(d, pattern[0] / pattern[1]) for d in axes["density"]):
-                raise SpecError(f"axes.method[{i}]: {method} keeps density "
+                raise SpecError(f"axes.prune_method[{i}]: {method} keeps density "
                                 f"{pattern[0] / pattern[1]:g}, which is not on axes.density "
                                 f"{list(axes['density'])}; add it there or drop the method")
         object.__setattr__(self, "axes", axes)
@@ -426,7 +427,7 @@ class SweepSpec:
 
     # -- grid -------------------------------------------------------------------------------
     def _apply(self, point: PointSpec, axis: str, value: Any) -> PointSpec:
-        if axis == "method":
+        if axis == "prune_method":
             pattern = nm_pattern(value)
             keep = METHOD_OPTIONS.get("nm_N_M" if pattern else value, ())
             prune = dataclasses.replace(

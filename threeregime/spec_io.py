@@ -317,7 +317,7 @@ class Axis:
 
 
 #: The axes a sweep may vary.  Fewer epochs, a smaller batch, a larger lr and a larger SAM rho
-#: all mean a hotter dense run (SPEC.md section 1).  ``method`` and ``retrain_mode`` are
+#: all mean a hotter dense run (SPEC.md section 1).  ``prune_method`` and ``retrain_mode`` are
 #: categories: one phase diagram per value (string coordinates in the Dataset).
 AXES: dict[str, Axis] = {
     "epochs": Axis("epochs", "temperature", "decreasing", "snapshot_epoch",
@@ -332,12 +332,14 @@ AXES: dict[str, Axis] = {
                     "fraction of prunable weights kept", "1", float),
     "train_size": Axis("train_size", "load", None, "data.train_size",
                        "number of training examples", "1", int),
-    "method": Axis("method", "category", None, "prune.method", "pruning method", "1", str),
+    "prune_method": Axis("prune_method", "category", None, "prune.method", "pruning method",
+                         "1", str),
     "retrain_mode": Axis("retrain_mode", "category", None, "retrain_mode",
                          "retraining mode (start of retraining)", "1", str),
 }
 #: axis names also accepted under their field path (``prune.method: [...]``)
-AXIS_ALIASES = {"prune.method": "method"}
+#: (not ``method``: ``Dataset.sel(method=...)`` is xarray's own keyword)
+AXIS_ALIASES = {"prune.method": "prune_method", "method": "prune_method"}
 
 
 def replace_path(obj: Any, path: str, value: Any) -> Any:
@@ -359,7 +361,7 @@ def same_value(a: float, b: float) -> bool:
 
 def cell_exists(coords: dict) -> bool:
     """False for a grid cell that does not exist: an ``nm_N_M`` method at a density != N/M."""
-    pattern = nm_pattern(coords.get("method", ""))
+    pattern = nm_pattern(coords.get("prune_method", ""))
     return not (pattern and "density" in coords
                 and not same_value(coords["density"], pattern[0] / pattern[1]))
 

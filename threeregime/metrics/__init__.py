@@ -6,6 +6,8 @@
   (softmax and logits), streamed feature form in float64; debiased and RBF variants.
 - :func:`hessian_trace`, :func:`hessian_top_eigenvalues` -- Hutchinson trace with standard error
   and power-iteration eigenvalues of the loss Hessian.
+- :func:`corruption_error` -- test error of an ensemble under input corruptions
+  (:mod:`threeregime.corruptions`) at several severities.
 
 See SPEC.md section 3 for the definitions; every function documents its estimator and cost.
 """
@@ -14,16 +16,19 @@ from __future__ import annotations
 from .cka import CKAPairsResult, CKAResult, cka, cka_pairs, gram_cka, linear_cka
 from .hessian import HessianEigenResult, HessianTraceResult, hessian_top_eigenvalues, hessian_trace
 from .lmc import LMCPairsResult, LMCResult, lmc, lmc_curve_bezier, lmc_pairs, mode_connectivity
+from .robustness import CorruptionResult, corruption_error
 
 __all__ = [
                       "CKAPairsResult",
                       "CKAResult",
+                      "CorruptionResult",
                       "HessianEigenResult",
                       "HessianTraceResult",
                       "LMCPairsResult",
                       "LMCResult",
                       "cka",
                       "cka_pairs",
+                      "corruption_error",
                       "gram_cka",
                       "hessian_top_eigenvalues",
                       "hessian_trace",
