@@ -290,3 +290,32 @@ def test_paper_table_regions_held_out():
     assert adv["accuracy"] <= ref["accuracy"] + 0.05 and adv["accuracy"] >= 0.2
     shipped = get_rule("paper_step")
     assert shipped.scores["paper_table_regions"] == pytest.approx(regions)
+
+
+# --------------------------------------------------------------------------- corpus benchmark
+def test_corpus_validation_machinery(tmp_path):
+    """benchmarks/corpus_validation.py on two synthetic settings: every rule is scored per
+    setting and pooled, one default is named, reproducibility is counted (machinery only)."""
+    import importlib.util
+
+    from _results_synth import synthetic_sweep
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "corpus_validation.py"
+    spec = importlib.util.spec_from_file_location("corpus_validation", bench)
+    cv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cv)
+    paths = []
+    for i in range(2):
+        ds = synthetic_sweep(i, dense_seeds=(0, 1, 2, 3))
+        ds = ds.drop_vars([v for v in ("regime", "regime_confidence") if v in ds])
+        paths.append(tmp_path / f"setting{i}.nc")
+        ds.to_netcdf(paths[-1])
+    text = cv.report(paths, emit=True)
+    for name in (*cv.CALIBRATED, *cv.FIXED):
+        assert f"| **{name}** | **pooled** |" in text
+        assert f"| {name} | setting0 |" in text and f"| {name} | setting1 |" in text
+    default = text.split("Default by pooled held-out accuracy: **")[1].split("**")[0]
+    assert default in (*cv.CALIBRATED, *cv.FIXED)
+    assert "[0, 1] vs [2, 3]" in text and "Rule dicts:" in text
+    same, n = cv.agreement(np.array([0, 1, 2, 3, -1]), np.array([0, 2, 2, 0, 0]))
+    assert (same, n) == (2, 3)          # unresolved (3) and undetermined (-1) are not resolved
