@@ -149,7 +149,7 @@ def test_advise_from_dataset():
     assert adv.evidence["n_pairs"] == 9 and len(adv.evidence["lmc"]) == 9
     assert adv.evidence["density"] == 0.05 and adv.rule["name"] == DEFAULT_RULE
     assert adv.evidence["uncertain"] in (False, True) and np.isfinite(adv.evidence["lmc_z"])
-    assert f"rule {DEFAULT_RULE}" in str(adv) and "standard errors" in str(adv)
+    assert f"rule {DEFAULT_RULE})" in str(adv) and "against its noise" in str(adv)
     leg = advise_dataset(ds, {"epochs": 20, "density": 0.05}, rule="legacy")
     assert leg.regime == "I" and leg.rule["cka_rule"] == "relative"
     assert "Regime I below -0.02" in str(leg)

@@ -163,10 +163,10 @@ def _rule_lines(rule: Mapping, ev: Mapping) -> tuple[str, str]:
     th = rule.get("thresholds")
     if isinstance(th, Mapping) and "z_barrier" in th:
         z = ev.get("lmc_z")
-        z_s = f"; {float(z):.1f} standard errors" if z is not None and np.isfinite(z) else ""
-        return (f"(rule {rule.get('name')}: Regime I below -{th['z_barrier']:g} standard "
-                f"errors{z_s})", "(II-B: colder side's CKA above the hotter side's by "
-                f"{th['z_cka']:g} standard errors, else unresolved)")
+        z_s = f"z = {float(z):.1f} against its noise; " if z is not None and np.isfinite(z) else ""
+        return (f"({z_s}Regime I below z = -{th['z_barrier']:.3g}, rule {rule.get('name')})",
+                f"(II-B: the colder side's CKA above the hotter side's by > {th['z_cka']:.2g} "
+                "standard errors, else unresolved)")
     cka = (f"II-B at or above {rule.get('tau_cka'):g}" if rule.get("cka_rule") == "absolute"
            else "II-B in the upper half of its density column")
     return f"(Regime I below -{rule.get('tau_lmc', float('nan')):g})", f"({cka})"
