@@ -252,10 +252,16 @@ def _run_stages(plan: SweepPlan, store: Store, executor, opts: RunOptions,
     return errors + _stage("measure", ready, measure_point, executor, store, opts, progress)
 
 
+def _claimed(store: Store, points: Sequence[PointJob]) -> bool:
+    return any(store.claim(k).exists() for pj in points for k in pj.stage_keys)
+
+
 def _blocked(store: Store, plan: SweepPlan) -> list[PointJob]:
-    """Unfinished points one of whose stages is claimed (by another process, or a dead one)."""
+    """Unfinished points one of whose stages is claimed (by another process, or a dead one),
+    or that have not failed (another process may be between two of their stages)."""
     return [pj for pj in plan.points if not pj.done(store)
-            and any(store.claim(k).exists() for k in pj.stage_keys)]
+            and (_claimed(store, [pj]) or not any(store.failed(k).exists()
+                                                  for k in pj.stage_keys))]
 
 
 def _await_others(plan: SweepPlan, store: Store, executor, opts: RunOptions,
@@ -263,15 +269,18 @@ def _await_others(plan: SweepPlan, store: Store, executor, opts: RunOptions,
     """Finish the points whose stages were claimed elsewhere: wait while their owner works,
     take the stage over when the claim goes stale (owner dead or claim too old)."""
     errors: list[str] = []
+    unclaimed_passes = 0
     while True:
         blocked = _blocked(store, plan)
-        if not blocked:
+        if not blocked or unclaimed_passes >= 3:   # (3 passes without a claim: give up)
             return errors
         errors += _run_stages(plan, store, executor, opts, False,
                               dense={pj.dense_key for pj in blocked},
                               retrain={k for pj in blocked for k in pj.retrain_keys},
                               points=blocked)
-        if _blocked(store, plan):
+        left = _blocked(store, plan)
+        unclaimed_passes = 0 if _claimed(store, left) else unclaimed_passes + 1
+        if left and unclaimed_passes == 0:
             time.sleep(poll)
 
 
