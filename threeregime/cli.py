@@ -180,28 +180,33 @@ def _run(args) -> int:
 
 
 def regime_table(ds) -> str:
-    """The regime of every cell as a text grid: hottest row first, load increasing right."""
+    """The regime of every cell as a text grid: hottest row first, load increasing right; one
+    grid per value of any further axis (e.g. each pruning method)."""
+    import itertools
+
     from .regimes import decode, find_dims
 
     _, temps, loads = find_dims(ds, "regime")
     t_dim, l_dim = temps[0], loads[0]
     names = decode(ds["regime"])
     extra = [d for d in names.dims if d not in (t_dim, l_dim)]
-    if extra:  # more than two axes: show the first value of the others
-        names = names.isel({d: 0 for d in extra})
     tv = list(ds[t_dim].values)
     if ds[t_dim].attrs.get("hotter") == "increasing":
         tv = tv[::-1]
     lv = list(ds[l_dim].values)
-    w = max(8, *(len(f"{v:g}") + 2 for v in lv))
+    w = max(11, *(len(f"{v:g}") + 2 for v in lv))
     lines = [f"regimes (rows: {t_dim}, hottest first; columns: {l_dim}; undet. = "
-             "undetermined)",
-             f"{'':>10s}" + "".join(f"{v:>{w}g}" for v in lv)]
-    for t in tv:
-        row = names.sel({t_dim: t})
-        cells = [str(row.sel({l_dim: v}).values).replace("undetermined", "undet.")
-                 for v in lv]
-        lines.append(f"{t:>10g}" + "".join(f"{c:>{w}s}" for c in cells))
+             "undetermined)"]
+    for combo in itertools.product(*(list(names[d].values) for d in extra)):
+        sub = names.sel(dict(zip(extra, combo)))
+        if extra:
+            lines.append(", ".join(f"{d} = {v}" for d, v in zip(extra, combo)))
+        lines.append(f"{'':>10s}" + "".join(f"{v:>{w}g}" for v in lv))
+        for t in tv:
+            row = sub.sel({t_dim: t})
+            cells = [str(row.sel({l_dim: v}).values).replace("undetermined", "undet.")
+                     .replace("II-unresolved", "II-unres.") for v in lv]
+            lines.append(f"{t:>10g}" + "".join(f"{c:>{w}s}" for c in cells))
     return "\n".join(lines)
 
 
