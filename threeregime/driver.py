@@ -267,7 +267,7 @@ def _blocked(store: Store, plan: SweepPlan) -> list[PointJob]:
 def _await_others(plan: SweepPlan, store: Store, executor, opts: RunOptions,
                   poll: float) -> list[str]:
     """Finish the points whose stages were claimed elsewhere: wait while their owner works,
-    take the stage over when the claim goes stale (owner dead or claim too old)."""
+    take the stage over when its lease goes stale (owner dead, or no heartbeat for 4 periods)."""
     errors: list[str] = []
     unclaimed_passes = 0
     while True:
@@ -320,7 +320,8 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
         40 % of the GPU's memory on CUDA.
     poll : seconds between checks while waiting for stages that another process (sharing
         ``out``) has claimed; the call returns when they are done, or takes them over when that
-        process died (same host) or its claim is older than 6 hours.
+        process's lease goes stale (it died on this host, or its heartbeat is 4 lease periods
+        old, any host: :mod:`threeregime._artifacts`).
 
     Returns
     -------
