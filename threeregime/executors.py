@@ -5,6 +5,12 @@ tasks finish; ``outcome`` is the task's return value or the exception it raised 
 records failures and goes on). Tasks are deterministic functions of their payload that
 write their artifacts atomically, and the grouping of work into tasks is fixed by the spec,
 so results never depend on the executor (``tests/test_executors.py``).
+
+With dask or Slurm the stages run in the workers, so the workers need the sweep directory at
+the same path (a shared file system) and, if set, ``THREEREGIME_LEASE_PERIOD`` in their
+environment: the leases of :mod:`threeregime._artifacts` are taken and renewed there.  A
+worker that dies mid-stage leaves a lease that another worker takes over once it goes stale
+(``tests/test_cluster_faults.py``).
 """
 from __future__ import annotations
 
