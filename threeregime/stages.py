@@ -162,6 +162,8 @@ def _claimed(store: Store, jobs: Sequence, done: Callable[[Any], bool]):
     claims are released on exit, however the stage ends."""
     todo = [j for j in jobs if not done(j)]
     mine = [j for j in todo if art.claim(store.claim(j.key))]
+    # a job finished elsewhere just before our claim is released (release returns None)
+    mine = [j for j in mine if not done(j) or art.release(store.claim(j.key))]
     try:
         yield todo, mine
     finally:
@@ -420,6 +422,8 @@ def measure_point(root: str | Path, job: PointJob, opts: RunOptions,
     if not art.claim(store.claim(job.key)):
         return {"measured": 0, "claimed_elsewhere": 1}
     try:
+        if out.exists():   # finished elsewhere just before our claim
+            return {"measured": 0}
         art.fault("measure")
         pin_numerics(opts)
         p = job.spec
