@@ -102,8 +102,9 @@ def _same(out: Path, ref) -> None:
 
 
 def _audit(trace: Path, spec: Path, out: Path) -> dict:
-    """Check the event log: each artifact committed once, no stage computed after its commit,
-    every recomputation after a takeover or an uncommitted release; return the counts."""
+    """Check the event log: each artifact committed once, no stage computed after its commit
+    (a lease taken after it is released unused), every recomputation after a takeover or an
+    uncommitted release; return the counts."""
     plan, store = plan_sweep(load_yaml(spec)), Store(out)
     final = {j.key: str(j.path(store)) for j in plan.dense}
     final.update({j.key: str(j.path(store)) for j in plan.retrain})
@@ -116,19 +117,26 @@ def _audit(trace: Path, spec: Path, out: Path) -> dict:
     c = Counter()
     committed: set[str] = set()
     released: dict[str, bool] = {}          # key -> its last holder released it
-    for ev, name, *_ in events:
+    late: set[tuple[str, str]] = set()      # (key, pid): claimed after the commit
+    for ev, name, _host, pid, *_ in events:
         if ev == "write":
+            assert not any(p == pid for _, p in late), (
+                f"process {pid} wrote {name} while holding a finished stage's lease")
             committed.update(k for k, f in final.items() if f == name)
             continue
         key = name.removesuffix(".claim")
         if ev == "release":
             released[key] = True
+            late.discard((key, pid))
         elif ev == "lost":
             c["lost"] += 1
         elif ev.startswith("takeover") and ev.endswith(":clean"):
             c["cleaned"] += 1
+        elif key in committed:
+            # done just before this claim: the stage must let it go unused (stages._claimed)
+            late.add((key, pid))
+            c["claimed after commit, released unused"] += 1
         elif ev == "claim" or ev.startswith("takeover"):
-            assert key not in committed, f"stage {key} computed again after it was committed"
             c["computations"] += 1
             if ev.startswith("takeover"):
                 c["after takeover"] += 1
