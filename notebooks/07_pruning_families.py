@@ -1,0 +1,254 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 — Pruning families: N:M with progressive gradient flow, channels, rewind and scratch
+#
+# **What this shows.** The three-regime picture was drawn for one-shot *unstructured* magnitude
+# pruning followed by fine-tuning. Here the same sweep (MNIST-1D, 1D CNN; temperature = dense
+# epochs, load = density) is run for the pruning users deploy, each family as an axis of one
+# sweep so that the unstructured case sits next to it:
+#
+# - `sweeps/families_nm.yaml`: **N:M sparse training with progressive gradient flow** (masks
+#   recomputed by magnitude every step, the gradient to pruned weights decaying from 1 to 0;
+#   Bambhaniya et al.) at 1:8, 1:4 and 2:4 -- one pattern per density (1/8, 1/4, 1/2), so the
+#   three `nm_N_M` methods together make one N:M diagram -- against one-shot magnitude pruning;
+# - `sweeps/families_channel.yaml`: **structured channel pruning** (whole filters removed by the
+#   L2 norm of their coupled group, the network made smaller, via torch-pruning) against
+#   magnitude at the same densities;
+# - `sweeps/families_retrain_mode.yaml`: magnitude pruning retrained by **finetune** (the
+#   reference), **rewind** (to the dense run's epoch 1, lottery-ticket style) or **scratch**
+#   (a fresh initialisation of the pruned network; Liu et al., "Rethinking the Value of Network
+#   Pruning").
+#
+# Each family is drawn as its own phase diagram (classified on its own slice) beside the
+# unstructured one, then we ask what the diagrams share: do the three regimes appear, and does
+# the advice (I -> hotter, II-A -> colder, II-B -> keep) point the way the measured test error
+# does? `benchmarks/families_validation.py` scores that with the pre-registered protocol;
+# `docs/pruning_families.md` has the figures.
+#
+# **How long.** Full setting: seconds when `runs/families_{nm,channel,retrain_mode}` hold the
+# three sweeps (`threeregime run sweeps/families_X.yaml --out runs/families_X`); from scratch
+# about 4 + 6 + 6 minutes of one CPU core (measured wall times are in `docs/pruning_families.md`).
+# Tiny setting (`THREEREGIME_NOTEBOOK_TINY=1`): about 30 seconds.
+#
+# **The tiny setting is a smoke run.** A few hundred training examples, a quarter-width CNN, a
+# few epochs: the models stay near chance, so most cells say `undetermined` ("near chance"). It
+# checks that every family, every panel (the robustness panel included: the tiny sweeps measure
+# corruption error) and the scoring run; it does not show the three regimes. Unset
+# `THREEREGIME_NOTEBOOK_TINY` for the real pictures.
+
+# %% tags=["parameters"]
+import os
+
+TINY = os.environ.get("THREEREGIME_NOTEBOOK_TINY", "") == "1"
+WORKERS = 1 if TINY else 2
+RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
+
+# %%
+import sys
+
+import matplotlib.pyplot as plt
+import numpy as np
+from _nbsetup import run_sweep, setup, smoke_sweep  # notebooks/_nbsetup.py: shared set-up
+
+import threeregime as tr
+import threeregime.measures  # noqa: F401  (registers the robustness measure for the specs)
+from threeregime.calibrate import measured_directions, score_directions
+from threeregime.plotting import PhaseDiagram
+from threeregime.rules import DEFAULT_RULE, advice_of, label_names
+from threeregime.spec import SweepSpec, from_dict, to_dict
+
+ROOT, RUNS = setup("nb07", TINY, RUNS_DIR)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from families_validation import slices  # noqa: E402  (one slice per method / mode)
+
+FAMILIES = ("nm", "channel", "retrain_mode")
+
+
+def tiny(spec: SweepSpec) -> SweepSpec:
+    """The family sweep on sweeps/smoke.yaml's data, model and recipes, one dense seed, two
+    densities (1:8 dropped), and the corruption error measured (severities 0 and 2)."""
+    d = to_dict(spec)
+    smoke = to_dict(smoke_sweep(ROOT, "smoke", {"epochs": [2, 4]}))["base"]
+    d["base"].update({k: smoke[k] for k in ("data", "model", "dense", "retrain",
+                                            "retrain_seeds", "measure")})
+    d["base"]["measure"].update(extra=["robustness"], severities=[0, 2])
+    d.update(name=f"tiny_{spec.name}", dense_seeds=[0])
+    axes = d["axes"]
+    axes["epochs"], axes["density"] = [2, 4], axes["density"][-2:]
+    if "prune_method" in axes:   # 1:8 keeps density 0.125, no longer on the axis
+        axes["prune_method"] = [m for m in axes["prune_method"] if m != "nm_1_8"]
+    return from_dict(SweepSpec, d)
+
+
+specs = {f: tr.load_yaml(ROOT / "sweeps" / f"families_{f}.yaml") for f in FAMILIES}
+if TINY:
+    specs = {f: tiny(s) for f, s in specs.items()}
+for s in specs.values():
+    print(f"{s.name:24s} grid {dict(zip(s.axes, s.shape))}, dense seeds {list(s.dense_seeds)}")
+
+# %% [markdown]
+# Run (or resume) the three sweeps. Stages are content-addressed: when `runs/` already holds
+# them (from the command line), this only reads the results.
+
+# %%
+data = {f: run_sweep(s, RUNS, workers=WORKERS, progress=False) for f, s in specs.items()}
+for f, s in specs.items():
+    print(tr.sweep_status(s, RUNS / s.name))
+
+# %% [markdown]
+# One Dataset per method or retraining mode (`slices`, from `benchmarks/families_validation.py`):
+# the stored regime labels of the whole sweep are dropped and every slice is classified on its
+# own with the library's default rule, so that one family's change point does not decide
+# another's. The `nm` slice joins 1:8, 1:4 and 2:4, each at its own density.
+
+# %%
+parts = {f: slices(ds) for f, ds in data.items()}
+regimes = {f: {k: tr.classify(sl) for k, sl in p.items()} for f, p in parts.items()}
+print({f: list(p) for f, p in parts.items()})
+
+
+# %%
+def side_by_side(family, variables=("test_error", "normalized_test_error", "lmc", "cka")):
+    """Rows: variables; columns: the family's slices; one colour scale per row."""
+    p, reg = parts[family], regimes[family]
+    cols = list(p)
+    variables = [v for v in variables if v in next(iter(p.values())) or v.startswith("norm")]
+    fig, axs = plt.subplots(len(variables), len(cols), squeeze=False, layout="constrained",
+                            figsize=(4.4 * len(cols), 3.1 * len(variables)))
+    for i, var in enumerate(variables):
+        dia = [PhaseDiagram.from_dataset(p[c], x="density", y="epochs", var=var,
+                                         regimes=reg[c]) for c in cols]
+        vals = np.concatenate([d.values.ravel() for d in dia])
+        vals = vals[np.isfinite(vals)]
+        lim = {}
+        if vals.size and var in ("lmc",):
+            lim = {"vmin": -np.abs(vals).max(), "vmax": np.abs(vals).max()}
+        elif vals.size:
+            lim = {"vmin": vals.min(), "vmax": vals.max()}
+        for j, (c, d) in enumerate(zip(cols, dia)):
+            d.plot(ax=axs[i, j], key=False, title=f"{c}: {var}", **lim)
+    fig.suptitle(f"{specs[family].name}: one phase diagram per slice (rule {DEFAULT_RULE})",
+                 fontsize=13)
+    return fig
+
+
+# %% [markdown]
+# ## Magnitude vs N:M (progressive gradient flow)
+#
+# Left: one-shot magnitude masks, fine-tuned. Right: N:M sparse training, 1:8 at density
+# 0.125, 1:4 at 0.25, 2:4 at 0.5. The first convolution stays dense for both (its rows of 5
+# weights cannot take M = 4 or 8), so density counts the other two convolutions.
+
+# %%
+fig = side_by_side("nm")
+
+# %% [markdown]
+# ## Magnitude vs structured channel pruning
+#
+# Same densities (fraction of prunable weights kept); the channel-pruned network is really
+# smaller (`realized_density` is what the layer-uniform channel keep fraction gives).
+
+# %%
+fig = side_by_side("channel")
+print("realized density (mean over cells):",
+      {k: np.round(sl["realized_density"].mean(["epochs", "dense_seed"]).values, 3).tolist()
+       for k, sl in parts["channel"].items()})
+
+# %% [markdown]
+# ## Finetune vs rewind vs scratch
+
+# %%
+fig = side_by_side("retrain_mode")
+
+# %% [markdown]
+# ## What the diagrams share with the unstructured case
+#
+# Per slice: the regime counts, the best dense temperature of each density column (the paper's
+# headline fact: hot is best at low density, cold at high density), and the mean barrier `mc`
+# at the lowest and highest density. A family *shares* the three-regime picture when it shows a
+# barrier (Regime I) at low load that disappears at high load, and when the best temperature
+# moves with load as the regimes say.
+
+# %%
+for f, p in parts.items():
+    for k, sl in p.items():
+        reg = regimes[f][k]["regime"]
+        counts = {n: int((reg.values == c).sum()) for c, n in
+                  ((0, "I"), (1, "II-A"), (2, "II-B"), (3, "unresolved"), (-1, "undet."))}
+        te = sl["test_error"].where(sl["status"].broadcast_like(sl["test_error"]) == 0)
+        te = te.mean(["dense_seed", "retrain_seed"])
+        best = {f"{d:g}": int(te.idxmin("epochs").sel(density=d)) for d in sl["density"].values}
+        mc = 100 * sl["lmc"].mean(["dense_seed", "pair"])
+        lo, hi = sl["density"].values.min(), sl["density"].values.max()
+        print(f"{f:>12s} {k:10s} {counts}\n{'':24s}best epochs per density {best}; mc (%) "
+              f"at {lo:g}: {np.round(mc.sel(density=lo).values, 1).tolist()}, at {hi:g}: "
+              f"{np.round(mc.sel(density=hi).values, 1).tolist()}")
+
+# %% [markdown]
+# ## Does the advice transfer?
+#
+# The pre-registered protocol (docs/validation_protocol.md): the right move at a cell is the
+# neighbouring temperature whose retrained test error is lower by a paired t-test over
+# (dense seed, retraining seed) blocks, `keep` when neither is; edge cells are scored only when
+# their one neighbour is better. The advice of the default rule is scored against it, next to
+# the naive rules. (With one dense seed and two retraining seeds, as in the tiny setting, fewer
+# than 3 blocks: nothing is scored.) The full tables, with every shipped rule, Wilson intervals,
+# sign tests and reproducibility: `python benchmarks/families_validation.py`.
+
+# %%
+for f, p in parts.items():
+    for k, sl in p.items():
+        truth = measured_directions(sl)
+        reg = regimes[f][k]["regime"].transpose(*truth.dims)
+        s = score_directions(advice_of(label_names(reg.values)), truth.values)
+        if not s["n"]:
+            print(f"{f:>12s} {k:10s} no scored cell")
+            continue
+        naive = ", ".join(f"{m} {100 * v['accuracy']:.0f} %" for m, v in s["naive"].items())
+        print(f"{f:>12s} {k:10s} advice right {s['k']}/{s['n']} = {100 * s['accuracy']:.0f} % "
+              f"[{100 * s['wilson'][0]:.0f}, {100 * s['wilson'][1]:.0f}]; always {naive}")
+
+# %% [markdown]
+# ## Robustness per regime
+#
+# When the sweep measured it (`measure.extra: [robustness]`; the tiny sweeps do, the shipped
+# family sweeps do not), the test error under input corruptions (shift, scale, mask, noise,
+# blur, JPEG-like quantisation of the 1-D signal), averaged over corruptions and severities
+# 1-5, as a panel; and the robustness gap (corrupted minus clean test error) averaged per
+# regime: is Regime I also where robustness is lost?
+
+# %%
+for f, p in parts.items():
+    for k, sl in p.items():
+        if "corrupted_test_error" not in sl:
+            print(f"{f} {k}: no corruption error in this sweep (add measure.extra: "
+                  f"[robustness] to measure it; trained models are reused)")
+            continue
+        ce = sl["corrupted_test_error"]
+        ce = ce.sel(severity=ce["severity"] > 0).mean(["corruption", "severity"])
+        sl = sl.assign(corrupted_error=ce.assign_attrs(long_name="corrupted test error",
+                                                       units="1"),
+                       robustness_gap=(ce - sl["test_error"]).assign_attrs(
+                           long_name="corrupted - clean test error", units="1"))
+        PhaseDiagram.from_dataset(sl, x="density", y="epochs", var="corrupted_error",
+                                  regimes=regimes[f][k]).plot(title=f"{f} {k}")
+        gap = sl["robustness_gap"].mean(["dense_seed", "retrain_seed"])
+        reg = regimes[f][k]["regime"]
+        per = {n: round(100 * float(gap.where(reg == c).mean()), 2) for c, n in
+               ((0, "I"), (1, "II-A"), (2, "II-B"), (3, "unresolved"), (-1, "undet."))
+               if bool((reg == c).any())}
+        print(f"{f} {k}: robustness gap (%) per regime {per}")
