@@ -6,8 +6,8 @@
 For each zoo model (mlp, cnn1d with and without BatchNorm, preresnet20 at width 0.25 on
 CIFAR-shaped inputs, vgg at width 0.25), briefly trained on synthetic class-conditional data:
 
-1. PyPI ``pyhessian`` 0.1 runs a fixed number of Rademacher probes P (its own stopping rule is
-   a relative change, not an error bound, so it is disabled); its standard error is computed
+1. PyPI ``pyhessian`` 0.1 runs a fixed P = 100 Rademacher probes (30 with --quick; its own
+   stopping rule is a relative change, not an error bound, so it is disabled); its s.e. is computed
    from its per-probe samples (sd / sqrt(P)).  That error is the target.
 2. ``threeregime.metrics.hessian_trace(estimator="hutchpp", method="taylor-fx",
    target_stderr=<pyhessian's s.e.>)`` runs until its own standard error reaches the target.
@@ -41,7 +41,7 @@ MODELS = [
     ("cnn1d (32 ch)", ModelSpec(name="cnn1d"), (1, 40), (2000, 500), (100, 30)),
     ("cnn1d + BN", ModelSpec(name="cnn1d", batchnorm=True), (1, 40), (2000, 500), (100, 30)),
     ("preresnet20 w=0.25", ModelSpec(name="preresnet20", width=0.25), (3, 32, 32), (128, 32),
-     (40, 15)),
+     (100, 30)),
     ("vgg w=0.25 + BN", ModelSpec(name="vgg", width=0.25, batchnorm=True), (3, 32, 32),
      (256, 64), (100, 30)),
 ]

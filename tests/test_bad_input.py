@@ -107,8 +107,8 @@ SPEC_CASES = [
     ("no-axes", BASE.split("axes:")[0] + "axes: {}\n",
      r"axes must name at least one axis; got \{\}; allowed: epochs"),
     ("unknown-prune-method", _edit("retrain_seeds", "prune: {method: magnitud}\n  retrain_seeds"),
-     (r"base.prune.method must be one of magnitude, global, lamp, random, nm; got 'magnitud' "
-     r"\(did you mean 'magnitude'\?\)")),
+     (r"base.prune.method must be one of magnitude, global, lamp, random, nm, channel, nm_N_M; "
+      r"got 'magnitud' \(did you mean 'magnitude'\?\)")),
     ("bad-nm", _edit("retrain_seeds", "prune: {method: nm, nm: '4:2', density: 0.5}\n  retrain_seeds"),
      r"base.prune.nm must be 'N:M' with 0 < N <= M \(e.g. '2:4'\); got '4:2'"),
     ("duplicate-retrain-seeds", _edit("retrain_seeds: [0, 1]", "retrain_seeds: [0, 0]"),
@@ -123,7 +123,7 @@ SPEC_CASES = [
      (r"base.dense.schedule must be one of step, cosine, constant; got 'cosin' \(did you mean "
      r"'cosine'\?\)")),
     ("unknown-retrain-mode", _edit("retrain_seeds", "retrain_mode: rewnd\n  retrain_seeds"),
-     (r"base.retrain_mode must be one of finetune, rewind, reinit; got 'rewnd' \(did you mean "
+     (r"base.retrain_mode must be one of finetune, rewind, reinit, scratch; got 'rewnd' \(did you mean "
      r"'rewind'\?\)")),
     ("unknown-cka-inputs", _edit("lmc_points: 3", "lmc_points: 3, cka_inputs: valid"),
      r"base.measure.cka_inputs must be one of test, train; got 'valid'"),
@@ -183,7 +183,7 @@ def test_cli_subprocess_exit_2_without_traceback(tmp_path):
     assert r.returncode == 2
     assert _one_line(r.stderr) == (
         f"error: {f}: axes.densty is not a sweepable axis (did you mean 'density'?); allowed: "
-        "epochs, batch_size, lr, sam_rho, density, train_size")
+        "epochs, batch_size, lr, sam_rho, density, train_size, prune_method, retrain_mode")
     r = subprocess.run([sys.executable, "-m", "threeregime", "run", str(tmp_path / "nope.yaml")],
                        capture_output=True, text=True, check=False)
     assert r.returncode == 2
