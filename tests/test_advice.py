@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _checks import check_advice_display
 from _results_synth import synthetic_sweep
 
 import threeregime
@@ -96,12 +97,7 @@ def test_regime_to_direction_and_move(lmc, cka, regime, direction, move):
     assert adv.rule["tau_lmc"] == DEFAULTS["tau_lmc"] == 0.02
     assert adv.rule["cka_rule"] == "absolute"
     assert adv.rule["tau_cka"] == DEFAULTS["tau_cka"]
-    text = str(adv)
-    assert text.splitlines()[0].startswith(f"Advice: {move} ({direction}; regime {regime}")
-    assert "batch_size = 64 at density 0.1" in text and len(text.splitlines()) <= 7
-    ds = adv.to_dataset()
-    assert ds.attrs["regime"] == regime and ds.attrs["move"] == move
-    assert ds["lmc"].dims == ("pair",) and ds.sizes["retrain_seed"] == 3
+    check_advice_display(adv, move, direction, regime)
 
 
 def test_thresholds_are_arguments():

@@ -14,6 +14,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from _checks import check_advice_display
 from _results_synth import synthetic_sweep
 from torch import nn
 
@@ -102,12 +103,7 @@ def test_regime_to_direction_and_move(monkeypatch, tiny, lmc, cka, regime, direc
     assert adv.rule["tau_lmc"] == DEFAULTS["tau_lmc"] == 0.02
     assert adv.rule["cka_rule"] == "absolute" and adv.rule["tau_cka"] == DEFAULTS["tau_cka"]
     assert adv.rule["prune"] == "magnitude" and isinstance(adv.rule["retrain"], dict)
-    text = str(adv)
-    assert text.splitlines()[0].startswith(f"Advice: {move} ({direction}; regime {regime}")
-    assert "batch_size = 64 at density 0.1" in text and len(text.splitlines()) <= 7
-    ds = adv.to_dataset()
-    assert ds.attrs["regime"] == regime and ds.attrs["move"] == move
-    assert ds["lmc"].dims == ("pair",) and ds.sizes["retrain_seed"] == 3
+    check_advice_display(adv, move, direction, regime)
 
 
 def test_thresholds_are_arguments(monkeypatch, tiny):

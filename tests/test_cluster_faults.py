@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 import xarray as xr
+from _tiny import tiny_yaml
 
 pytest.importorskip("torch")
 pytest.importorskip("psutil")
@@ -45,19 +46,7 @@ from threeregime.plan import Store, plan_sweep
 from threeregime.spec import load_yaml
 from threeregime.storage import open_sweep
 
-TINY = """\
-name: cluster_faults
-base:
-  data: {name: mnist1d, train_size: 128, test_size: 64}
-  model: {name: cnn1d, width: 0.25}
-  dense: {epochs: 2, batch_size: 32, lr: 0.1}
-  retrain: {epochs: 2, batch_size: 32, lr: 0.05}
-  retrain_seeds: [0, 1]
-  measure: {lmc_points: 3, eval_batch_size: 128}
-axes:
-  epochs: [1, 2]
-  density: [0.2, 0.5]
-"""
+TINY = tiny_yaml("cluster_faults", retrain_epochs=2, densities=(0.2, 0.5))
 N_POINTS = 4
 MAX_MEMBERS = 2          # retraining in 4 chunks of 2: work for several workers at once
 PERIOD = "1"             # lease period (s) in every process of these tests

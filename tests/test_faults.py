@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 import xarray as xr
+import yaml
+from _tiny import tiny_sweep, tiny_yaml
 
 pytest.importorskip("torch")
 
@@ -37,19 +39,7 @@ from threeregime.driver import assemble, run_sweep, sweep_status
 from threeregime.spec import load_yaml
 from threeregime.storage import STATUS, open_sweep
 
-TINY = """\
-name: tiny_faults
-base:
-  data: {name: mnist1d, train_size: 128, test_size: 64}
-  model: {name: cnn1d, width: 0.25}
-  dense: {epochs: 2, batch_size: 32, lr: 0.1}
-  retrain: {epochs: 1, batch_size: 32, lr: 0.05}
-  retrain_seeds: [0, 1]
-  measure: {lmc_points: 3, eval_batch_size: 128}
-axes:
-  epochs: [1, 2]
-  density: [0.2, 0.5]
-"""
+TINY = tiny_yaml("tiny_faults", densities=(0.2, 0.5))
 N_POINTS = 4
 
 # One crash at every stage, in the order a sweep meets them; each must really kill.
@@ -440,8 +430,9 @@ def test_diverged_point_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     from threeregime.cli import main
 
     spec = tmp_path / "div.yaml"
-    spec.write_text(TINY.replace("name: tiny_faults", "name: diverging").replace(
-        "epochs: [1, 2]", "lr: [0.1, 1.0e+6]"))
+    div = tiny_sweep("diverging", densities=(0.2, 0.5))
+    div["axes"] = {"lr": [0.1, 1.0e+6], "density": [0.2, 0.5]}
+    spec.write_text(yaml.safe_dump(div, sort_keys=False))
     out = tmp_path / "div"
     assert main(["run", str(spec), "--out", str(out), "--quiet", "--device", "cpu"]) == 0
     text = capsys.readouterr().out

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 import xarray as xr
+from _tiny import tiny_sweep
 
 import threeregime
 from threeregime import cli
@@ -13,18 +14,7 @@ from threeregime.driver import run_point, run_sweep, sweep_status
 from threeregime.plan import Store, plan_point, plan_sweep
 from threeregime.spec import SweepSpec, from_dict
 
-TINY = {
-    "name": "tiny",
-    "base": {
-        "data": {"name": "mnist1d", "train_size": 128, "test_size": 64},
-        "model": {"name": "cnn1d", "width": 0.25},
-        "dense": {"epochs": 2, "batch_size": 32, "lr": 0.1},
-        "retrain": {"epochs": 1, "batch_size": 32, "lr": 0.05},
-        "retrain_seeds": [0, 1],
-        "measure": {"lmc_points": 3, "eval_batch_size": 128},
-    },
-    "axes": {"epochs": [1, 2], "density": [0.2, 0.6]},
-}
+TINY = tiny_sweep("tiny")
 
 
 @pytest.fixture(scope="module")
