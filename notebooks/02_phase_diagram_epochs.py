@@ -134,14 +134,27 @@ print("epochs                       :", ds["epochs"].values)
 # %% [markdown]
 # ## How much the labels depend on the threshold
 #
-# The paper drew its boundaries by hand; the library makes the LMC threshold `tau_lmc` an
-# argument. Labels that flip between reasonable thresholds deserve less trust than their
-# neighbours (the `regime_confidence` variable says the same from the spread over seed pairs).
+# The paper drew its boundaries by hand; the default rule (`paper_step`) calls a barrier
+# significant when mc is below zero by more than `z_barrier` standard errors (2.5, fitted on the
+# paper's own Figure 2). Labels that flip between reasonable thresholds deserve less trust than
+# their neighbours; `regime_uncertain` marks the cells whose label flips across dense seeds or
+# whose barrier is within one standard error of the threshold, and `regime_confidence` is the
+# fraction of dense seeds that give the pooled label. The first release's rule (`legacy`, a
+# fixed mc cut-off and a CKA midpoint per column) is shown last for comparison.
 
 # %%
-for tau in (0.01, 0.02, 0.05):
-    print(f"tau_lmc = {tau}")
-    print(decode(tr.classify(ds, tau_lmc=tau)["regime"]).to_pandas(), end="\n\n")
+import dataclasses
+
+from threeregime.rules import get_rule
+
+step = get_rule("paper_step")
+for z in (1.5, 2.5, 4.0):
+    rule = dataclasses.replace(step, name=f"paper_step_z{z}",
+                               thresholds={**step.thresholds, "z_barrier": z})
+    print(f"z_barrier = {z}")
+    print(decode(tr.classify(ds, rule=rule)["regime"]).to_pandas(), end="\n\n")
+print("legacy rule (first release)")
+print(decode(tr.classify(ds, rule="legacy")["regime"]).to_pandas())
 
 # %%
 artists = ds.threeregime.plot("regime_confidence", fmt="{:.2f}")
