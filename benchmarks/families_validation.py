@@ -80,7 +80,7 @@ def load_slices(paths: list[Path]) -> dict[str, xr.Dataset]:
     data: dict[str, xr.Dataset] = {}
     for p in paths:
         ds = xr.open_dataset(p).load()
-        tag = p.stem.removeprefix("families_") + ":"
+        tag = p.stem.removeprefix("families_").removesuffix("_robust") + ":"
         data.update(slices(ds, tag))
     return data
 
@@ -110,6 +110,68 @@ def phenomenon(ds: xr.Dataset) -> str:
             f"epochs {list(map(int, ds['epochs'].values))}: density {lo:g} "
             f"{np.round(mc.sel(density=lo).values, 2).tolist()}, density {hi:g} "
             f"{np.round(mc.sel(density=hi).values, 2).tolist()}")
+
+
+def robustness(data: dict[str, xr.Dataset], labels: dict[str, xr.DataArray]) -> list[str]:
+    """Corrupted test error (severities >= 1, mean over corruptions) and its gap to the clean
+    test error, in percent, averaged over the cells of each regime (slices that measured it)."""
+    have = [s for s, ds in data.items() if "corrupted_test_error" in ds]
+    if not have:
+        return ["", "## Robustness per regime", "", "No slice measured the corruption error "
+                "(measure.extra: [robustness])."]
+    out = ["", "## Robustness per regime (corrupted test error, severities 1-5, mean over "
+           "corruptions; gap = corrupted - clean; % , cells averaged per regime)", "",
+           "| slice | " + " | ".join(f"{n} (cells): corrupted / gap" for n in NAMES.values())
+           + " |", "|---" * (len(NAMES) + 1) + "|"]
+    for s in have:
+        ds = data[s]
+        ce = ds["corrupted_test_error"]
+        ce = ce.sel(severity=ce["severity"] > 0).mean(["corruption", "severity"])
+        ce = ce.mean(["dense_seed", "retrain_seed"])
+        gap = ce - ds["test_error"].mean(["dense_seed", "retrain_seed"])
+        reg = labels[s].transpose(*ce.dims)
+        cells = []
+        for c in NAMES:
+            m = reg.values == c
+            cells.append(f"({int(m.sum())}) {100 * np.nanmean(ce.values[m]):.1f} / "
+                         f"{100 * np.nanmean(gap.values[m]):.1f}" if m.any() else "-")
+        out.append(f"| {s} | " + " | ".join(cells) + " |")
+    return out
+
+
+def mask_overlap(sweep: Path, runs: Path) -> list[str]:
+    """Share of the kept weights two retraining seeds of one point have in common (mean over
+    pairs and dense seeds): 1 for fixed one-shot masks; N:M training recomputes its masks, so
+    a retrained pair may end on different supports.  Reads the retraining records (torch)."""
+    import collections
+    import itertools
+
+    import torch
+
+    from threeregime._torchio import load_torch
+    from threeregime.plan import Store, plan_sweep
+    from threeregime.spec import load_yaml
+
+    torch.set_num_threads(1)
+    spec, store = load_yaml(sweep), Store(runs)
+    groups: dict = collections.defaultdict(dict)
+    for r in plan_sweep(spec).retrain:
+        p = r.spec
+        groups[(p.prune.method, p.prune.density, r.source, r.dense_key)][r.seed] = r.path(store)
+    share: dict = collections.defaultdict(list)
+    for key, paths in groups.items():
+        masks = {s: load_torch(path)["mask"] for s, path in paths.items()}
+        for a, b in itertools.combinations(sorted(masks), 2):
+            names = [n for n in masks[a] if n in masks[b]]
+            kept = sum(int(masks[a][n].sum()) for n in names)
+            both = sum(int((masks[a][n] & masks[b][n]).sum()) for n in names)
+            share[key[:3]].append(both / kept if kept else float("nan"))
+    out = ["", f"## Masks of retrained pairs ({sweep.name}, {runs})", "",
+           "| method | density | epochs | kept weights shared by two retraining seeds |",
+           "|---|---|---|---|"]
+    for (m, d, e), v in sorted(share.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
+        out.append(f"| {m} | {d:g} | {e} | {np.mean(v):.3f} |")
+    return out
 
 
 def report(paths: list[Path], rules: list[str]) -> str:
@@ -166,6 +228,7 @@ def report(paths: list[Path], rules: list[str]) -> str:
         out.append(f"| {name} | " + " | ".join(cols) + " |")
     out += ["", f"## Reproducibility across dense seeds ({default})", ""]
     out += reproducibility(data, RULES[default])
+    out += robustness(data, labels)
     out.append(f"\n({time.time() - t0:.0f} s)")
     return "\n".join(out)
 
@@ -177,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                   if r != DEFAULT_RULE)]),
                     help="comma-separated shipped rules; the first one's regimes are counted")
     ap.add_argument("--markdown", type=Path, help="also write the report here")
+    ap.add_argument("--masks", nargs=2, type=Path, metavar=("SWEEP.yaml", "RUNS_DIR"),
+                    help="also report the mask overlap of retrained pairs (reads the "
+                         "retraining records; imports torch)")
     args = ap.parse_args(argv)
     paths = [p for p in (args.files or FILES) if p.is_file()]
     if not paths:
@@ -187,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         if r not in RULES:
             sys.exit(f"error: --rules: unknown rule {r!r}; shipped: {', '.join(RULES)}")
     text = report([p.resolve() for p in paths], rules)
+    if args.masks:
+        text += "\n" + "\n".join(mask_overlap(*args.masks))
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")

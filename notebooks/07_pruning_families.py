@@ -56,6 +56,7 @@ import os
 TINY = os.environ.get("THREEREGIME_NOTEBOOK_TINY", "") == "1"
 WORKERS = 1 if TINY else 2
 RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
+ROBUSTNESS = True   # also measure the corruption error (reuses the trained models)
 
 # %%
 import sys
@@ -67,7 +68,7 @@ from _nbsetup import run_sweep, setup, smoke_sweep  # notebooks/_nbsetup.py: sha
 import threeregime as tr
 import threeregime.measures  # noqa: F401  (registers the robustness measure for the specs)
 from threeregime.calibrate import measured_directions, score_directions
-from threeregime.plotting import PhaseDiagram
+from threeregime.plotting import PhaseDiagram, save
 from threeregime.rules import DEFAULT_RULE, advice_of, label_names
 from threeregime.spec import SweepSpec, from_dict, to_dict
 
@@ -80,12 +81,12 @@ FAMILIES = ("nm", "channel", "retrain_mode")
 
 def tiny(spec: SweepSpec) -> SweepSpec:
     """The family sweep on sweeps/smoke.yaml's data, model and recipes, one dense seed, two
-    densities (1:8 dropped), and the corruption error measured (severities 0 and 2)."""
+    densities (1:8 dropped), corruption severities 0 and 2 only."""
     d = to_dict(spec)
     smoke = to_dict(smoke_sweep(ROOT, "smoke", {"epochs": [2, 4]}))["base"]
     d["base"].update({k: smoke[k] for k in ("data", "model", "dense", "retrain",
                                             "retrain_seeds", "measure")})
-    d["base"]["measure"].update(extra=["robustness"], severities=[0, 2])
+    d["base"]["measure"]["severities"] = [0, 2]
     d.update(name=f"tiny_{spec.name}", dense_seeds=[0])
     axes = d["axes"]
     axes["epochs"], axes["density"] = [2, 4], axes["density"][-2:]
@@ -94,9 +95,19 @@ def tiny(spec: SweepSpec) -> SweepSpec:
     return from_dict(SweepSpec, d)
 
 
+def with_robustness(spec: SweepSpec) -> SweepSpec:
+    """``spec`` with the corruption error measured: only the measure stage of each point is
+    new (its key holds the measure spec); dense runs and retrainings are reused."""
+    d = to_dict(spec)
+    d["base"]["measure"]["extra"] = ["robustness"]
+    return from_dict(SweepSpec, d)
+
+
 specs = {f: tr.load_yaml(ROOT / "sweeps" / f"families_{f}.yaml") for f in FAMILIES}
 if TINY:
     specs = {f: tiny(s) for f, s in specs.items()}
+if ROBUSTNESS:
+    specs = {f: with_robustness(s) for f, s in specs.items()}
 for s in specs.values():
     print(f"{s.name:24s} grid {dict(zip(s.axes, s.shape))}, dense seeds {list(s.dense_seeds)}")
 
@@ -143,6 +154,7 @@ def side_by_side(family, variables=("test_error", "normalized_test_error", "lmc"
             d.plot(ax=axs[i, j], key=False, title=f"{c}: {var}", **lim)
     fig.suptitle(f"{specs[family].name}: one phase diagram per slice (rule {DEFAULT_RULE})",
                  fontsize=13)
+    print("saved", save(fig, RUNS / specs[family].name / "side_by_side.png"))
     return fig
 
 
@@ -244,8 +256,9 @@ for f, p in parts.items():
                                                        units="1"),
                        robustness_gap=(ce - sl["test_error"]).assign_attrs(
                            long_name="corrupted - clean test error", units="1"))
-        PhaseDiagram.from_dataset(sl, x="density", y="epochs", var="corrupted_error",
-                                  regimes=regimes[f][k]).plot(title=f"{f} {k}")
+        art = PhaseDiagram.from_dataset(sl, x="density", y="epochs", var="corrupted_error",
+                                        regimes=regimes[f][k]).plot(title=f"{f} {k}")
+        save(art.ax.figure, RUNS / specs[f].name / f"corrupted_error_{k}.png")
         gap = sl["robustness_gap"].mean(["dense_seed", "retrain_seed"])
         reg = regimes[f][k]["regime"]
         per = {n: round(100 * float(gap.where(reg == c).mean()), 2) for c, n in
