@@ -202,3 +202,125 @@ def test_phase_diagram_from_plain_arrays():
     pd = PhaseDiagram.from_dataset(ds, x="L", y="T", var="lmc")
     # unknown direction: larger on top; flat CKA: Regime II unresolved (3)
     assert pd.regime.tolist() == [[3, 3], [0, 3]]
+
+
+# --------------------------------------------------------------------------- issue 12 review
+def _cbar_ticks(art):
+    return [t.get_text() for t in art.colorbar.ax.get_yticklabels()]
+
+
+def _decimals(tick: str) -> int:
+    return len(tick.split(".")[1]) if "." in tick else 0
+
+
+def test_colorbar_labels_name_the_quantity_and_its_unit():
+    """Colour bars say what they show with a unit, never a raw variable name; ticks are
+    plain numbers at 1/2/5 steps with just enough decimals (no 5-decimal labels)."""
+    ds = synthetic_sweep(0, classify=True)
+    fig, arts = plot_phase_diagrams(ds)
+    labels = {a.diagram.var: a.colorbar.ax.get_ylabel().replace("\n", " ") for a in arts}
+    assert labels["test_error"] == "test error (%)"
+    assert labels["normalized_test_error"] == "test error minus the column's best (% points)"
+    assert labels["lmc"].startswith("LMC (% points") and "< 0: barrier" in labels["lmc"]
+    assert labels["cka"] == "CKA of softmax outputs (1 = same)"
+    for a in arts:
+        ticks = _cbar_ticks(a)
+        assert 3 <= len(ticks) <= 7 and len(set(ticks)) == len(ticks), ticks
+        assert all("%" not in t and _decimals(t) <= 2 for t in ticks), ticks
+    assert _cbar_ticks(arts[2]) == ["-10", "-5", "0", "5", "10"]    # LMC +-10 % points
+    for a in arts:      # the y label names its unit once (not "(snapshot) (epoch) (hotter up)")
+        assert a.ax.get_ylabel() == "dense training epochs (snapshot; hotter \u2191)"
+    # CKA close to 1 over a narrow range: 4 decimals at most, still distinct
+    narrow = ds.copy()
+    narrow["cka"] = 0.9965 + 0.002 * (ds["cka"] - ds["cka"].min()) / float(
+        ds["cka"].max() - ds["cka"].min())
+    art = PhaseDiagram.from_dataset(narrow, var="cka").plot()
+    ticks = _cbar_ticks(art)
+    assert all(_decimals(t) <= 4 for t in ticks) and len(set(ticks)) == len(ticks)
+    # a variable the package does not know: long_name (units) from attrs, else spaced words
+    ds["my_time"] = ds["test_error_mean"] * 0 + 3.0 + ds["density"]
+    ds["my_time"].attrs = {"long_name": "time per step", "units": "s"}
+    assert PhaseDiagram.from_dataset(ds, var="my_time").plot().colorbar.ax.get_ylabel() == (
+        "time per step (s)")
+    ds["lmc_sem"] = ds["lmc_mean"] * 0 + 0.01
+    ds["my_raw"] = ds["lmc_mean"] * 0 + 1.0 + ds["density"]
+    ds["my_raw"].attrs = {}
+    for var in ("lmc_sem", "my_raw", "lmc_mean", "cka_mean"):
+        label = PhaseDiagram.from_dataset(ds, var=var).plot().colorbar.ax.get_ylabel()
+        assert "_" not in label and label, (var, label)
+
+
+def test_all_nan_panel_says_no_data():
+    """A panel without a single finite value (the confidence panel when nothing resolved)
+    says so in the panel and draws no colour bar."""
+    ds = synthetic_sweep(0, classify=True)
+    ds["regime_confidence"][:] = np.nan
+    art = PhaseDiagram.from_dataset(ds, var="regime_confidence").plot(fmt="{:.2f}")
+    assert art.colorbar is None and art.annotations == []
+    assert art.no_data.get_text() == "no data: regime confidence is NaN in every cell"
+    assert art.figure.axes == [art.ax]                    # no empty colour-bar axes
+    undet = ds.copy()
+    undet["regime"][:] = -1
+    undet["undetermined_reason"][:] = 5                   # near chance
+    art = PhaseDiagram.from_dataset(undet, var="regime_confidence").plot()
+    assert art.no_data.get_text() == "no data: every cell is undetermined (near chance)"
+    assert len(art.hatches) == 16 and art.region_labels[0].get_text() == "near chance"
+    fig, arts = plot_phase_diagrams(undet, variables=("test_error", "regime_confidence"))
+    assert arts[0].no_data is None and arts[0].colorbar is not None
+    assert arts[1].no_data is not None and arts[1].colorbar is None
+    # a panel with values draws its colour bar and no note
+    assert PhaseDiagram.from_dataset(ds, var="cka").plot().no_data is None
+
+
+def test_hatched_cells_keep_their_numbers_readable_and_the_legend_explains():
+    ds = synthetic_sweep(3, skip={(40, 0.5, s) for s in (0, 1, 2)})
+    reg = classify(ds)
+    reg["regime_uncertain"].loc[{"epochs": 10, "density": 0.1}] = 1
+    reg["regime"].loc[{"epochs": 5, "density": 0.05}] = -1
+    reg["undetermined_reason"].loc[{"epochs": 5, "density": 0.05}] = 5
+    art = PhaseDiagram.from_dataset(ds, var="cka", regimes=reg).plot()
+    d = art.diagram
+    by_cell = {(round(t.get_position()[1] - 0.22), round(t.get_position()[0])): t
+               for t in art.annotations}
+    row = {e: i for i, e in enumerate(d.y_values)}
+    col = {x: j for j, x in enumerate(d.x_values)}
+    hatch_z = max(p.get_zorder() for p in art.hatches + art.uncertain)
+    for cell in ((row[10], col[0.1]), (row[5], col[0.05])):      # uncertain, undetermined
+        t = by_cell[cell]
+        patch = t.get_bbox_patch()
+        assert patch is not None and t.get_zorder() > hatch_z
+        assert patch.get_facecolor()[:3] == pytest.approx(
+            art.image.cmap(art.image.norm(d.values[cell]))[:3])   # the cell's own colour
+    assert by_cell[row[20], col[0.05]].get_bbox_patch() is None   # an unhatched cell
+    # the legend explains the lines and the hatches this figure shows; the key the labels
+    labels = [t.get_text() for t in art.legend.get_texts()]
+    assert labels == ["boundary Regime I | II", "boundary II-A | II-B",
+                      "uncertain (dense seeds disagree)", "undetermined", "not run"]
+    assert art.key is art.legend.get_title() and "II-B: connected" in art.key.get_text()
+    assert "hatched" not in art.key.get_text()
+    fig, arts = plot_phase_diagrams(synthetic_sweep(0, classify=True))
+    assert [t.get_text() for t in arts[0].legend.get_texts()] == [
+        "boundary Regime I | II", "boundary II-A | II-B"]
+
+
+def test_value_text_has_no_negative_zero():
+    from threeregime.plotting import value_text
+
+    assert value_text("lmc", -0.0004) == "0.0%" and value_text("lmc", 0.0012) == "+0.1%"
+    assert value_text("lmc", -0.031) == "-3.1%" and value_text("test_error", -0.0001) == "0.0%"
+
+
+@pytest.mark.parametrize("lo,hi,scale,want", [
+    (0.044, 0.567, 100, ["10", "20", "30", "40", "50"]),
+    (-0.112, 0.112, 100, ["-10", "-5", "0", "5", "10"]),
+    (0.73, 0.997, 1, ["0.75", "0.80", "0.85", "0.90", "0.95"]),
+    (0.904, 0.914, 100, ["90.4", "90.6", "90.8", "91.0", "91.2", "91.4"]),
+    (120, 4500, 1, ["1000", "2000", "3000", "4000"]),
+    (0.5, 0.5, 1, ["0.500"]),
+])
+def test_nice_ticks(lo, hi, scale, want):
+    from threeregime._plot_text import nice_ticks
+
+    pos, labels = nice_ticks(lo, hi, scale)
+    assert labels == want
+    assert all(lo - 1e-12 <= p <= hi + 1e-12 for p in pos)

@@ -13,7 +13,6 @@ inside the drawing functions only; nothing here imports torch.
 """
 from __future__ import annotations
 
-import json
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,19 +24,40 @@ import xarray as xr
 
 from . import storage
 from ._errors import ResultsError, SpecError, did_you_mean
+from ._plot_text import (
+    CELL_NAMES,
+    PERCENT,
+    REASON_NAMES,
+    axis_label,
+    boundary_segments,
+    cell_label,
+    colorbar_label,
+    key_text,
+    nice_ticks,
+    no_data_text,
+    rule_name,
+    sweep_name,
+    tick,
+    value_text,
+    with_note,
+)
 from .features import replicate_mean
-from .regimes import REASONS, REGIME_I, REGIMES, UNDETERMINED, find_dims, regimes_of
+from .regimes import REASONS, REGIMES, UNDETERMINED, find_dims, regimes_of
 from .spec import AXES, check_choice
 from .storage import REPLICATE_DIMS
 
 __all__ = [
+    "CELL_NAMES",
     "PANELS",
+    "REASON_NAMES",
     "LMCCurvesArtists",
     "PhaseDiagram",
     "PhaseDiagramArtists",
     "plot_lmc_curves",
     "plot_phase_diagrams",
+    "cell_label",
     "save",
+    "value_text",
 ]
 
 #: The paper's four panels.
@@ -45,96 +65,22 @@ PANELS = ("test_error", "normalized_test_error", "lmc", "cka")
 _REGIME_COLORS = {UNDETERMINED: "#bdbdbd", 0: "#d95f02", 1: "#7570b3", 2: "#1b9e77",
                   3: "#a6cee3"}
 _DIVERGING = ("lmc", "lmc_mean")
-#: a cell's regime in words (code 3 = Regime II, A vs B inside noise)
-CELL_NAMES = {0: "I", 1: "II-A", 2: "II-B", 3: "unresolved"}
-#: an undetermined cell, in words, by ``undetermined_reason``
-REASON_NAMES = {1: "not run", 2: "failed", 3: "too few pairs", 4: "collapsed", 5: "near chance"}
-_PERCENT = ("test_error", "normalized_test_error", "lmc", "lmc_mean", "test_error_mean",
-            "train_error")
-KEY = ("I: barrier between retrained seeds -> train hotter  |  II-A: connected, lower CKA -> "
-       "train colder  |  II-B: connected, higher CKA -> keep  |  unresolved: Regime II, A vs B "
-       "within noise -> keep  |  solid line: Regime I | II, dashed: inside II  |  hatched "
-       "\\\\: uncertain (dense seeds disagree), //: undetermined")
+#: boundary line (style, width) by kind: between Regime I and II, inside Regime II
+_LINES = {"I": ("solid", 2.8), "II": ((0, (4, 2)), 1.6)}
+#: hatch -> what it marks, in legend order
+_HATCHES = {"\\\\": "uncertain (dense seeds disagree)", "//": "undetermined",
+            "xx": "diverged or failed", "..": "not run"}
 
 
 # --------------------------------------------------------------------------- helpers
 def _label(ds: xr.Dataset, name: str) -> str:
     """``long_name (units)``, the units left out when dimensionless or already named."""
-    attrs = ds[name].attrs if name in ds.variables else {}
-    long_name = str(attrs.get("long_name", name))
-    units = str(attrs.get("units", "") or "")
-    if units in ("", "1") or units.rstrip("s").lower() in long_name.lower():
-        return long_name
-    return f"{long_name} ({units})"
-
-
-def _with_note(label: str, note: str) -> str:
-    """``label (note)``, merged into a closing parenthesis: ``a (b; note)``."""
-    return f"{label[:-1]}; {note})" if label.endswith(")") else f"{label} ({note})"
-
-
-def value_text(var: str, v: float, fmt: str | None = None) -> str:
-    """A cell's value as printed: percent for errors and LMC, 3 decimals for CKA."""
-    if fmt is not None:
-        return fmt.format(v)
-    if var in _PERCENT:
-        return f"{100 * v:+.1f}%" if var.startswith("lmc") else f"{100 * v:.1f}%"
-    return f"{v:.3f}" if var.startswith("cka") else f"{v:.3g}"
-
-
-def cell_label(code: int, reason: int = 0, uncertain: bool = False) -> str:
-    """A cell's regime in words: ``I``, ``II-A``, ``II-B``, ``unresolved``, the reason it is
-    undetermined, and ``uncertain`` on a second line when the label is uncertain."""
-    if code == UNDETERMINED:
-        return REASON_NAMES.get(int(reason), "undetermined")
-    return CELL_NAMES.get(int(code), "undetermined") + ("\nuncertain" if uncertain else "")
+    return axis_label(ds[name].attrs if name in ds.variables else {}, name)
 
 
 def _hotter(ds: xr.Dataset, dim: str) -> str | None:
     h = ds[dim].attrs.get("hotter") if dim in ds.coords else None
     return AXES[dim].hotter if h is None and dim in AXES else h
-
-
-def _tick(v: Any) -> str:
-    return f"{float(v):g}" if isinstance(v, (float, np.floating)) else str(v)
-
-
-def rule_name(ds: xr.Dataset) -> str:
-    """The name in a regimes Dataset's ``regime_rule`` attr (``""`` when unknown)."""
-    try:
-        return str(json.loads(ds.attrs.get("regime_rule", "{}")).get("name", ""))
-    except (TypeError, ValueError, AttributeError):
-        return ""
-
-
-def sweep_name(ds: xr.Dataset) -> str:
-    """The sweep's name from attrs ``name`` / ``sweep_name`` / ``spec_json``; else ``""``."""
-    for key in (k for k in ("name", "sweep_name") if isinstance(ds.attrs.get(k), str)):
-        return ds.attrs[key]
-    try:
-        spec = json.loads(ds.attrs.get("spec_json", ""))
-        return str(spec.get("name", "")) if isinstance(spec, dict) else ""
-    except (TypeError, ValueError):
-        return ""
-
-
-def boundary_segments(labels: np.ndarray, *, kinds: bool = False) -> list:
-    """Line segments (in cell coordinates, cell (i, j) centred at x=j, y=i) between adjacent
-    cells whose determined regimes differ; ``kinds=True`` pairs each with ``"I"`` (Regime I on
-    one side only) or ``"II"`` (two Regime II labels)."""
-    ny, nx = labels.shape
-    segs = []
-    for i in range(ny):
-        for j in range(nx):
-            a = labels[i, j]
-            if a == UNDETERMINED:
-                continue
-            for b, seg in (((i, j + 1), ((j + 0.5, i - 0.5), (j + 0.5, i + 0.5))),
-                           ((i + 1, j), ((j - 0.5, i + 0.5), (j + 0.5, i + 0.5)))):
-                if b[0] < ny and b[1] < nx and labels[b] not in (UNDETERMINED, a):
-                    kind = "I" if REGIME_I in (a, labels[b]) else "II"
-                    segs.append((seg, kind) if kinds else seg)
-    return segs
 
 
 # --------------------------------------------------------------------------- phase diagram
@@ -153,6 +99,8 @@ class PhaseDiagramArtists:
     diagram: Any = None
     uncertain: list = field(default_factory=list)       # Rectangles over uncertain cells
     key: Any = None                                     # the regime key (Text) or None
+    legend: Any = None                                  # lines and hatches (Legend) or None
+    no_data: Any = None                                 # "no data: ..." (Text) when all NaN
 
 
 @dataclass
@@ -181,6 +129,7 @@ class PhaseDiagram:
     title: str = ""
     uncertain: np.ndarray | None = None
     rule: str = ""
+    colorbar_label: str = ""
 
     @classmethod
     def from_dataset(cls, ds: xr.Dataset, x: str | None = None, y: str | None = None,
@@ -248,7 +197,8 @@ class PhaseDiagram:
                                 else da.attrs.get("long_name", var)),
                    regime=table("regime", np.int8), reason=table("undetermined_reason", np.int8),
                    confidence=table("regime_confidence", np.float64), title=sweep_name(ds),
-                   uncertain=table("regime_uncertain", bool), rule=rule_name(reg))
+                   uncertain=table("regime_uncertain", bool), rule=rule_name(reg),
+                   colorbar_label=colorbar_label(var, ds[var].attrs if var in ds else da.attrs))
 
     # ------------------------------------------------------------------ drawing
     def plot(self, ax: Any = None, *, cmap: Any = None, vmin: float | None = None,
@@ -294,21 +244,37 @@ class PhaseDiagram:
         image = ax.imshow(vals, origin="upper", extent=(-0.5, nx - 0.5, ny - 0.5, -0.5),
                           aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
                           interpolation="nearest")
-        ax.set_xticks(range(nx), [_tick(v) for v in self.x_values], fontsize=10)
-        ax.set_yticks(range(ny), [_tick(v) for v in self.y_values], fontsize=10)
+        ax.set_xticks(range(nx), [tick(v) for v in self.x_values], fontsize=10)
+        ax.set_yticks(range(ny), [tick(v) for v in self.y_values], fontsize=10)
         ax.set_xlabel(f"{self.x_label} \u2192", fontsize=10.5)
-        ax.set_ylabel(_with_note(self.y_label, "hotter \u2191"), fontsize=10.5)
+        ax.set_ylabel(with_note(self.y_label, "hotter \u2191"), fontsize=10.5)
         ax.set_title(textwrap.fill(self.value_label, 44) if title is None else title,
                      fontsize=11)
-        cbar = fig.colorbar(image, ax=ax) if colorbar else None
+        has_reg = self.regime is not None
+        empty = not is_regime and vals.count() == 0
+        cbar = fig.colorbar(image, ax=ax) if colorbar and not empty else None
         if cbar is not None and is_regime:
             cbar.set_ticks([-1, 0, 1, 2, 3], labels=["undetermined", *CELL_NAMES.values()])
-        elif cbar is not None and self.var in _PERCENT:
-            cbar.ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:g}%")
-
-        has_reg = self.regime is not None
+        elif cbar is not None:
+            lo, hi = image.norm.vmin, image.norm.vmax
+            ticks, labels = nice_ticks(lo, hi, 100.0 if self.var in PERCENT else 1.0)
+            cbar.set_ticks(ticks, labels=labels)
+            cbar.ax.tick_params(labelsize=9)
+            # wrapped to the axes' height before layout (9 characters an inch at 9.5 pt), in
+            # lines of even length
+            label = self.colorbar_label or colorbar_label(self.var, {})
+            n_lines = -(-len(label) // max(24, int(9 * ax.get_position().height
+                                                 * fig.get_figheight())))
+            cbar.set_label(textwrap.fill(label, -(-len(label) // n_lines) + 4), fontsize=9.5)
+        no_data = None
+        if empty:
+            no_data = ax.text(0.5, 0.03, no_data_text(self.var, self.regime, self.reason),
+                              transform=ax.transAxes, ha="center", va="bottom", fontsize=9.5,
+                              zorder=5, wrap=True, bbox={"boxstyle": "round,pad=0.3",
+                                                         "fc": "white", "ec": "0.5"})
         reason = self.reason if self.reason is not None else np.zeros((ny, nx), np.int8)
         unc = self.uncertain if self.uncertain is not None else np.zeros((ny, nx), bool)
+        hatched = (self.regime == UNDETERMINED) | unc if has_reg else unc
         annotations, region_texts, hatches, unc_patches, lines = [], [], [], [], None
         label_cells = has_reg and (region_labels or is_regime)
         for i in range(ny):
@@ -317,15 +283,19 @@ class PhaseDiagram:
                 if annotate and np.isfinite(v) and not is_regime:
                     r, g, b, _ = image.cmap(image.norm(v))
                     color = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+                    # a hatched cell: the number on a patch of its own colour, not the hatch
+                    box = ({"boxstyle": "square,pad=0.15", "fc": (r, g, b), "ec": "none"}
+                           if hatched[i, j] else None)
                     annotations.append(ax.text(j, i + (0.22 if label_cells else 0.0),
                                                value_text(self.var, v, fmt), ha="center",
-                                               va="center", fontsize=9, color=color))
+                                               va="center", fontsize=9, color=color,
+                                               bbox=box, zorder=4))
                 if not label_cells:
                     continue
                 text = cell_label(self.regime[i, j], reason[i, j], bool(unc[i, j]))
                 t = ax.text(j, i - (0.12 if annotate and not is_regime else 0.0), text,
                             ha="center", va="center", fontsize=9, fontweight="bold",
-                            linespacing=0.95, zorder=4, bbox={"boxstyle": "round,pad=0.12",
+                            linespacing=0.95, zorder=4, bbox={"boxstyle": "round,pad=0.18",
                                                               "fc": "white", "ec": "none",
                                                               "alpha": 0.8})
                 (annotations if is_regime else region_texts).append(t)
@@ -333,8 +303,8 @@ class PhaseDiagram:
             if boundaries:
                 segs = boundary_segments(self.regime, kinds=True)
                 kw = {"colors": "black", "zorder": 3,
-                      "linewidths": [2.8 if k == "I" else 1.6 for _, k in segs],
-                      "linestyles": ["solid" if k == "I" else (0, (4, 2)) for _, k in segs]}
+                      "linewidths": [_LINES[k][1] for _, k in segs],
+                      "linestyles": [_LINES[k][0] for _, k in segs]}
                 kw.update(dict(boundary_kw or {}))
                 lines = ax.add_collection(LineCollection([sg for sg, _ in segs], **kw))
             for i, j in zip(*np.nonzero(self.regime == UNDETERMINED)):
@@ -347,21 +317,48 @@ class PhaseDiagram:
                 unc_patches.append(ax.add_patch(Rectangle(
                     (j - 0.5, i - 0.5), 1, 1, fill=False, hatch="\\\\",
                     edgecolor=(0.3, 0.3, 0.3, 0.35), linewidth=0, zorder=2)))
-        key_text = None
+        key_art = legend = None
         if key and has_reg:
-            key_text = fig.supxlabel(_key_text(self.rule, 1.3 * nx + 3.0), fontsize=8.5)
+            key_art, legend = _key(fig, self, lines is not None, 1.3 * nx + 3.0, 8.5)
         ax.set_xlim(-0.5, nx - 0.5)
         ax.set_ylim(ny - 0.5, -0.5)
         return PhaseDiagramArtists(figure=fig, ax=ax, image=image, colorbar=cbar,
                                    annotations=annotations, boundaries=lines,
                                    region_labels=region_texts, hatches=hatches, diagram=self,
-                                   uncertain=unc_patches, key=key_text)
+                                   uncertain=unc_patches, key=key_art, legend=legend,
+                                   no_data=no_data)
 
 
-def _key_text(rule: str, width_in: float) -> str:
-    """The regime key, wrapped to a figure ``width_in`` inches wide."""
-    return textwrap.fill((f"Regimes by rule {rule}: " if rule else "Regimes: ") + KEY,
-                         max(60, int(width_in * 15)))
+def _key(fig: Any, diagram: PhaseDiagram, lines: bool, width_in: float, size: float
+         ) -> tuple[Any, Any]:
+    """Under the axes: what the regime labels mean (the returned Text) above a legend of the
+    boundary lines and hatches ``diagram`` shows (the Legend, None when it shows none)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    text = key_text(diagram.rule, width_in)
+    kinds = {k for _, k in boundary_segments(diagram.regime, kinds=True)} if lines else set()
+    handles = [Line2D([], [], color="black", linestyle=_LINES[k][0], linewidth=_LINES[k][1],
+                      label=lab) for k, lab in (("I", "boundary Regime I | II"),
+                                                ("II", "boundary II-A | II-B")) if k in kinds]
+    undet = diagram.regime == UNDETERMINED
+    unc = diagram.uncertain if diagram.uncertain is not None else np.zeros(undet.shape, bool)
+    reason = (diagram.reason if diagram.reason is not None
+              else np.zeros(undet.shape, np.int8))[undet]
+    present = {"\\\\": bool((unc & ~undet).any()),
+               "xx": bool((reason == REASONS["diverged_or_failed"]).any()),
+               "..": bool((reason == REASONS["not_computed"]).any())}
+    present["//"] = bool(np.isin(reason, [REASONS["diverged_or_failed"],
+                                          REASONS["not_computed"]], invert=True).any())
+    handles += [Patch(facecolor="white", edgecolor="0.35", hatch=h, label=label)
+                for h, label in _HATCHES.items() if present[h]]
+    if not handles:
+        return fig.supxlabel(text, fontsize=size), None
+    legend = fig.legend(handles=handles, loc="outside lower center", fontsize=size,
+                        ncols=min(len(handles), 3 if width_in < 9 else 6), frameon=False,
+                        handlelength=2.4, handleheight=1.3, title=text,
+                        title_fontproperties={"size": size})
+    return legend.get_title(), legend
 
 
 # --------------------------------------------------------------------------- figures
@@ -414,9 +411,9 @@ def plot_phase_diagrams(ds: xr.Dataset, *, x: str | None = None, y: str | None =
         a.set_visible(False)
     fig.suptitle(sweep_name(ds) if title is None else title, fontsize=13)
     if reg is not None:
-        key = fig.supxlabel(_key_text(diagrams[0].rule, figsize[0]), fontsize=9.5)
+        key, legend = _key(fig, diagrams[0], plot_kw.get("boundaries", True), figsize[0], 9.5)
         for a in arts:
-            a.key = key
+            a.key, a.legend = key, legend
     return fig, arts
 
 
@@ -475,7 +472,7 @@ def plot_lmc_curves(ds: xr.Dataset, *, split: str = "train", quantity: str = "er
         for k, (row, code) in enumerate(zip(flat, codes)):
             if not np.isfinite(row).any():
                 continue
-            lab = ", ".join(f"{d}={_tick(ds[d].values[i])}" for d, i in zip(cell, idx[k]))
+            lab = ", ".join(f"{d}={tick(ds[d].values[i])}" for d, i in zip(cell, idx[k]))
             lines += ax.plot(t, row, color=_REGIME_COLORS[int(code)], lw=1, alpha=0.8)
             labels.append(lab)
     ax.set_xlabel(_label(ds, "t"))
