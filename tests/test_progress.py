@@ -6,23 +6,14 @@ from __future__ import annotations
 import os
 
 import pytest
+from test_sweep import TINY as TINY_SWEEP
 
 from threeregime.driver import run_sweep
 from threeregime.executors import InlineExecutor, ProcessExecutor
 from threeregime.spec import SweepSpec, from_dict
 
-TINY = {
-    "name": "tiny-progress",
-    "base": {
-        "data": {"name": "mnist1d", "train_size": 128, "test_size": 64},
-        "model": {"name": "cnn1d", "width": 0.25},
-        "dense": {"epochs": 2, "batch_size": 32, "lr": 0.1},
-        "retrain": {"epochs": 1, "batch_size": 32, "lr": 0.05},
-        "retrain_seeds": [0, 1],
-        "measure": {"lmc_points": 3, "eval_batch_size": 128},
-    },
-    "axes": {"epochs": [2], "density": [0.2]},
-}
+#: test_sweep's tiny sweep on one grid point (one task per stage)
+TINY = {**TINY_SWEEP, "name": "tiny-progress", "axes": {"epochs": [2], "density": [0.2]}}
 STAGE_BARS = ("dense   :", "retrain :", "measure :")
 FIT_BARS = ("dense x", "retrain x")       # train.fit's per-ensemble bars (stages.py desc)
 
