@@ -63,11 +63,29 @@ def smoke_sweep(root: Path, name: str, axes: dict, *, prune: dict | None = None,
     return from_dict(SweepSpec, d)
 
 
+def _widgets_missing() -> bool:
+    """True in a Jupyter kernel without ipywidgets (tqdm.auto would print its IProgress warning
+    and text bars on stderr, shown as red boxes)."""
+    import importlib.util
+    import sys
+
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return (shell is not None and hasattr(shell, "kernel")
+            and importlib.util.find_spec("ipywidgets") is None)
+
+
 def run_sweep(spec: SweepSpec, runs: Path, *, workers: int, **kwargs: Any):
     """:func:`threeregime.run_sweep` into ``runs / spec.name`` with ``workers`` local processes
-    of one torch thread each, with progress bars; returns the results Dataset."""
+    of one torch thread each, with progress bars; returns the results Dataset.
+
+    The bars are the stage bars of this process (widgets in JupyterLab); worker processes
+    print none.  In a kernel without ipywidgets it prints a one-line hint instead of bars.
+    """
     from threeregime.executors import make_executor
 
+    if "progress" not in kwargs and _widgets_missing():
+        print("(no progress bars: this kernel lacks ipywidgets; pip install 'threeregime[lab]')")
+        kwargs["progress"] = False
     executor = make_executor(workers=workers, threads=1)
     kwargs.setdefault("progress", True)
     try:
