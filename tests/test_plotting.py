@@ -308,6 +308,8 @@ def test_value_text_has_no_negative_zero():
 
     assert value_text("lmc", -0.0004) == "0.0%" and value_text("lmc", 0.0012) == "+0.1%"
     assert value_text("lmc", -0.031) == "-3.1%" and value_text("test_error", -0.0001) == "0.0%"
+    assert [value_text("regime_confidence", v) for v in (1.0, 0.92, 0.947)] == [
+        "1.00", "0.92", "0.95"]
 
 
 @pytest.mark.parametrize("lo,hi,scale,want", [

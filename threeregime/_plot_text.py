@@ -80,13 +80,15 @@ def colorbar_label(var: str, attrs: Any) -> str:
 
 
 def value_text(var: str, v: float, fmt: str | None = None) -> str:
-    """A cell's value as printed: percent for errors and LMC, 3 decimals for CKA (a value
-    that rounds to zero prints without a sign)."""
+    """A cell's value as printed: percent for errors and LMC, 3 decimals for CKA, 2 for the
+    regime confidence (a value that rounds to zero prints without a sign)."""
     if fmt is not None:
         return fmt.format(v)
     if var in PERCENT:
         p = round(100 * v, 1) + 0.0           # + 0.0: -0.0 -> 0.0
         return f"{p:+.1f}%" if var.startswith("lmc") and p else f"{p:.1f}%"
+    if var == "regime_confidence":
+        return f"{v:.2f}"
     return f"{v:.3f}" if var.startswith("cka") else f"{v:.3g}"
 
 
