@@ -39,10 +39,12 @@
 # does? `benchmarks/families_validation.py` scores that with the pre-registered protocol;
 # `docs/pruning_families.md` has the figures.
 #
-# **How long.** Full setting: seconds when `runs/families_{nm,channel,retrain_mode}` hold the
-# three sweeps (`threeregime run sweeps/families_X.yaml --out runs/families_X`); from scratch
-# about 4 + 6 + 6 minutes of one CPU core (measured wall times are in `docs/pruning_families.md`).
-# Tiny setting (`THREEREGIME_NOTEBOOK_TINY=1`): about 30 seconds.
+# **How long.** Full setting, measured on a shared 2-core CPU with one worker: the three sweeps
+# from scratch take 4, 5 and 7.5 minutes (`threeregime run sweeps/families_X.yaml --out
+# runs/families_X --workers 1`: 251, 314 and 446 s); with `ROBUSTNESS = True` the first run of
+# this notebook then measures the corruption error of every retrained model (6.5 minutes: only
+# the measure stage is new, the models are reused); after that, about a minute (reading and
+# drawing). Tiny setting (`THREEREGIME_NOTEBOOK_TINY=1`): 20-30 s of CPU.
 #
 # **The tiny setting is a smoke run.** A few hundred training examples, a quarter-width CNN, a
 # few epochs: the models stay near chance, so most cells say `undetermined` ("near chance"). It
@@ -134,7 +136,8 @@ print({f: list(p) for f, p in parts.items()})
 
 # %%
 def side_by_side(family, variables=("test_error", "normalized_test_error", "lmc", "cka")):
-    """Rows: variables; columns: the family's slices; one colour scale per row."""
+    """Rows: variables; columns: the family's slices; one colour scale per test-error row (LMC
+    and CKA keep their own: scratch's barriers would wash out the others)."""
     p, reg = parts[family], regimes[family]
     cols = list(p)
     variables = [v for v in variables if v in next(iter(p.values())) or v.startswith("norm")]
@@ -145,11 +148,7 @@ def side_by_side(family, variables=("test_error", "normalized_test_error", "lmc"
                                          regimes=reg[c]) for c in cols]
         vals = np.concatenate([d.values.ravel() for d in dia])
         vals = vals[np.isfinite(vals)]
-        lim = {}
-        if vals.size and var in ("lmc",):
-            lim = {"vmin": -np.abs(vals).max(), "vmax": np.abs(vals).max()}
-        elif vals.size:
-            lim = {"vmin": vals.min(), "vmax": vals.max()}
+        lim = {"vmin": vals.min(), "vmax": vals.max()} if vals.size and "error" in var else {}
         for j, (c, d) in enumerate(zip(cols, dia)):
             d.plot(ax=axs[i, j], key=False, title=f"{c}: {var}", **lim)
     fig.suptitle(f"{specs[family].name}: one phase diagram per slice (rule {DEFAULT_RULE})",
@@ -211,6 +210,27 @@ for f, p in parts.items():
               f"{np.round(mc.sel(density=hi).values, 1).tolist()}")
 
 # %% [markdown]
+# **What the full setting shows** (2 dense seeds x 3 retraining seeds; the tables are in
+# `docs/pruning_families.md`):
+#
+# - *Shared with the unstructured case*: the three regimes appear for N:M training (the joined
+#   1:8 / 1:4 / 2:4 diagram: 7 cells Regime I, 1 II-A, 3 II-B, 1 unresolved) and for channel
+#   pruning (3 I, 4 II-A, 4 II-B, 1 unresolved), laid out as in the paper: Regime I at the
+#   lowest density, and at higher density II-A hot / II-B cold with CKA rising with epochs.
+#   The 2:4 column alone (density 0.5) has no Regime I: II-A at 2 epochs, II-B from 4.
+# - *Not shared*: what Regime I means. For N:M training the barrier between two retrained
+#   seeds *deepens* as the dense model trains longer (1:8: `mc` -5.8 % at 2 epochs, -8.5 % at
+#   40) while test error keeps falling (25.0 -> 15.6 %): colder is better where the rule says
+#   hotter. N:M training recomputes its masks, and two retraining seeds end on different
+#   supports (`benchmarks/families_validation.py --masks`: 47-61 % of the kept weights shared
+#   at 1:8 and 1:4, 76 % at 2:4; one-shot masks share 100 %), so the barrier is partly between
+#   two different sparse networks. Scratch retraining from independent random initialisations
+#   is Regime I almost everywhere (`mc` -12 % to -64 %) by construction, whatever the dense
+#   temperature; its test error hardly depends on it.
+# - Channel pruning is *better* than unstructured magnitude at 10 % density here (best test
+#   error 10.5 % vs 23.8 %), equal at 50 %.
+
+# %% [markdown]
 # ## Does the advice transfer?
 #
 # The pre-registered protocol (docs/validation_protocol.md): the right move at a cell is the
@@ -235,13 +255,24 @@ for f, p in parts.items():
               f"[{100 * s['wilson'][0]:.0f}, {100 * s['wilson'][1]:.0f}]; always {naive}")
 
 # %% [markdown]
+# Full setting: the default rule's advice is right on 3/9 scored N:M cells (always colder:
+# 6/9), 6/9 channel cells (always colder: 7/9), 6/11 rewind and 1/6 scratch cells; pooled over
+# the new families 16/35 = 45.7 % [30.5, 61.8], against 19/27 = 70.4 % [51.5, 84.1] on the
+# unstructured slices of the same sweeps. On this data the advice does not transfer to the
+# new families: it is significantly better than "always hotter" only, and no better than
+# "always colder" or "always keep". Intervals are wide (9 scored cells per slice).
+#
 # ## Robustness per regime
 #
 # When the sweep measured it (`measure.extra: [robustness]`; the tiny sweeps do, the shipped
 # family sweeps do not), the test error under input corruptions (shift, scale, mask, noise,
 # blur, JPEG-like quantisation of the 1-D signal), averaged over corruptions and severities
 # 1-5, as a panel; and the robustness gap (corrupted minus clean test error) averaged per
-# regime: is Regime I also where robustness is lost?
+# regime: is Regime I also where robustness is lost? (Full setting: corrupted error follows
+# clean error -- highest in Regime I cells, e.g. 56.9 % vs 31.9-35.5 % for fine-tuning -- but
+# the gap above clean error is *smaller* there, 14.2 vs 26-27 points: Regime I cells are the
+# low-density ones whose clean error is already high. No extra robustness loss shows in
+# Regime I beyond its clean error.)
 
 # %%
 for f, p in parts.items():
@@ -252,12 +283,13 @@ for f, p in parts.items():
             continue
         ce = sl["corrupted_test_error"]
         ce = ce.sel(severity=ce["severity"] > 0).mean(["corruption", "severity"])
-        sl = sl.assign(corrupted_error=ce.assign_attrs(long_name="corrupted test error",
-                                                       units="1"),
+        sl = sl.assign(corrupted_error=(100 * ce).assign_attrs(
+                           long_name="corrupted test error", units="%"),
                        robustness_gap=(ce - sl["test_error"]).assign_attrs(
                            long_name="corrupted - clean test error", units="1"))
         art = PhaseDiagram.from_dataset(sl, x="density", y="epochs", var="corrupted_error",
-                                        regimes=regimes[f][k]).plot(title=f"{f} {k}")
+                                        regimes=regimes[f][k]).plot(title=f"{f} {k}",
+                                                                    fmt="{:.1f}%")
         save(art.ax.figure, RUNS / specs[f].name / f"corrupted_error_{k}.png")
         gap = sl["robustness_gap"].mean(["dense_seed", "retrain_seed"])
         reg = regimes[f][k]["regime"]
