@@ -4,8 +4,8 @@ Regime I -> hotter, II-A -> colder, II-B and II unresolved -> keep (SPEC.md sect
 hotter means fewer epochs, a smaller batch, a larger learning rate or a larger SAM rho.  Here:
 the display objects (:class:`Advice`, :class:`Selection`, :class:`TuneResult`); the single-cell
 rule (:func:`classify_cell`); advice read off a sweep (:func:`advise_dataset`, any named rule of
-:mod:`threeregime.rules`; default :data:`threeregime.rules.DEFAULT_RULE`, provisional until the
-corpus validation of ``docs/validation_protocol.md`` chooses it); the case studies' torch-free
+:mod:`threeregime.rules`; default :data:`threeregime.rules.DEFAULT_RULE`, chosen by the
+corpus validation of ``docs/validation_protocol.md``); the case studies' torch-free
 rules (:func:`make_selection`, :func:`step_value`); the input validators (over spec's).  The
 legacy single-model rule's :data:`DEFAULTS` (``tau_cka`` 0.959 fitted on the quick sweep's dense
 seed 1) are documented in ``docs/advice_validation.md``.
@@ -344,7 +344,7 @@ def advise_dataset(ds: xr.Dataset, point: Mapping[str, Any] | None, *,
     """Advice for one cell of a sweep results Dataset.
 
     The Dataset is classified with ``rule`` (a :class:`threeregime.rules.Rule` or a shipped
-    rule's name; default :data:`threeregime.rules.DEFAULT_RULE`, provisional) by
+    rule's name; default :data:`threeregime.rules.DEFAULT_RULE`) by
     :func:`threeregime.regimes.classify`, or with the legacy rule when ``tau_lmc`` / ``tau_cka``
     is given (absolute CKA rule with ``tau_cka``), and the cell ``point`` (one value per cell
     dim) selected; the hyperparameter is the Dataset's temperature dim.  Regime II unresolved

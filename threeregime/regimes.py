@@ -8,9 +8,9 @@
   paper's construction, Regime I = a significant barrier on the cold side of the LMC change point
   along temperature, II-A hot / II-B cold of it, **unresolved** where the CKA difference is inside
   its noise).  It has the highest pooled held-out advice accuracy on the validation corpus
-  (``benchmarks/corpus_validation.py``, ``docs/advice_validation.md``): 68 % on the 2 settings
-  scored so far, against 64 % (``level``) and 54 % (``legacy``), short of the 75 % target.
-  **Provisional** until the remaining corpus settings are scored (``provenance["why_default"]``).
+  (``benchmarks/corpus_validation.py``, ``docs/advice_validation.md``): 54 % on 180 cells of 5
+  settings, against 52 % (``level``) and 47 % (``legacy``); it misses the 75 % target and does
+  not beat "always keep" (53 %): read its advice as a hint, not a verdict.
 - ``rule="legacy"`` or any of the legacy keywords (``tau_lmc``, ``cka_rule``, ``tau_cka``,
   ``min_cka_spread``, ``collapse_margin``, ``chance_fraction``, ``min_pairs``) -> the rule of
   releases before issue 11, unchanged, so old results can be reproduced bit for bit:
@@ -257,7 +257,7 @@ def classify(ds: xr.Dataset, *, rule: Any = None, tau_lmc: Any = _UNSET, cka_rul
     rule : Rule or str, optional
         A :class:`threeregime.rules.Rule` or the name of a shipped one
         (:data:`threeregime.rules.RULES`: ``paper_step``, ``level``, ``legacy``).  Default:
-        :data:`threeregime.rules.DEFAULT_RULE` (**provisional**, module docstring), or
+        :data:`threeregime.rules.DEFAULT_RULE` (module docstring), or
         ``legacy`` when a legacy keyword below is given.
     tau_lmc, cka_rule, tau_cka, min_cka_spread, collapse_margin, chance_fraction, min_pairs
         Legacy rule only (module docstring): Regime I below ``-tau_lmc``; ``cka_rule``
