@@ -148,3 +148,23 @@ def test_as_tensor_data_accepts_pairs_tensordata_and_loaders():
 def test_as_tensor_data_rejects(data, match):
     with pytest.raises(DataError, match=match):
         as_tensor_data(data)
+
+
+def test_num_classes_known_without_making_the_data():
+    """Built-in sources say their class count upfront (the driver labels near-chance cells
+    with it without generating MNIST-1D again); a user's source without one says None."""
+    from threeregime.data import DATA_SOURCES, num_classes_of
+
+    for name in ("mnist1d", "digits", "teacher_student"):
+        spec = DataSpec(name=name, train_size=64, test_size=32)
+        assert num_classes_of(spec) == load_data(spec).num_classes
+    assert num_classes_of(DataSpec(name="teacher_student", options={"classes": 3})) == 3
+
+    @DATA_SOURCES.register("no_count")
+    def _user(spec, opts):  # pragma: no cover - never loaded here
+        raise AssertionError
+
+    try:
+        assert num_classes_of(DataSpec(name="no_count")) is None
+    finally:
+        DATA_SOURCES.unregister("no_count")

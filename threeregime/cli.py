@@ -171,7 +171,7 @@ def _run(args) -> int:
         executor.close()
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    st = sweep_status(spec, out)
+    st = sweep_status(spec, out, results=ds)
     print(f"{spec.name}: {st}")
     print(f"results: {out / 'results.nc'}")
     if "regime" in ds:

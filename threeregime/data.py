@@ -1,5 +1,4 @@
-"""Data sources by name, loaded whole into memory: ``mnist1d``, ``digits``,
-``teacher_student``, ``cifar10``.
+"""Data sources by name, loaded whole into memory: mnist1d, digits, teacher_student, cifar10.
 
 :func:`load_data` turns a :class:`~threeregime.spec.DataSpec` into :class:`Splits` (train and
 test :class:`TensorData`, the number of classes, the input shape and an optional batch-wise
@@ -27,19 +26,17 @@ digits
     seeded train/test split (option ``test_fraction``, 0.2: 1437 / 360).  10 classes.
 teacher_student
     Gaussian inputs N(0, I) of ``dim`` (20); labels are the argmax of a random one-hidden-layer
-    ReLU teacher (``teacher_hidden`` 32 units, ``classes`` 10) drawn from ``spec.seed``, its
-    hidden units centred (mean over Gaussian inputs removed) so that classes are roughly
-    balanced.
-    ``label_noise`` (0.0): that fraction of the training pool gets a uniformly random label
-    (which may coincide with the true one).  ``n_train`` (2000), ``n_test`` (1000) as for
-    mnist1d; the teacher and the test set do not change when the training pool grows.
+    ReLU teacher (``teacher_hidden`` 32 units, ``classes`` 10) drawn from ``spec.seed``, hidden
+    units centred so that classes are roughly balanced.  ``label_noise`` (0.0): that fraction
+    of the training pool gets a uniformly random label (maybe the true one).  ``n_train``
+    (2000), ``n_test`` (1000) as for mnist1d; teacher and test set do not change with the pool.
 cifar10
     The python-pickle CIFAR-10 batches ``data_batch_1`` .. ``data_batch_5`` and ``test_batch``
     in ``spec.root`` (or in ``spec.root/cifar-10-batches-py``).  Inputs (3, 32, 32) normalised
     per channel with mean (0.4914, 0.4822, 0.4465) and std (0.2470, 0.2435, 0.2616).
     ``augment=True``: pad-4 random crop + random horizontal flip (the reference's), vectorised
-    over the batch; the padding is black in pixel space, as with torchvision's ``RandomCrop``
-    applied before normalisation.
+    over the batch; padding black in pixel space (torchvision's ``RandomCrop`` before
+    normalisation).
 """
 from __future__ import annotations
 
@@ -71,15 +68,7 @@ _CACHE_SIZE = 4
 
 
 class TensorData(NamedTuple):
-    """A whole split in memory.
-
-    Attributes
-    ----------
-    x : Tensor
-        float32, (N, *input_shape).
-    y : Tensor
-        int64 class labels, (N,).
-    """
+    """A whole split in memory: ``x`` float32 (N, *input_shape), ``y`` int64 labels (N,)."""
 
     x: Tensor
     y: Tensor
@@ -119,17 +108,28 @@ class _Pools(NamedTuple):
     convert: Callable[[Any], Tensor] | None = None    # raw subsample -> float32 tensor
 
 
-#: name -> source function ``(spec, options) -> _Pools``; each carries ``.defaults`` (its
-#: options) and ``.augmentable``.
+#: name -> source function ``(spec, options) -> _Pools`` with ``.defaults`` (its options),
+#: ``.augmentable`` and ``.num_classes`` (None: not fixed).
 DATA_SOURCES: Registry[Callable[..., _Pools]] = Registry("data source")
 
 
-def _source(name: str, *, augmentable: bool = False, **defaults: Any) -> Callable:
+def _source(name: str, *, augmentable: bool = False, num_classes: int | None = None,
+            **defaults: Any) -> Callable:
     def deco(fn: Callable) -> Callable:
         fn.defaults = dict(defaults)  # type: ignore[attr-defined]
         fn.augmentable = augmentable  # type: ignore[attr-defined]
+        fn.num_classes = num_classes  # type: ignore[attr-defined]
         return DATA_SOURCES.register(name)(fn)
     return deco
+
+
+def num_classes_of(spec: DataSpec) -> int | None:
+    """Classes of ``spec``'s source without making its data (a fixed count or the ``classes``
+    option); ``None`` when unknown upfront (a user's source: :func:`load_data` says)."""
+    src = DATA_SOURCES.get(spec.name, field="data.name")
+    n = getattr(src, "num_classes", None) or {**getattr(src, "defaults", {}),
+                                              **dict(spec.options or {})}.get("classes")
+    return None if n is None else int(n)
 
 
 # --------------------------------------------------------------------------- option checks
@@ -154,7 +154,7 @@ def _opt_fraction(name: str, opts: dict, key: str, lo: float, hi: float,
 
 
 # --------------------------------------------------------------------------- sources
-@_source("mnist1d", n_train=4000, n_test=1000)
+@_source("mnist1d", num_classes=10, n_train=4000, n_test=1000)
 def _mnist1d(spec: DataSpec, opts: dict) -> _Pools:
     n_train = max(_opt_int("mnist1d", opts, "n_train"), spec.train_size or 0)
     n_test = max(_opt_int("mnist1d", opts, "n_test"), spec.test_size or 0)
@@ -182,7 +182,7 @@ def _mnist1d(spec: DataSpec, opts: dict) -> _Pools:
                   y[n_train:n_train + n_test], 10, (1, x.shape[-1]))
 
 
-@_source("digits", test_fraction=0.2)
+@_source("digits", num_classes=10, test_fraction=0.2)
 def _digits(spec: DataSpec, opts: dict) -> _Pools:
     frac = _opt_fraction("digits", opts, "test_fraction", 0.0, 1.0, lo_open=True)
     from sklearn.datasets import load_digits
@@ -315,7 +315,7 @@ def _cifar_convert(raw: np.ndarray) -> Tensor:
     return (x / 255.0 - mean) / std
 
 
-@_source("cifar10", augmentable=True)
+@_source("cifar10", augmentable=True, num_classes=10)
 def _cifar10(spec: DataSpec, opts: dict) -> _Pools:
     folder = _cifar_dir(spec.root)
     parts = [_read_cifar_batch(folder / f) for f in _CIFAR_TRAIN_FILES]
@@ -355,12 +355,8 @@ def clear_cache() -> None:
 
 
 def load_data(spec: DataSpec) -> Splits:
-    """Load the data a :class:`~threeregime.spec.DataSpec` describes.
-
-    Parameters
-    ----------
-    spec : DataSpec
-        Source name, sizes, seed, root folder, augmentation flag and source options.
+    """Load the data a :class:`~threeregime.spec.DataSpec` (source name, sizes, seed, root,
+    augmentation flag, source options) describes.
 
     Returns
     -------

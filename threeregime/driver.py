@@ -33,7 +33,7 @@ from pathlib import Path
 from . import _artifacts as art
 from ._device import progress_bar
 from ._errors import DataError, FieldError, ResultsError, SpecError, ThreeRegimeWarning
-from .data import load_data
+from .data import load_data, num_classes_of
 from .executors import InlineExecutor
 from .families import check_family, prune_names
 from .models import build_model, prunable_names
@@ -74,27 +74,31 @@ class StageCounts:
         return f"{s} [{st}]" if st else s
 
 
-def sweep_status(spec_or_dir: SweepSpec | str | Path, out: str | Path | None = None
-                 ) -> StageCounts:
+def sweep_status(spec_or_dir: SweepSpec | str | Path, out: str | Path | None = None, *,
+                 results=None) -> StageCounts:
     """Count finished, diverged, failed and pending points of a sweep.
 
     ``spec_or_dir`` is a :class:`SweepSpec`, a YAML path, or a sweep directory (whose
-    ``sweep.json`` holds the spec).
+    ``sweep.json`` holds the spec).  ``results``: the sweep's assembled Dataset, if at hand,
+    counts diverged points from its ``status`` instead of reading every point file again.
     """
     spec, root = _resolve(spec_or_dir, out)
     store = Store(root)
     plan = plan_sweep(spec)
     c = StageCounts(total=len(plan.points))
+    known = results is not None and "status" in results
     for pj in plan.points:
         if pj.done(store):
             c.done += 1
             with contextlib.suppress(ResultsError):
-                if int(read_point(pj.path(store))["status"].values) == 1:  # 1 = diverged
-                    c.diverged += 1
+                if not known and int(read_point(pj.path(store))["status"].values) == 1:
+                    c.diverged += 1                                     # 1 = diverged
         elif any(store.failed(k).exists() for k in pj.stage_keys):
             c.failed += 1
         else:
             c.pending += 1
+    if known:
+        c.diverged = int((results["status"] == 1).sum())
     c.stages = {"dense": (sum(j.done(store) for j in plan.dense), len(plan.dense)),
                 "retrain": (sum(j.done(store) for j in plan.retrain), len(plan.retrain)),
                 "measure": (c.done, c.total)}
@@ -369,7 +373,8 @@ def assemble(spec: SweepSpec, root: str | Path, plan: SweepPlan | None = None, *
              "spec_hash": spec_hash(spec), "torch_version": torch_version,
              "description": spec.description}
     with contextlib.suppress(Exception):
-        attrs["num_classes"] = int(problem_of(spec.base).data.num_classes)
+        n = num_classes_of(spec.base.data)      # without making the data when known upfront
+        attrs["num_classes"] = int(problem_of(spec.base).data.num_classes if n is None else n)
     meta = axis_meta_of(spec.axes)
     # storage writes role temperature|load only: a category axis goes in as a load axis and
     # gets its own role after (regimes classify every category value's diagram alone)
