@@ -22,9 +22,9 @@
 # retraining seeds per cell. We run the sweep, look at the labelled `xarray.Dataset` it returns,
 # assign every cell to Regime I / II-A / II-B, and draw the phase diagram.
 #
-# **How long.** Full setting: about 2 minutes from scratch on a 2-core CPU (116 s measured, two
-# worker processes, idle machine; 10 minutes when other jobs kept the machine at a load
-# average of 7-9); a rerun takes seconds, since finished stages are found in `runs/quick`.
+# **How long.** Full setting: about 3 minutes from scratch on a 2-core CPU (`make demo`: 179 s
+# measured, two worker processes, idle machine; several times longer when other jobs load the
+# machine); a rerun takes seconds, since finished stages are found in `runs/quick`.
 # Tiny setting (`THREEREGIME_NOTEBOOK_TINY=1`, what the tests run): `sweeps/smoke.yaml` in a
 # temporary directory, about 15 seconds.
 #

@@ -390,6 +390,7 @@ def assemble(spec: SweepSpec, root: str | Path, plan: SweepPlan | None = None, *
         reg = classify(ds, **(classify_kw or {}))
         for name in reg.data_vars:
             ds[name] = reg[name]
+        ds.attrs.update(reg.attrs)              # regime_rule: which rule labelled the cells
     return ds
 
 
