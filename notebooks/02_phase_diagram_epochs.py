@@ -27,7 +27,7 @@
 #
 # **How long.** Full setting (MNIST-1D): 15 s measured on a 2-core CPU when `runs/quick` already
 # holds the quick sweep (notebook 01 or `make demo`); from scratch add the sweep itself, about
-# 3 minutes (see notebook 01). CIFAR-10: 3 dense runs and 1,008 retrainings of 160
+# 3 minutes (see notebook 01). CIFAR-10: 3 dense runs and 1,296 retrainings of 160
 # epochs -- GPU-days, not a laptop job. Tiny setting (`THREEREGIME_NOTEBOOK_TINY=1`): about 15
 # seconds.
 #
