@@ -2,7 +2,10 @@
 
 Every :class:`Registry` records the names registered under its kind in :data:`NAMES`, a plain
 table that imports nothing, so :mod:`threeregime.spec` can accept a newly registered name
-(e.g. a pruner) without importing the torch-side module that holds the factory.
+(e.g. a pruner) without importing the torch-side module that holds the factory.  The built-in
+names of a torch-side registry are in :data:`BUILTIN` (so ``measure: {extra: [robustness]}``
+validates in a process that never imports torch); ``tests/test_builtin_names.py`` checks that
+the registries register exactly those.
 
 Unknown names and options raise :class:`~threeregime._errors.FieldError` (re-exported here),
 which carries the field it is about.
@@ -14,16 +17,20 @@ from typing import Generic, TypeVar
 
 from ._errors import FieldError, SpecError, did_you_mean
 
-__all__ = ["NAMES", "FieldError", "Registry", "registered_names", "resolve_options"]
+__all__ = ["BUILTIN", "NAMES", "FieldError", "Registry", "registered_names", "resolve_options"]
 
 T = TypeVar("T")
 
-#: kind -> names registered so far (filled by :meth:`Registry.register`).
-NAMES: dict[str, set[str]] = {}
+#: kind -> names the torch-side module registers when it is imported (``measures.MEASURES``)
+BUILTIN: dict[str, tuple[str, ...]] = {"measure": ("lmc", "cka", "hessian", "robustness")}
+
+#: kind -> names known so far: the built-ins, then those :meth:`Registry.register` adds
+NAMES: dict[str, set[str]] = {kind: set(names) for kind, names in BUILTIN.items()}
 
 
 def registered_names(kind: str) -> frozenset[str]:
-    """Names registered so far under ``kind`` (empty before the registering module loads)."""
+    """Names registered so far under ``kind``: its :data:`BUILTIN` names before the registering
+    module loads (none for a kind without built-ins listed there)."""
     return frozenset(NAMES.get(kind, ()))
 
 

@@ -15,7 +15,9 @@ Adding a measure = one registered function plus its entry in the contract test
     def _weight_norm(inp):
         return {"weight_norm": [float(...) for s in inp.states]}
 
-and ``measure: {extra: [weight_norm]}`` in a sweep file.
+and ``measure: {extra: [weight_norm]}`` in a sweep file.  A measure built into this module is
+also named in ``threeregime._registry.BUILTIN["measure"]``, so that specs naming it validate
+without importing torch (``tests/test_builtin_names.py`` checks that the two agree).
 """
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from .spec_io import (
     AXIS_ALIASES,
     METHOD_OPTIONS,
     Axis,
+    apply_axis,
     axis_values,
     canonical_json,
     cell_exists,
@@ -38,7 +39,6 @@ from .spec_io import (
     from_dict,
     nm_pattern,
     read_yaml,
-    replace_path,
     same_value,
     spec_hash,
     to_dict,
@@ -378,6 +378,8 @@ class SweepSpec:
     category axes ``prune_method`` (also ``prune.method``) and ``retrain_mode`` give one
     phase diagram per value.
     ``dense_seeds`` are the dense-run replicates; the retraining seeds are ``base.retrain_seeds``.
+    Its plain data (:func:`to_dict`) adds ``axis_order`` (not hashed) where the axes are not
+    in sorted order, so a spec read back from sorted-key JSON (``sweep.json``) keeps its order.
     """
 
     name: str = "sweep"
@@ -400,13 +402,14 @@ class SweepSpec:
                 raise SpecError(f"axes.{k} is given twice (also as its field path); give it "
                                 "once")
             axes[k] = axis_values(k, vals)
+        for k in axes:
             if k == "density" and nm_pattern(self.base.prune.method) and any(
                     AXIS_ALIASES.get(a, a) == "prune_method" for a in self.axes):
                 continue   # the method axis replaces the base's N:M density (checked below)
             # validate every value through the point spec it produces
             for i, v in enumerate(axes[k]):
                 try:
-                    self._apply(self.base, k, v)
+                    apply_axis(self.base, k, v)
                 except SpecError as e:
                     raise SpecError(f"axes.{k}[{i}]: {e}") from None
         for i, method in enumerate(axes.get("prune_method", ())):
@@ -425,28 +428,21 @@ class SweepSpec:
             raise SpecError("axes.epochs needs an epoch budget; got base.dense.iterations="
                             f"{self.base.dense.iterations} (remove it)")
 
-    # -- grid -------------------------------------------------------------------------------
-    def _apply(self, point: PointSpec, axis: str, value: Any) -> PointSpec:
-        if axis == "prune_method":
-            pattern = nm_pattern(value)
-            keep = METHOD_OPTIONS.get("nm_N_M" if pattern else value, ())
-            prune = dataclasses.replace(
-                point.prune, method=value, nm=point.prune.nm if value == "nm" else None,
-                density=pattern[0] / pattern[1] if pattern else point.prune.density,
-                options={k: v for k, v in point.prune.options.items() if k in keep})
-            return dataclasses.replace(point, prune=prune)
-        if axis == "epochs":
-            dense = point.dense
-            if value > dense.epochs:
-                raise SpecError(f"epochs value {value} exceeds base.dense.epochs "
-                                f"({dense.epochs}): the epochs axis takes snapshots of one run")
-            return dataclasses.replace(point, snapshot_epoch=int(value))
-        if axis == "batch_size" and point.dense.iterations is None:
-            raise SpecError("the batch_size axis keeps the iteration budget fixed: set "
-                            "base.dense.iterations (e.g. epochs x steps per epoch at the base "
-                            "batch size)")
-        return replace_path(point, AXES[axis].field, value)
+    def _plain_extra(self) -> dict:
+        return {} if list(self.axes) == sorted(self.axes) else {"axis_order": list(self.axes)}
 
+    @staticmethod
+    def _from_plain(data: dict) -> dict:
+        """Reorder ``axes`` by ``axis_order`` (:meth:`_plain_extra`) where they come sorted (as
+        from sorted-key JSON) and are the same axes; else ``axis_order`` is stale: ignored."""
+        data = dict(data)
+        order = [str(k) for k in data.pop("axis_order", None) or ()]
+        axes = data.get("axes")
+        if isinstance(axes, dict) and list(axes) == sorted(axes) and sorted(order) == list(axes):
+            data["axes"] = {k: axes[k] for k in order}
+        return data
+
+    # -- grid -------------------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(len(v) for v in self.axes.values())
@@ -457,7 +453,9 @@ class SweepSpec:
         Coordinates are in axis order, then dense seed (last, fastest).  For an epochs axis,
         the dense run of every point snapshots all the axis values, so one run serves them all.
         A cell that does not exist is left out (an ``nm_N_M`` method at a density other than
-        N/M): it reads as missing in the sweep Dataset.
+        N/M): it reads as missing in the sweep Dataset.  Category axes are applied first (a
+        method replaces the base's before a density is set), so any axis order gives the same
+        point specs.
         """
         names = list(self.axes)
         base = self.base
@@ -471,8 +469,9 @@ class SweepSpec:
                 continue
             for seed in self.dense_seeds:
                 p = dataclasses.replace(base, dense_seed=seed)
-                for n, v in zip(names, combo):
-                    p = self._apply(p, n, v)
+                for n, v in sorted(zip(names, combo), key=lambda nv: AXES[nv[0]].role
+                                   != "category"):
+                    p = apply_axis(p, n, v)
                 coords = dict(zip(names, combo))
                 coords["dense_seed"] = seed
                 out.append((coords, p))

@@ -35,12 +35,18 @@ from ._errors import FieldError, SpecError, did_you_mean
 
 __all__ = ["to_dict", "from_dict", "canonical_json", "spec_hash", "read_yaml", "dump_yaml",
            "check_pos_int", "check_float", "check_choice", "Axis", "AXES", "AXIS_ALIASES",
-           "METHOD_OPTIONS", "nm_pattern", "axis_values", "cell_exists", "replace_path",
-           "same_value", "field_error"]
+           "METHOD_OPTIONS", "nm_pattern", "axis_values", "apply_axis", "cell_exists",
+           "replace_path", "same_value", "field_error"]
 
 
-def to_dict(spec: Any, *, drop_defaults: bool = False) -> Any:
-    """Plain-data form of a spec (tuples become lists)."""
+def to_dict(spec: Any, *, drop_defaults: bool = False, extras: bool = True) -> Any:
+    """Plain-data form of a spec (tuples become lists).
+
+    A spec class may add keys that are not fields with a ``_plain_extra()`` method, read back
+    by its ``_from_plain(data)`` (``SweepSpec``: its ``axis_order``, for sorted-key JSON);
+    ``extras=False`` leaves them out (the hashed form, YAML, which keeps key order).
+    """
+    kw = {"drop_defaults": drop_defaults, "extras": extras}
     if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
         out = {}
         for f in dataclasses.fields(spec):
@@ -51,12 +57,14 @@ def to_dict(spec: Any, *, drop_defaults: bool = False) -> Any:
                     else dataclasses.MISSING)
                 if _normalise(v) == _normalise(default):
                     continue
-            out[f.name] = to_dict(v, drop_defaults=drop_defaults)
+            out[f.name] = to_dict(v, **kw)
+        if extras and hasattr(spec, "_plain_extra"):
+            out.update(spec._plain_extra())
         return out
     if isinstance(spec, Mapping):
-        return {str(k): to_dict(v, drop_defaults=drop_defaults) for k, v in spec.items()}
+        return {str(k): to_dict(v, **kw) for k, v in spec.items()}
     if isinstance(spec, (list, tuple)):
-        return [to_dict(v, drop_defaults=drop_defaults) for v in spec]
+        return [to_dict(v, **kw) for v in spec]
     return spec
 
 
@@ -71,9 +79,10 @@ def _normalise(v: Any) -> Any:
 
 
 def canonical_json(spec: Any) -> str:
-    """Sorted-key JSON with fields equal to their default left out (the hashed form)."""
-    return json.dumps(to_dict(spec, drop_defaults=True), sort_keys=True, separators=(",", ":"),
-                      allow_nan=False)
+    """Sorted-key JSON with fields equal to their default left out (the hashed form; no
+    :func:`to_dict` extras)."""
+    return json.dumps(to_dict(spec, drop_defaults=True, extras=False), sort_keys=True,
+                      separators=(",", ":"), allow_nan=False)
 
 
 def spec_hash(spec: Any, *, length: int = 16) -> str:
@@ -145,6 +154,8 @@ def from_dict(cls: type, data: Mapping, *, path: str = "") -> Any:
     """Build spec ``cls`` from plain data, checking keys and types (did-you-mean on typos)."""
     if not isinstance(data, Mapping):
         raise SpecError(f"{path or cls.__name__} must be a mapping; got {data!r}")
+    if hasattr(cls, "_from_plain"):
+        data = cls._from_plain(data)
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -236,7 +247,8 @@ def dump_yaml(spec: Any, path: str | Path | None = None, *, drop_defaults: bool 
     """Write a spec as YAML (defaults left out unless ``drop_defaults=False``)."""
     import yaml
 
-    text = yaml.safe_dump(to_dict(spec, drop_defaults=drop_defaults), sort_keys=False)
+    text = yaml.safe_dump(to_dict(spec, drop_defaults=drop_defaults, extras=False),
+                          sort_keys=False)
     if path is not None:
         Path(path).write_text(text)
     return text
@@ -353,6 +365,32 @@ def replace_path(obj: Any, path: str, value: Any) -> Any:
 METHOD_OPTIONS = {"channel": ("norm",),
                    "nm_N_M": ("decay", "beta0", "start", "end", "rate", "steps", "every",
                               "flow", "refine")}
+
+
+def apply_axis(point: Any, axis: str, value: Any) -> Any:
+    """The point spec ``point`` with sweep axis ``axis`` set to ``value``.
+
+    ``prune_method`` replaces the method (an ``nm_N_M`` method takes density N/M, options the
+    new method does not take are dropped); ``epochs`` selects the dense snapshot.
+    """
+    if axis == "prune_method":
+        pattern = nm_pattern(value)
+        keep = METHOD_OPTIONS.get("nm_N_M" if pattern else value, ())
+        prune = dataclasses.replace(
+            point.prune, method=value, nm=point.prune.nm if value == "nm" else None,
+            density=pattern[0] / pattern[1] if pattern else point.prune.density,
+            options={k: v for k, v in point.prune.options.items() if k in keep})
+        return dataclasses.replace(point, prune=prune)
+    if axis == "epochs":
+        if value > point.dense.epochs:
+            raise SpecError(f"epochs value {value} exceeds base.dense.epochs "
+                            f"({point.dense.epochs}): the epochs axis takes snapshots of one run")
+        return dataclasses.replace(point, snapshot_epoch=int(value))
+    if axis == "batch_size" and point.dense.iterations is None:
+        raise SpecError("the batch_size axis keeps the iteration budget fixed: set "
+                        "base.dense.iterations (e.g. epochs x steps per epoch at the base "
+                        "batch size)")
+    return replace_path(point, AXES[axis].field, value)
 
 
 def same_value(a: float, b: float) -> bool:
