@@ -32,14 +32,15 @@
 #
 # **How long.** Full setting: about 4 minutes on a 2-core laptop CPU for the three case studies
 # (estimated from their training budgets: ~15 dense runs and ~45 retrainings of a 8k-parameter
-# CNN, each a few seconds with one thread), plus the quick sweep (~10 minutes measured, notebook 01) if `runs/quick` is not
-# there yet. Retrained models are cached, so a rerun takes seconds. Tiny setting
-# (`THREEREGIME_NOTEBOOK_TINY=1`): about 40 seconds.
+# CNN, each a few seconds with one thread), plus the quick sweep (~10 minutes measured,
+# notebook 01) if `runs/quick` is not there yet. Retrained models are cached, so a rerun takes
+# seconds. Tiny setting (`THREEREGIME_NOTEBOOK_TINY=1`): about 40 seconds.
 #
 # **The tiny setting is a smoke run.** A few hundred training examples and a few epochs: the
 # models stay near chance (about 90 % test error), so the tables say `undetermined` and the
-# diagrams mark every cell "near chance" and the advice says "no advice". It checks that every cell runs; it does not show the three
-# regimes. Unset `THREEREGIME_NOTEBOOK_TINY` for the real pictures.
+# diagrams mark every cell "near chance" and the advice says "no advice". It checks that
+# every cell runs; it does not show the three regimes. Unset `THREEREGIME_NOTEBOOK_TINY` for
+# the real pictures.
 
 # %% tags=["parameters"]
 import os
@@ -47,6 +48,7 @@ import os
 TINY = os.environ.get("THREEREGIME_NOTEBOOK_TINY", "") == "1"
 DEVICE = "cpu"               # "auto" uses CUDA when present
 TARGET_DENSITY = 0.05        # the low-density end, where the regimes differ most
+WORKERS = 1 if TINY else 2   # local worker processes of the sweep (one torch thread each)
 RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
 
 # %%
@@ -54,7 +56,7 @@ import dataclasses
 
 import numpy as np
 import torch
-from _nbsetup import setup   # notebooks/_nbsetup.py: shared set-up
+from _nbsetup import run_sweep, setup   # notebooks/_nbsetup.py: shared set-up
 
 import threeregime as tr
 from threeregime.validation import validate_advice
@@ -112,7 +114,7 @@ print("undetermined reason:", advice.evidence.get("undetermined_reason"))
 # temperature and the lowest density of the quick sweep (computed or reused here).
 
 # %%
-ds = tr.run_sweep(sweep, RUNS / sweep.name, threads=1, progress=True)
+ds = run_sweep(sweep, RUNS, workers=WORKERS)   # into RUNS / sweep.name, with progress bars
 point = {"epochs": int(ds["epochs"].max()), "density": float(ds["density"].min())}
 print(point)
 print(tr.advise(ds, point=point))

@@ -44,6 +44,7 @@ TINY = os.environ.get("THREEREGIME_NOTEBOOK_TINY", "") == "1"
 PLANE_STEPS = 6 if TINY else 20       # even; the plane is PLANE_STEPS x PLANE_STEPS evaluations
 PLANE_DISTANCE = 5.0                  # loss-landscapes: the plane spans +-||theta|| / (2 distance)
 PLANE_EXAMPLES = 128 if TINY else 1000   # training examples the loss is evaluated on
+WORKERS = 1 if TINY else 2            # local worker processes of the sweep (one torch thread each)
 RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
 
 # %%
@@ -54,7 +55,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 import torch
-from _nbsetup import setup   # notebooks/_nbsetup.py: shared set-up
+from _nbsetup import run_sweep, setup   # notebooks/_nbsetup.py: shared set-up
 
 import threeregime as tr
 from threeregime.plan import plan_sweep
@@ -80,7 +81,7 @@ else:
 spec = dataclasses.replace(sweep, base=dataclasses.replace(
     sweep.base, measure=dataclasses.replace(sweep.base.measure, **hessian)))
 out = RUNS / spec.name
-ds = tr.run_sweep(spec, out, threads=1, progress=True)
+ds = run_sweep(spec, RUNS, workers=WORKERS)   # into out = RUNS / spec.name, with progress bars
 print(tr.sweep_status(out))
 decode(ds["regime"]).to_pandas()
 
