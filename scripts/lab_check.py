@@ -89,11 +89,15 @@ def _free_port() -> int:
 
 
 def _copy_tree(dest: Path, nb_dir: Path) -> None:
-    """notebooks/*.ipynb + _nbsetup.py and sweeps/ into ``dest`` (outputs never reach git)."""
+    """notebooks/*.ipynb + _nbsetup.py, sweeps/ and benchmarks/*.py into ``dest`` (outputs
+    never reach git)."""
     (dest / "notebooks").mkdir(parents=True)
     for p in [*nb_dir.glob("[0-9][0-9]_*.ipynb"), NB_DIR / "_nbsetup.py"]:
         shutil.copy2(p, dest / "notebooks" / p.name)
     shutil.copytree(ROOT / "sweeps", dest / "sweeps")
+    # notebook 07 imports benchmarks/families_validation.py (and what it imports)
+    shutil.copytree(ROOT / "benchmarks", dest / "benchmarks",
+                    ignore=lambda d, names: [n for n in names if not n.endswith(".py")])
     settings = dest / ".lab" / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     # no "would you like to receive Jupyter news?" toast over the screenshots
@@ -176,15 +180,19 @@ def screenshot(driver, width: int) -> bytes:
                           "window.jupyterapp.shell.collapseLeft();"
                           "window.jupyterapp.shell.collapseRight();")
     time.sleep(1.0)
-    h = driver.execute_script("""
-        const nb = window.jupyterapp.shell.currentWidget;
-        const sc = nb.node.querySelector('.jp-WindowedPanel-outer') || nb.content.node;
-        const top = sc.getBoundingClientRect().top;
-        return Math.ceil(top + sc.scrollHeight + 40);""")
-    h = int(min(max(h, 800), 16000))
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": width, "height": h, "deviceScaleFactor": 1, "mobile": False})
-    time.sleep(1.0)
+    h = 0
+    for _ in range(4):      # cells rendered once on screen grow the notebook: measure again
+        grown = int(min(max(driver.execute_script("""
+            const nb = window.jupyterapp.shell.currentWidget;
+            const sc = nb.node.querySelector('.jp-WindowedPanel-outer') || nb.content.node;
+            const top = sc.getBoundingClientRect().top;
+            return Math.ceil(top + sc.scrollHeight + 40);"""), 800), 16000))
+        if grown <= h:
+            break
+        h = grown
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": h, "deviceScaleFactor": 1, "mobile": False})
+        time.sleep(1.5)
     driver.execute_script("""
         const nb = window.jupyterapp.shell.currentWidget;
         nb.content.activeCellIndex = 0;
