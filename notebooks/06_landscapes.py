@@ -245,7 +245,7 @@ axs[2].yaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 5, 10]))
 axs[2].yaxis.set_major_formatter(decimals(np.nanmin(zs), np.nanmax(zs)))
 axs[2].set_ylabel("train loss")
 axs[2].set_title("slice through the centre", fontsize=10)
-axs[2].legend(fontsize=8)
+fig.legend(loc="outside lower right", fontsize=8, ncols=2)   # under the panels, off the curves
 for ax in axs:
     ax.set_xlabel("direction 1 (x ||theta||)")
     ax.xaxis.set_major_locator(MaxNLocator(4))
