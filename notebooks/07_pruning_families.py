@@ -135,6 +135,11 @@ print({f: list(p) for f, p in parts.items()})
 
 
 # %%
+TITLES = {"test_error": "test error", "normalized_test_error": "test error - column best",
+          "lmc": "LMC (mc; < 0 = barrier)", "cka": "CKA of softmax outputs",
+          "corruption_error": "corrupted test error"}
+
+
 def side_by_side(family, variables=("test_error", "normalized_test_error", "lmc", "cka")):
     """Rows: variables; columns: the family's slices; one colour scale per test-error row (LMC
     and CKA keep their own: scratch's barriers would wash out the others)."""
@@ -150,7 +155,13 @@ def side_by_side(family, variables=("test_error", "normalized_test_error", "lmc"
         vals = vals[np.isfinite(vals)]
         lim = {"vmin": vals.min(), "vmax": vals.max()} if vals.size and "error" in var else {}
         for j, (c, d) in enumerate(zip(cols, dia)):
-            d.plot(ax=axs[i, j], key=False, title=f"{c}: {var}", **lim)
+            ax = axs[i, j]
+            d.plot(ax=ax, key=False, title=f"{c}: {TITLES.get(var, var)}", **lim)
+            # one short y label per row and x labels under the last row: the full labels are
+            # taller than a row of this grid and run into each other
+            ax.set_ylabel("dense epochs (hotter ↑)" if j == 0 else "")
+            if i < len(variables) - 1:
+                ax.set_xlabel("")
     fig.suptitle(f"{specs[family].name}: one phase diagram per slice (rule {DEFAULT_RULE})",
                  fontsize=13)
     print("saved", save(fig, RUNS / specs[family].name / "side_by_side.png"))
