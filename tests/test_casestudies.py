@@ -393,6 +393,8 @@ def test_tune_temperature_walks_until_keep(monkeypatch):
     assert visited == [80, 40, 20] and res.stopped == "II-B (keep)"
     assert res.best_value == 20 and [h[0] for h in res.history] == [80, 40, 20]
     assert "best 20" in str(res)
+    row = [ln for ln in str(res).splitlines() if "<- best" in ln][0]
+    assert row.split()[:3] == ["20", "II-B", "10.00%"] and res.history[-1][1].move in row
 
 
 def test_tune_temperature_direction_and_stops(monkeypatch):

@@ -477,11 +477,11 @@ class TuneResult:
     def __str__(self) -> str:
         lines = [f"Tuning {self.hyperparameter}: best {self.best_value:g} "
                  f"(stopped: {self.stopped})",
-                 f"  {self.hyperparameter:>12s}  {'regime':<13s} {'advice':<26s} test err"]
-        for v, a, e in self.history:
+                 f"  {self.hyperparameter:>12s}  {'regime':<13s} test err  advice"]
+        for v, a, e in self.history:       # the advice last and whole: it can be a sentence
             mark = "  <- best" if v == self.best_value else ""
-            e_s = f"{100 * e:7.2f}%" if np.isfinite(e) else "    n/a"
-            lines.append(f"  {v:>12g}  {a.regime:<13s} {a.move[:26]:<26s} {e_s}{mark}")
+            e_s = f"{100 * e:7.2f}%" if np.isfinite(e) else "    n/a "
+            lines.append(f"  {v:>12g}  {a.regime:<13s} {e_s}  {a.move}{mark}")
         return "\n".join(lines)
 
 
