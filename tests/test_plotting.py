@@ -326,3 +326,15 @@ def test_nice_ticks(lo, hi, scale, want):
     pos, labels = nice_ticks(lo, hi, scale)
     assert labels == want
     assert all(lo - 1e-12 <= p <= hi + 1e-12 for p in pos)
+
+
+def test_connected_lmc_panel_keeps_a_small_symmetric_range():
+    """An LMC panel where every pair is connected (mc = 0) gets a +-1 % point colour range,
+    not +-100 %; a panel with barriers is symmetric around 0 at its largest |mc|."""
+    ds = synthetic_sweep(0)
+    flat = ds.assign(lmc=ds["lmc"] * 0.0)
+    art = PhaseDiagram.from_dataset(flat, var="lmc").plot()
+    assert (art.image.norm.vmin, art.image.norm.vmax) == (-0.01, 0.01)
+    art = PhaseDiagram.from_dataset(ds, var="lmc").plot()
+    m = float(np.abs(art.diagram.values).max())
+    assert art.image.norm.vmin == pytest.approx(-m) and art.image.norm.vmax == pytest.approx(m)

@@ -239,7 +239,7 @@ class PhaseDiagram:
         elif cmap is None:
             cmap = "RdBu" if self.var in _DIVERGING else "viridis"
             if self.var in _DIVERGING and vmin is None and vmax is None and vals.count():
-                m = float(np.abs(vals).max()) or 1.0
+                m = max(float(np.abs(vals).max()), 0.01)   # all ~0: +-1 % point, not +-100
                 vmin, vmax = -m, m
         image = ax.imshow(vals, origin="upper", extent=(-0.5, nx - 0.5, ny - 0.5, -0.5),
                           aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
