@@ -4,6 +4,7 @@ One command regenerates every setting of the corpus::
 
     python benchmarks/make_corpus.py                    # all of sweeps/corpus/*.yaml
     python benchmarks/make_corpus.py --only demo_epochs # one setting
+    python benchmarks/make_corpus.py --corpus corpus_v2 # corpus v2 (issue 19), sweeps/corpus_v2
 
 Each ``sweeps/corpus/<name>.yaml`` is run with the command-line interface
 (``python -m threeregime run <yaml> --out <runs>/<name> --workers N``; resumable: finished stages
@@ -37,9 +38,10 @@ def _run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
-def regenerate(names: list[str] | None, workers: str, runs: Path, out: Path) -> None:
-    """Run each corpus sweep and export it to ``out/<name>.nc``."""
-    yamls = sorted((REPO / "sweeps" / "corpus").glob("*.yaml"))
+def regenerate(names: list[str] | None, workers: str, runs: Path, out: Path,
+               corpus: str = "corpus") -> None:
+    """Run each sweep of ``sweeps/<corpus>/`` and export it to ``out/<name>.nc``."""
+    yamls = sorted((REPO / "sweeps" / corpus).glob("*.yaml"))
     if names:
         known = {y.stem: y for y in yamls}
         missing = [n for n in names if n not in known]
@@ -187,12 +189,15 @@ def summarize(path: str, tau_lmc: float = 0.02) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus", default="corpus", choices=["corpus", "corpus_v2"],
+                    help="which corpus: sweeps/corpus (v1, issue 11) or sweeps/corpus_v2 "
+                         "(issue 19); sets the default --runs and --out folders")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="settings to regenerate")
     ap.add_argument("--workers", default="2", help="worker processes per sweep (default 2)")
-    ap.add_argument("--runs", type=Path, default=REPO / "runs" / "corpus",
-                    help="folder of the sweep directories (default runs/corpus)")
-    ap.add_argument("--out", type=Path, default=REPO / "validation" / "corpus",
-                    help="folder of the exported netCDF files (default validation/corpus)")
+    ap.add_argument("--runs", type=Path, default=None,
+                    help="folder of the sweep directories (default runs/<corpus>)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder of the exported netCDF files (default validation/<corpus>)")
     ap.add_argument("--summarize", nargs="+", metavar="NC",
                     help="print descriptive tables of exported files instead of running")
     ap.add_argument("--tau-lmc", type=float, default=0.02,
@@ -203,7 +208,9 @@ def main(argv: list[str] | None = None) -> None:
             print(summarize(f, a.tau_lmc))
             print()
         return
-    regenerate(a.only, a.workers, a.runs, a.out)
+    runs = a.runs or REPO / "runs" / a.corpus
+    out = a.out or REPO / "validation" / a.corpus
+    regenerate(a.only, a.workers, runs, out, a.corpus)
 
 
 if __name__ == "__main__":
