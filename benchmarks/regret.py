@@ -1,0 +1,294 @@
+"""Regret of the tuning procedure against equal-budget baselines (validation protocol v2).
+
+Implements ``docs/validation_protocol_v2.md`` on exported sweeps (netCDF)::
+
+    python benchmarks/regret.py validation/corpus_v2/*.nc            # the primary table
+    python benchmarks/regret.py validation/corpus_v2/*.nc --per-setting
+
+Every policy sees one half of the dense seeds (regime labels from LMC/CKA by the library's default
+rule, validation error) and is scored on the test error of the other half; both folds are run and
+averaged per start cell. Regret = test error of the reported point minus the best of its column,
+in percentage points. Intervals: percentile bootstrap of the per-start-cell difference (tune minus
+baseline), resampled within settings, 10,000 resamples, seed 0; sign tests with
+``scipy.stats.binomtest``. The tune policy itself is the library's offline walk
+(:func:`threeregime.tune.policy_walk` when present), so the benchmark scores exactly what users run.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from scipy import stats
+
+CHANCE_TRAIN_ERROR = 0.85      # a replicate at/above this train error is collapsed (10 classes)
+BUDGETS = (1, 2, 3, 4)
+HOTTER, KEEP, COLDER = -1, 0, 1  # row steps; rows are ordered hottest first
+
+# regime code -> row step (SPEC.md section 5): I -> hotter, II-A -> colder, else keep
+_STEP_OF_CODE = {0: HOTTER, 1: COLDER, 2: KEEP, 3: KEEP, -1: KEEP}
+
+
+# ----------------------------------------------------------------------------- data per column
+
+
+def _axes(ds: xr.Dataset) -> tuple[str, str, list]:
+    temp = [d for d in ds.dims if ds[d].attrs.get("role") == "temperature"]
+    load = [d for d in ds.dims if ds[d].attrs.get("role") == "load"]
+    if len(temp) != 1 or len(load) != 1:
+        raise SystemExit(f"{ds.attrs.get('sweep_name')}: expected one temperature and one load "
+                         f"axis, got {temp} / {load}")
+    t = temp[0]
+    hot_first = ds[t].attrs.get("hotter") != "increasing"   # decreasing: smallest is hottest
+    rows = sorted(ds[t].values.tolist(), reverse=not hot_first)
+    return t, load[0], rows
+
+
+def _seed_means(ds: xr.Dataset, var: str) -> xr.DataArray:
+    """Per (cell, dense seed) mean over retraining seeds, collapsed replicates excluded."""
+    ok = ds["train_error"] < CHANCE_TRAIN_ERROR
+    if "dense_train_error" in ds:
+        ok = ok & (ds["dense_train_error"] < CHANCE_TRAIN_ERROR)
+    return ds[var].where(ok).mean("retrain_seed", skipna=True)
+
+
+def _labels(ds: xr.Dataset) -> xr.DataArray:
+    import threeregime as tr
+
+    return tr.classify(ds)["regime"]
+
+
+def column_views(ds: xr.Dataset, seen: list, scored: list) -> list[dict]:
+    """One dict per load column: row steps and validation error (seen seeds), test error (scored)."""
+    t, ld, rows = _axes(ds)
+    lab = _labels(ds.sel(dense_seed=seen))
+    val_var = "val_error" if "val_error" in ds and np.isfinite(ds["val_error"]).any() else None
+    if val_var is None:
+        raise SystemExit(f"{ds.attrs.get('sweep_name')}: no validation error in the file; "
+                         "protocol v2 needs a sweep with data.val_size set")
+    val = _seed_means(ds.sel(dense_seed=seen), val_var).mean("dense_seed", skipna=True)
+    test = _seed_means(ds.sel(dense_seed=scored), "test_error").mean("dense_seed", skipna=True)
+    out = []
+    for c in ds[ld].values.tolist():
+        sel = {ld: c}
+        codes = [int(lab.sel(sel).sel({t: r})) for r in rows]
+        v = np.array([float(val.sel(sel).sel({t: r})) for r in rows])
+        te = np.array([float(test.sel(sel).sel({t: r})) for r in rows])
+        v = np.where(np.isfinite(v), v, np.inf)          # a failed cell is infinitely bad to pick
+        out.append({"load": c, "steps": [_STEP_OF_CODE.get(k, KEEP) for k in codes],
+                    "val": v, "test": te})
+    return out
+
+
+# ----------------------------------------------------------------------------- policies
+
+
+def _best(visited: list[int], val: np.ndarray) -> int:
+    return min(visited, key=lambda i: (val[i], visited.index(i)))
+
+
+def tune_walk(steps: list[int], val: np.ndarray, start: int, budget: int) -> int:
+    """The library's walk when available (threeregime.tune.policy_walk), else protocol 3 verbatim."""
+    try:
+        from threeregime.tune import policy_walk
+    except ImportError:
+        policy_walk = None
+    if policy_walk is not None:
+        return int(policy_walk(steps, val, start, budget).chosen)
+    visited, cur, prev = [start], start, None
+    while len(visited) < budget:
+        d = steps[cur]
+        if d == KEEP or (prev is not None and d != prev):
+            break
+        nxt = cur + d
+        if not 0 <= nxt < len(val):
+            break
+        visited.append(nxt)
+        if val[nxt] > val[_best(visited[:-1], val)]:
+            break
+        cur, prev = nxt, d
+    return _best(visited, val)
+
+
+def one_step(val: np.ndarray, start: int, budget: int, d: int) -> int:
+    visited = [start]
+    if budget >= 2 and 0 <= start + d < len(val):
+        visited.append(start + d)
+    return _best(visited, val)
+
+
+def to_edge(val: np.ndarray, start: int, budget: int, d: int, report: str = "last") -> int:
+    visited = [start]
+    while len(visited) < budget and 0 <= visited[-1] + d < len(val):
+        visited.append(visited[-1] + d)
+    return visited[-1] if report == "last" else _best(visited, val)
+
+
+def greedy(val: np.ndarray, start: int, budget: int, first: int) -> int:
+    visited, best, pos, d, turned = [start], start, start, first, False
+    while len(visited) < budget:
+        nxt = pos + d
+        if not 0 <= nxt < len(val) or nxt in visited:
+            if turned:
+                break
+            turned, d, pos = True, -d, best
+            continue
+        visited.append(nxt)
+        if val[nxt] < val[best]:
+            best = pos = nxt
+        elif turned:
+            break
+        else:
+            turned, d, pos = True, -d, best
+    return best
+
+
+def random_regret(val: np.ndarray, test_regret: np.ndarray, start: int, budget: int) -> float:
+    """Exact expected regret of random search: the start plus budget-1 other rows, uniform."""
+    others = [i for i in range(len(val)) if i != start]
+    m = min(budget - 1, len(others))
+    regs = [test_regret[_best([start, *s], val)] for s in itertools.combinations(others, m)]
+    return float(np.mean(regs))
+
+
+POLICIES = ("tune", "keep", "one step hotter", "one step colder", "always hotter",
+            "always colder", "always hotter (best)", "always colder (best)", "random", "greedy")
+
+
+def start_cell_regrets(col: dict, start: int, budget: int) -> dict[str, float]:
+    """Regret (pp) of every policy from one start cell at one budget."""
+    val, test, steps = col["val"], col["test"], col["steps"]
+    reg = 100.0 * (test - np.nanmin(test))
+    pick = {
+        "tune": tune_walk(steps, val, start, budget),
+        "keep": start,
+        "one step hotter": one_step(val, start, budget, HOTTER),
+        "one step colder": one_step(val, start, budget, COLDER),
+        "always hotter": to_edge(val, start, budget, HOTTER),
+        "always colder": to_edge(val, start, budget, COLDER),
+        "always hotter (best)": to_edge(val, start, budget, HOTTER, "best"),
+        "always colder (best)": to_edge(val, start, budget, COLDER, "best"),
+    }
+    out = {k: float(reg[i]) for k, i in pick.items()}
+    out["random"] = random_regret(val, reg, start, budget)
+    out["greedy"] = float(np.mean([reg[greedy(val, start, budget, f)] for f in (HOTTER, COLDER)]))
+    return out
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def halves(seeds: list) -> tuple[list, list]:
+    s = sorted(seeds)
+    h = len(s) // 2
+    return s[:h], s[h:]
+
+
+def score_setting(ds: xr.Dataset) -> dict:
+    """Per start cell and budget: policy regrets averaged over the two folds; move precision."""
+    a, b = halves(ds["dense_seed"].values.tolist())
+    folds = [column_views(ds, a, b), column_views(ds, b, a)]
+    cells: dict[tuple, dict[int, dict[str, float]]] = {}
+    wins = losses = 0
+    for cols in folds:
+        for col in cols:
+            n = len(col["val"])
+            for s in range(n):
+                if not np.isfinite(col["test"][s]):
+                    continue
+                for k in BUDGETS:
+                    r = start_cell_regrets(col, s, k)
+                    acc = cells.setdefault((col["load"], s), {}).setdefault(k, {})
+                    for p, v in r.items():
+                        acc.setdefault(p, []).append(v)
+                d = col["steps"][s]
+                if d != KEEP and 0 < s < n - 1:
+                    adv, opp = col["test"][s + d], col["test"][s - d]
+                    if np.isfinite(adv) and np.isfinite(opp) and adv != opp:
+                        wins += int(adv < opp)
+                        losses += int(adv > opp)
+    per_cell = {key: {k: {p: float(np.mean(v)) for p, v in pol.items()} for k, pol in by_k.items()}
+                for key, by_k in cells.items()}
+    return {"cells": per_cell, "wins": wins, "losses": losses,
+            "name": ds.attrs.get("sweep_name", "?"), "halves": (a, b)}
+
+
+def _bootstrap(diffs_by_setting: list[np.ndarray], n_boot: int = 10_000,
+               seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    sizes = [len(d) for d in diffs_by_setting]
+    total = sum(sizes)
+    means = np.zeros(n_boot)
+    for d in diffs_by_setting:
+        idx = rng.integers(0, len(d), size=(n_boot, len(d)))
+        means += d[idx].sum(axis=1)
+    means /= total
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def report(results: list[dict], per_setting: bool = False) -> str:
+    lines = []
+    groups = [("pooled", results)] + ([(r["name"], [r]) for r in results] if per_setting else [])
+    for title, rs in groups:
+        n_cells = sum(len(r["cells"]) for r in rs)
+        lines.append(f"### {title} ({n_cells} start cells; regret in pp, mean over start cells)")
+        lines.append("")
+        lines.append("| policy | " + " | ".join(f"budget {k}" for k in BUDGETS) + " |")
+        lines.append("|---|" + "---|" * len(BUDGETS))
+        for p in POLICIES:
+            vals = []
+            for k in BUDGETS:
+                v = [c[k][p] for r in rs for c in r["cells"].values()]
+                vals.append(f"{np.mean(v):.2f}")
+            lines.append(f"| {p} | " + " | ".join(vals) + " |")
+        lines.append("")
+        lines.append("tune minus baseline: mean [95 % bootstrap interval], sign test "
+                     "(tune better / worse, p)")
+        lines.append("")
+        lines.append("| baseline | " + " | ".join(f"budget {k}" for k in BUDGETS) + " |")
+        lines.append("|---|" + "---|" * len(BUDGETS))
+        for p in POLICIES[1:]:
+            row = []
+            for k in BUDGETS:
+                by_set = [np.array([c[k]["tune"] - c[k][p] for c in r["cells"].values()])
+                          for r in rs]
+                d = np.concatenate(by_set)
+                lo, hi = _bootstrap(by_set)
+                better, worse = int((d < 0).sum()), int((d > 0).sum())
+                pv = stats.binomtest(better, better + worse).pvalue if better + worse else 1.0
+                row.append(f"{d.mean():+.2f} [{lo:+.2f}, {hi:+.2f}] {better}/{worse} "
+                           f"p={pv:.2g}")
+            lines.append(f"| {p} | " + " | ".join(row) + " |")
+        w = sum(r["wins"] for r in rs)
+        lo_ = sum(r["losses"] for r in rs)
+        if w + lo_:
+            ci = stats.binomtest(w, w + lo_).proportion_ci(0.95, method="wilson")
+            lines.append("")
+            lines.append(f"advised move beats the opposite neighbour: {w}/{w + lo_} = "
+                         f"{100 * w / (w + lo_):.1f} % [{100 * ci.low:.1f}, {100 * ci.high:.1f}] "
+                         "(interior cells x 2 folds)")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("files", nargs="+", type=Path, help="exported sweeps (netCDF)")
+    ap.add_argument("--per-setting", action="store_true", help="also one table per setting")
+    a = ap.parse_args(argv)
+    results = []
+    for f in a.files:
+        with xr.open_dataset(f) as ds:
+            ds = ds.load()
+        r = score_setting(ds)
+        print(f"{f}: {r['name']}, dense seeds {r['halves'][0]} | {r['halves'][1]}", flush=True)
+        results.append(r)
+    print()
+    print(report(results, a.per_setting))
+
+
+if __name__ == "__main__":
+    main()
