@@ -1,4 +1,5 @@
-"""Data sources by name, loaded whole into memory: mnist1d, digits, teacher_student, cifar10.
+"""Data sources by name, loaded whole into memory: ``mnist1d``, ``digits``,
+``teacher_student``, ``cifar10``.
 
 :func:`load_data` turns a :class:`~threeregime.spec.specs.DataSpec` into :class:`Splits` (train and
 test :class:`TensorData`, the number of classes, the input shape and an optional batch-wise
@@ -26,17 +27,19 @@ digits
     seeded train/test split (option ``test_fraction``, 0.2: 1437 / 360).  10 classes.
 teacher_student
     Gaussian inputs N(0, I) of ``dim`` (20); labels are the argmax of a random one-hidden-layer
-    ReLU teacher (``teacher_hidden`` 32 units, ``classes`` 10) drawn from ``spec.seed``, hidden
-    units centred so that classes are roughly balanced.  ``label_noise`` (0.0): that fraction
-    of the training pool gets a uniformly random label (maybe the true one).  ``n_train``
-    (2000), ``n_test`` (1000) as for mnist1d; teacher and test set do not change with the pool.
+    ReLU teacher (``teacher_hidden`` 32 units, ``classes`` 10) drawn from ``spec.seed``, its
+    hidden units centred (mean over Gaussian inputs removed) so that classes are roughly
+    balanced.
+    ``label_noise`` (0.0): that fraction of the training pool gets a uniformly random label
+    (which may coincide with the true one).  ``n_train`` (2000), ``n_test`` (1000) as for
+    mnist1d; the teacher and the test set do not change when the training pool grows.
 cifar10
     The python-pickle CIFAR-10 batches ``data_batch_1`` .. ``data_batch_5`` and ``test_batch``
     in ``spec.root`` (or in ``spec.root/cifar-10-batches-py``).  Inputs (3, 32, 32) normalised
     per channel with mean (0.4914, 0.4822, 0.4465) and std (0.2470, 0.2435, 0.2616).
     ``augment=True``: pad-4 random crop + random horizontal flip (the reference's), vectorised
-    over the batch; padding black in pixel space (torchvision's ``RandomCrop`` before
-    normalisation).
+    over the batch; the padding is black in pixel space, as with torchvision's ``RandomCrop``
+    applied before normalisation.
 """
 from __future__ import annotations
 
@@ -68,7 +71,15 @@ _CACHE_SIZE = 4
 
 
 class TensorData(NamedTuple):
-    """A whole split in memory: ``x`` float32 (N, *input_shape), ``y`` int64 labels (N,)."""
+    """A whole split in memory.
+
+    Attributes
+    ----------
+    x : Tensor
+        float32, (N, *input_shape).
+    y : Tensor
+        int64 class labels, (N,).
+    """
 
     x: Tensor
     y: Tensor
@@ -355,8 +366,12 @@ def clear_cache() -> None:
 
 
 def load_data(spec: DataSpec) -> Splits:
-    """Load the data a :class:`~threeregime.spec.specs.DataSpec` (source name, sizes, seed, root,
-    augmentation flag, source options) describes.
+    """Load the data a :class:`~threeregime.spec.specs.DataSpec` describes.
+
+    Parameters
+    ----------
+    spec : DataSpec
+        Source name, sizes, seed, root folder, augmentation flag and source options.
 
     Returns
     -------

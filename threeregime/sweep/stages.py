@@ -4,15 +4,19 @@ Each stage reads and writes artifacts of a store directory laid out as in
 :mod:`threeregime.sweep.plan` and keyed by its stage specs; "file exists" means "done", so every
 stage can be called again (after a crash, by another process) and does only missing work.
 
-:func:`run_dense_group` trains dense runs as one ensemble and saves snapshots;
-:func:`save_dense` stores a given (user's) model as a dense source under :func:`user_dense_key`;
-:func:`run_retrain_group` prunes dense sources and retrains them as one ensemble;
-:func:`measure_point` runs the point's measures (:mod:`threeregime.metrics.measures`) and writes the
-point Dataset; :func:`run_on_dense` retrains + measures one point on a stored dense source.
+* :func:`run_dense_group`: train a group of dense runs as one ensemble; save snapshots.
+* :func:`save_dense`: store a given model (e.g. a user's trained model) as a dense source
+  under :func:`user_dense_key` (its state bytes + a data fingerprint).
+* :func:`run_retrain_group`: prune dense sources and retrain them as one ensemble.
+* :func:`measure_point`: run the point's measures (:mod:`threeregime.metrics.measures`) on
+  its retrained models and write the point Dataset.
+* :func:`run_on_dense`: retrain + measure one point on a stored dense source (what
+  ``run_point`` and ``advise`` on a user's model do).
 
-Every stage takes ``problem`` (:class:`Problem`: data + architecture template; ``None`` builds
-it from the jobs' spec, so a caller with its own data and model passes them in) and first pins
-the numerics (:func:`pin_numerics`), so results never depend on the executor that ran it.
+Every stage takes ``problem`` (:class:`Problem`: data + architecture template); ``None`` builds
+it from the jobs' spec (``load_data`` / ``build_model``), so a caller with its own data and model
+passes them in.  Every stage pins the process's numerics from the run options first
+(:func:`pin_numerics`), so results never depend on the executor that ran it.
 """
 from __future__ import annotations
 
