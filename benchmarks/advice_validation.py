@@ -3,7 +3,7 @@
 For every cell of a finished sweep with one temperature axis (default: the embedded quick sweep,
 ``runs/quick``), compare the direction the three-regime rule advises with the direction that
 actually lowers the retrained test error in the cell's density column (see
-:func:`threeregime.validation.validate_advice`), and score the naive rules "always hotter",
+:func:`threeregime.analysis.validation.validate_advice`), and score the naive rules "always hotter",
 "always colder", "always keep" the same way.
 
 Usage::
@@ -12,7 +12,7 @@ Usage::
         [--calibrate-on CALIBRATION.nc] [--z 1.0] [--markdown docs/advice_validation.md]
 
 ``--calibrate-on`` fits the absolute CKA threshold of the single-model rule on ANOTHER sweep
-(default: the quick sweep with dense seed 1) -- how :data:`threeregime.advice.DEFAULTS`
+(default: the quick sweep with dense seed 1) -- how :data:`threeregime.analysis.advice.DEFAULTS`
 ``tau_cka`` was chosen -- so that the agreement reported on the validated sweep is held out.
 Reads results only: no torch, seconds.
 """
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from threeregime import open_sweep
-from threeregime.advice import DEFAULTS
-from threeregime.regimes import classify
-from threeregime.validation import validate_advice
+from threeregime.analysis.advice import DEFAULTS
+from threeregime.analysis.regimes import classify
+from threeregime.analysis.validation import validate_advice
 
 
 def calibrate_tau_cka(cal) -> dict:

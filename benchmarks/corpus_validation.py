@@ -5,10 +5,10 @@ each; ``benchmarks/make_corpus.py`` regenerates them):
 
 1. **Truth** (section 2): the right move at each cell, from a two-sided paired t-test (alpha
    0.05) of the retrained test error against each neighbouring temperature over (dense seed,
-   retraining seed) blocks (:func:`threeregime.calibrate.measured_directions`); edge cells whose
+   retraining seed) blocks (:func:`threeregime.analysis.calibrate.measured_directions`); edge cells whose
    one neighbour is not better are not scored.
 2. **Held-out advice** (section 5): each calibrated family's thresholds are fitted on the other
-   settings (:func:`threeregime.calibrate.calibrate`, ``target="directions"``, groups =
+   settings (:func:`threeregime.analysis.calibrate.calibrate`, ``target="directions"``, groups =
    settings) and the fitted rule labels the held-out setting; the shipped rules (``paper_step``
    and ``level`` fitted on the paper's table, ``legacy`` set by hand) never saw the corpus and
    are scored as they are.  Advice = I -> hotter, II-A -> colder, II-B / unresolved -> keep,
@@ -25,7 +25,7 @@ Usage::
 
     python benchmarks/corpus_validation.py [FILE.nc ...] [--markdown OUT.md] [--emit]
 
-``--emit`` prints the calibrated rules as dicts for ``threeregime/rules.py`` (thresholds fitted
+``--emit`` prints the calibrated rules as dicts for ``threeregime/analysis/rules.py`` (thresholds fitted
 on ALL settings; scores = the leave-one-setting-out figures).  No torch; about a minute.
 """
 from __future__ import annotations
@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from threeregime.calibrate import calibrate, measured_directions, score_directions
-from threeregime.regimes import REGIME_VARS, classify
-from threeregime.rules import RULES, Rule, advice_of, label_names
+from threeregime.analysis.calibrate import calibrate, measured_directions, score_directions
+from threeregime.analysis.regimes import REGIME_VARS, classify
+from threeregime.analysis.rules import RULES, Rule, advice_of, label_names
 
 CORPUS = Path(__file__).resolve().parents[1] / "validation" / "corpus"
 #: families fitted leave-one-setting-out, from the shipped rule's thresholds and settings

@@ -17,7 +17,7 @@ import argparse
 import numpy as np
 
 import threeregime as tr
-from threeregime.regimes import decode
+from threeregime.analysis.regimes import decode
 
 RESOLVED = ("I", "II-A", "II-B")
 

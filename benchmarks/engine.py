@@ -44,13 +44,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from threeregime import driver, stages  # noqa: E402
-from threeregime import plan as sweep_plan  # noqa: E402
-from threeregime.data import load_data  # noqa: E402
+from threeregime.data.sources import load_data  # noqa: E402
 from threeregime.metrics import lmc, lmc_pairs  # noqa: E402
-from threeregime.models import build_model  # noqa: E402
-from threeregime.spec import ModelSpec, SweepSpec, from_dict, load_yaml, to_dict  # noqa: E402
-from threeregime.train import fit, init_states  # noqa: E402
+from threeregime.models.zoo import build_model  # noqa: E402
+from threeregime.spec.specs import ModelSpec, SweepSpec, from_dict, load_yaml, to_dict  # noqa: E402
+from threeregime.sweep import driver, stages  # noqa: E402
+from threeregime.sweep import plan as sweep_plan  # noqa: E402
+from threeregime.training.train import fit, init_states  # noqa: E402
 
 
 # --------------------------------------------------------------------------- helpers
@@ -285,7 +285,7 @@ def bench_e2e(args, res: dict) -> None:
 
 # --------------------------------------------------------------------------- 2. throughput
 def _problem(width: float = 1.0, batchnorm: bool = False):
-    from threeregime.spec import DataSpec
+    from threeregime.spec.specs import DataSpec
 
     data = load_data(DataSpec(name="mnist1d", train_size=4000, test_size=1000))
     mspec = ModelSpec(name="cnn1d", width=width, batchnorm=batchnorm)
@@ -294,7 +294,7 @@ def _problem(width: float = 1.0, batchnorm: bool = False):
 
 
 def _train_spec(steps: int):
-    from threeregime.spec import TrainSpec
+    from threeregime.spec.specs import TrainSpec
 
     return TrainSpec(epochs=1, iterations=steps, batch_size=64, lr=0.1, momentum=0.9,
                      weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75))

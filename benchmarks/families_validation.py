@@ -12,8 +12,8 @@ N/M, as the comment of ``sweeps/families_nm.yaml`` says):
 2. **The phenomenon itself**: the best dense temperature (epochs) of each density column, and
    the mean barrier ``mc`` of the lowest and highest density.
 3. **Advice transfer**, by the pre-registered protocol (docs/validation_protocol.md sections
-   2-4, :func:`threeregime.calibrate.measured_directions` and
-   :func:`~threeregime.calibrate.score_directions`): truth = the neighbouring temperature whose
+   2-4, :func:`threeregime.analysis.calibrate.measured_directions` and
+   :func:`~threeregime.analysis.calibrate.score_directions`): truth = the neighbouring temperature whose
    retrained test error is lower by a two-sided paired t-test (alpha 0.05) over (dense seed,
    retraining seed) blocks, ``keep`` otherwise, edge cells unscored unless their one neighbour
    is better; advice = I -> hotter, II-A -> colder, II-B / unresolved -> keep, undetermined ->
@@ -44,36 +44,16 @@ import xarray as xr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus_validation import _pct, advice, reproducibility, score_line  # noqa: E402
 
-from threeregime.calibrate import measured_directions, score_directions  # noqa: E402
-from threeregime.regimes import REGIME_VARS, classify  # noqa: E402
-from threeregime.rules import DEFAULT_RULE, RULES  # noqa: E402
-from threeregime.spec import nm_pattern  # noqa: E402
+from threeregime.analysis.calibrate import measured_directions, score_directions  # noqa: E402
+from threeregime.analysis.regimes import classify  # noqa: E402
+from threeregime.analysis.rules import DEFAULT_RULE, RULES  # noqa: E402
+from threeregime.analysis.slices import slices  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = [ROOT / "results" / f"families_{n}.nc" for n in ("nm", "channel", "retrain_mode")]
 #: slices that are the unstructured, fine-tuned reference (not pooled with the new families)
 REFERENCE = ("magnitude", "finetune")
 NAMES = {0: "I", 1: "II-A", 2: "II-B", 3: "unres.", -1: "undet."}
-
-
-def slices(ds: xr.Dataset, tag: str = "") -> dict[str, xr.Dataset]:
-    """One Dataset per method / retraining mode, stored regime variables dropped; the
-    ``nm_N_M`` methods joined into one ``nm`` slice, each at its own density N/M."""
-    ds = ds.drop_vars([v for v in (*REGIME_VARS, "regime_uncertain") if v in ds])
-    dim = next((d for d in ("prune_method", "retrain_mode") if d in ds.dims), None)
-    if dim is None:
-        return {tag or "all": ds}
-    out, nm = {}, []
-    for v in ds[dim].values.tolist():
-        one = ds.sel({dim: v}, drop=True)
-        pattern = nm_pattern(v) if dim == "prune_method" else None
-        if pattern:
-            nm.append(one.sel(density=[pattern[0] / pattern[1]], method="nearest"))
-        else:
-            out[f"{tag}{v}"] = one
-    if nm:
-        out[f"{tag}nm"] = xr.concat(nm, "density").sortby("density")
-    return out
 
 
 def load_slices(paths: list[Path]) -> dict[str, xr.Dataset]:
@@ -148,9 +128,9 @@ def mask_overlap(sweep: Path, runs: Path) -> list[str]:
 
     import torch
 
-    from threeregime._torchio import load_torch
-    from threeregime.plan import Store, plan_sweep
-    from threeregime.spec import load_yaml
+    from threeregime.spec.specs import load_yaml
+    from threeregime.sweep.plan import Store, plan_sweep
+    from threeregime.sweep.torchio import load_torch
 
     torch.set_num_threads(1)
     spec, store = load_yaml(sweep), Store(runs)

@@ -32,8 +32,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from threeregime.metrics import hessian_trace
-from threeregime.models import build_model
-from threeregime.spec import ModelSpec
+from threeregime.models.zoo import build_model
+from threeregime.spec.specs import ModelSpec
 
 #: name, spec, input shape, n (full, quick), pyhessian probes P (full, quick)
 MODELS = [

@@ -11,7 +11,7 @@ Usage::
     python benchmarks/paper_table.py [--emit]
 
 ``--emit`` also prints the shipped-rule dicts (thresholds fitted on all five columns, scores =
-the held-out figures) for ``threeregime/rules.py``.
+the held-out figures) for ``threeregime/analysis/rules.py``.
 """
 from __future__ import annotations
 
@@ -22,10 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from threeregime.calibrate import calibrate, score_directions, table_directions, wilson_interval
-from threeregime.features import read_table
-from threeregime.regimes import classify
-from threeregime.rules import RULES, Rule, advice_of, classify_with_rule, label_names
+from threeregime.analysis.calibrate import (
+    calibrate,
+    score_directions,
+    table_directions,
+    wilson_interval,
+)
+from threeregime.analysis.features import read_table
+from threeregime.analysis.regimes import classify
+from threeregime.analysis.rules import RULES, Rule, advice_of, classify_with_rule, label_names
 
 TABLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "zhou2023_figure2_partial.csv"
 START = {"step": {"z_barrier": 2.0, "z_step": 3.0, "z_cka": 1.0},

@@ -46,7 +46,7 @@ import time
 from _nbsetup import run_sweep, setup   # notebooks/_nbsetup.py: shared set-up
 
 import threeregime as tr
-from threeregime.regimes import decode
+from threeregime.analysis.regimes import decode
 
 # ROOT: the repository (the first folder upwards holding sweeps/); RUNS: where sweeps go (a
 # temporary folder in the tiny setting, removed with the kernel)

@@ -53,9 +53,9 @@ import numpy as np
 from _nbsetup import run_sweep, setup   # notebooks/_nbsetup.py: shared set-up
 
 import threeregime as tr
-from threeregime.plan import plan_sweep
-from threeregime.plotting import plot_phase_diagrams, save
-from threeregime.regimes import decode
+from threeregime.sweep.plan import plan_sweep
+from threeregime.analysis.plotting import plot_phase_diagrams, save
+from threeregime.analysis.regimes import decode
 
 ROOT, RUNS = setup("nb02", TINY, RUNS_DIR)
 
@@ -145,7 +145,7 @@ print("epochs                       :", ds["epochs"].values)
 # %%
 import dataclasses
 
-from threeregime.rules import get_rule
+from threeregime.analysis.rules import get_rule
 
 step = get_rule("paper_step")
 for z in (1.5, 2.5, 4.0):

@@ -46,8 +46,8 @@ RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
 from _nbsetup import run_sweep, setup, smoke_sweep   # notebooks/_nbsetup.py: shared set-up
 
 import threeregime as tr
-from threeregime.plotting import plot_phase_diagrams
-from threeregime.regimes import decode
+from threeregime.analysis.plotting import plot_phase_diagrams
+from threeregime.analysis.regimes import decode
 
 ROOT, RUNS = setup("nb03", TINY, RUNS_DIR)
 if TINY:   # sweeps/smoke.yaml's base (a few hundred examples, a quarter-width CNN), other axes

@@ -43,8 +43,8 @@ RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
 from _nbsetup import run_sweep, setup, smoke_sweep   # notebooks/_nbsetup.py: shared set-up
 
 import threeregime as tr
-from threeregime.plotting import plot_phase_diagrams
-from threeregime.regimes import decode
+from threeregime.analysis.plotting import plot_phase_diagrams
+from threeregime.analysis.regimes import decode
 
 ROOT, RUNS = setup("nb04", TINY, RUNS_DIR)
 if TINY:   # sweeps/smoke.yaml's base at 10 % density, data size as the load

@@ -59,7 +59,7 @@ import torch
 from _nbsetup import run_sweep, setup   # notebooks/_nbsetup.py: shared set-up
 
 import threeregime as tr
-from threeregime.validation import validate_advice
+from threeregime.analysis.validation import validate_advice
 
 torch.set_num_threads(1)     # small models: one thread is fastest on a CPU (PROBE.md)
 ROOT, RUNS = setup("nb05", TINY, RUNS_DIR)

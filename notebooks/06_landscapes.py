@@ -58,9 +58,9 @@ import torch
 from _nbsetup import run_sweep, setup   # notebooks/_nbsetup.py: shared set-up
 
 import threeregime as tr
-from threeregime.plan import plan_sweep
-from threeregime.plotting import PhaseDiagram, plot_lmc_curves
-from threeregime.regimes import decode
+from threeregime.sweep.plan import plan_sweep
+from threeregime.analysis.plotting import PhaseDiagram, plot_lmc_curves
+from threeregime.analysis.regimes import decode
 
 torch.set_num_threads(1)
 ROOT, RUNS = setup("nb06", TINY, RUNS_DIR)

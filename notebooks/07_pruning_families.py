@@ -61,22 +61,19 @@ RUNS_DIR = os.environ.get("THREEREGIME_NOTEBOOK_RUNS")   # None: <repo>/runs
 ROBUSTNESS = True   # also measure the corruption error (reuses the trained models)
 
 # %%
-import sys
-
 import matplotlib.pyplot as plt
 import numpy as np
 from _nbsetup import run_sweep, setup, smoke_sweep  # notebooks/_nbsetup.py: shared set-up
 
 import threeregime as tr
-import threeregime.measures  # noqa: F401  (registers the robustness measure for the specs)
-from threeregime.calibrate import measured_directions, score_directions
-from threeregime.plotting import PhaseDiagram, save
-from threeregime.rules import DEFAULT_RULE, advice_of, label_names
-from threeregime.spec import SweepSpec, from_dict, to_dict
+import threeregime.metrics.measures  # noqa: F401  (registers the robustness measure for the specs)
+from threeregime.analysis.calibrate import measured_directions, score_directions
+from threeregime.analysis.plotting import PhaseDiagram, save
+from threeregime.analysis.rules import DEFAULT_RULE, advice_of, label_names
+from threeregime.analysis.slices import slices  # one slice per method / mode
+from threeregime.spec.specs import SweepSpec, from_dict, to_dict
 
 ROOT, RUNS = setup("nb07", TINY, RUNS_DIR)
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from families_validation import slices  # noqa: E402  (one slice per method / mode)
 
 FAMILIES = ("nm", "channel", "retrain_mode")
 
@@ -123,7 +120,7 @@ for f, s in specs.items():
     print(tr.sweep_status(s, RUNS / s.name))
 
 # %% [markdown]
-# One Dataset per method or retraining mode (`slices`, from `benchmarks/families_validation.py`):
+# One Dataset per method or retraining mode (`threeregime.analysis.slices.slices`):
 # the stored regime labels of the whole sweep are dropped and every slice is classified on its
 # own with the library's default rule, so that one family's change point does not decide
 # another's. The `nm` slice joins 1:8, 1:4 and 2:4, each at its own density.

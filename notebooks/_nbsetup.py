@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import threeregime as tr
-from threeregime.spec import SweepSpec, from_dict, to_dict
+from threeregime.spec.specs import SweepSpec, from_dict, to_dict
 
 __all__ = ["setup", "find_root", "smoke_sweep", "run_sweep", "SMOKE_NOTE"]
 
@@ -81,7 +81,7 @@ def run_sweep(spec: SweepSpec, runs: Path, *, workers: int, **kwargs: Any):
     The bars are the stage bars of this process (widgets in JupyterLab); worker processes
     print none.  In a kernel without ipywidgets it prints a one-line hint instead of bars.
     """
-    from threeregime.executors import make_executor
+    from threeregime.sweep.executors import make_executor
 
     if "progress" not in kwargs and _widgets_missing():
         print("(no progress bars: this kernel lacks ipywidgets; pip install 'threeregime[lab]')")

@@ -89,15 +89,11 @@ def _free_port() -> int:
 
 
 def _copy_tree(dest: Path, nb_dir: Path) -> None:
-    """notebooks/*.ipynb + _nbsetup.py, sweeps/ and benchmarks/*.py into ``dest`` (outputs
-    never reach git)."""
+    """notebooks/*.ipynb + _nbsetup.py and sweeps/ into ``dest`` (outputs never reach git)."""
     (dest / "notebooks").mkdir(parents=True)
     for p in [*nb_dir.glob("[0-9][0-9]_*.ipynb"), NB_DIR / "_nbsetup.py"]:
         shutil.copy2(p, dest / "notebooks" / p.name)
     shutil.copytree(ROOT / "sweeps", dest / "sweeps")
-    # notebook 07 imports benchmarks/families_validation.py (and what it imports)
-    shutil.copytree(ROOT / "benchmarks", dest / "benchmarks",
-                    ignore=lambda d, names: [n for n in names if not n.endswith(".py")])
     settings = dest / ".lab" / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     # no "would you like to receive Jupyter news?" toast over the screenshots

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from threeregime import regimes
-from threeregime.storage import combine_points, make_point_dataset
+from threeregime.analysis import regimes
+from threeregime.results.storage import combine_points, make_point_dataset
 
 EPOCHS = [5, 10, 20, 40]            # temperature, hotter = decreasing
 DENSITY = [0.05, 0.1, 0.2, 0.5]     # load

@@ -15,7 +15,7 @@ from _results_synth import synthetic_sweep
 
 import threeregime
 from threeregime import SpecError
-from threeregime.advice import (
+from threeregime.analysis.advice import (
     DEFAULTS,
     DIRECTIONS,
     SELECT_RULE,
@@ -34,9 +34,9 @@ from threeregime.advice import (
     parse_point,
     step_value,
 )
-from threeregime.regimes import classify
-from threeregime.rules import DEFAULT_RULE, RULES
-from threeregime.validation import validate_advice
+from threeregime.analysis.regimes import classify
+from threeregime.analysis.rules import DEFAULT_RULE, RULES
+from threeregime.analysis.validation import validate_advice
 
 _DATA = Path(__file__).resolve().parent / "data"
 

@@ -10,9 +10,9 @@ import json
 
 import torch
 
-from threeregime.driver import _resolve, _write_meta, run_sweep, sweep_status
-from threeregime.plan import Store, plan_sweep
-from threeregime.spec import SweepSpec, canonical_json, from_dict, spec_hash, to_dict
+from threeregime.spec.specs import SweepSpec, canonical_json, from_dict, spec_hash, to_dict
+from threeregime.sweep.driver import _resolve, _write_meta, run_sweep, sweep_status
+from threeregime.sweep.plan import Store, plan_sweep
 
 torch.set_num_threads(1)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from threeregime import SpecError
-from threeregime._errors import DataError, ResultsError, ThreeRegimeWarning
 from threeregime.cli import main
-from threeregime.plan import Store
-from threeregime.spec import SweepSpec, from_dict, load_yaml
+from threeregime.errors import DataError, ResultsError, ThreeRegimeWarning
+from threeregime.spec.specs import SweepSpec, from_dict, load_yaml
+from threeregime.sweep.plan import Store
 
 BASE = """\
 name: bad
@@ -223,7 +223,7 @@ RUNTIME_CASES = [
 @pytest.mark.parametrize(("edits", "exc", "pattern"), [c[1:] for c in RUNTIME_CASES],
                          ids=[c[0] for c in RUNTIME_CASES])
 def test_runtime_spec_errors_before_any_work(tmp_path, edits, exc, pattern):
-    from threeregime.driver import run_sweep
+    from threeregime.sweep.driver import run_sweep
 
     out = tmp_path / "out"
     with pytest.raises(exc, match=pattern) as info:
@@ -248,7 +248,7 @@ def test_run_options_errors(tmp_path, capsys):
 def done(tmp_path_factory):
     """A finished tiny sweep (computed once); tests work on copies."""
     pytest.importorskip("torch")
-    from threeregime.driver import run_sweep
+    from threeregime.sweep.driver import run_sweep
 
     d = tmp_path_factory.mktemp("done")
     spec = d / "bad.yaml"
@@ -278,13 +278,13 @@ def _point_path(root, key):
 
 
 def _plan(spec):
-    from threeregime.plan import plan_sweep
+    from threeregime.sweep.plan import plan_sweep
 
     return plan_sweep(load_yaml(spec))
 
 
 def test_truncated_checkpoint(copy):
-    from threeregime.driver import run_sweep
+    from threeregime.sweep.driver import run_sweep
 
     spec, work = copy
     pj = _plan(spec).points[0]
@@ -325,7 +325,7 @@ def test_garbage_checkpoint_cli(copy, capsys):
 
 
 def test_truncated_point_file(copy, capsys):
-    from threeregime.driver import assemble
+    from threeregime.sweep.driver import assemble
 
     spec, work = copy
     pj = _plan(spec).points[1]
@@ -353,7 +353,7 @@ def test_truncated_results_file(copy, capsys):
     assert main(["plot", str(work)]) == 2
     assert "corrupt or unreadable results file" in _one_line(capsys.readouterr().err)
     # a rerun rebuilds it from the point files (they are the truth)
-    from threeregime.driver import run_sweep
+    from threeregime.sweep.driver import run_sweep
 
     ds = run_sweep(spec, work, device="cpu", progress=False, threads=1)
     assert int((ds["status"] == 0).sum()) == 4

@@ -1,4 +1,4 @@
-"""casestudies: advise() on a model through the sweep's stages and store, the case studies 2 and
+"""advisor: advise() on a model through the sweep's stages and store, the case studies 2 and
 3, and the ``threeregime advise`` / ``run`` command lines.
 
 Fast tests use tiny MNIST-1D subsets or replace the stage run (``_run_stages``) by fixed
@@ -20,11 +20,11 @@ from torch import nn
 
 import threeregime
 from threeregime import DataError, SpecError, TrainSpec
-from threeregime import casestudies as C
-from threeregime.advice import DEFAULTS, advise_dataset, make_advice
-from threeregime.data import load_data
-from threeregime.models import build_model
-from threeregime.spec import DataSpec, ModelSpec
+from threeregime import advisor as C
+from threeregime.analysis.advice import DEFAULTS, advise_dataset, make_advice
+from threeregime.data.sources import as_splits, load_data
+from threeregime.models.zoo import build_model
+from threeregime.spec.specs import DataSpec, ModelSpec
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -129,7 +129,7 @@ def test_collapse_is_undetermined(monkeypatch, tiny):
 
 # --------------------------------------------------------------------------- stages and store
 def _count_fits(monkeypatch) -> list:
-    import threeregime.stages as S
+    import threeregime.sweep.stages as S
 
     calls = []
     real_fit = S.fit
@@ -159,7 +159,7 @@ def test_end_to_end_tiny_store_and_cache(monkeypatch, tiny, tmp_path):
     assert len(dense) == 1 and len(list((tmp_path / "retrain").glob("*.pt"))) == 2
     points = list((tmp_path / "points").glob("*.nc"))
     assert len(points) == 1
-    pds = threeregime.storage.read_point(points[0])
+    pds = threeregime.results.storage.read_point(points[0])
     assert [float(v) for v in pds["lmc"].values] == a1.evidence["lmc"]
     assert [float(v) for v in pds["test_error"].values] == a1.evidence["test_error"]
     # a second call trains nothing and gives the same numbers
@@ -207,7 +207,7 @@ def test_dense_key_separates_what_decides_retraining(tiny):
                         data.num_classes, seed=1)
     assert C._dense_key(other, data, None) != k
     sub = ((data.train.x[:200], data.train.y[:200]), (data.test.x, data.test.y))
-    assert C._dense_key(model, C.as_splits(sub), None) != k
+    assert C._dense_key(model, as_splits(sub), None) != k
 
 
 def test_custom_loss_is_used_and_keyed(tiny, tmp_path):
@@ -290,7 +290,7 @@ def test_error_seeds_and_data_form(tiny):
 # --------------------------------------------------------------------------- command line
 def test_cli_advise_on_results(tmp_path, capsys):
     from threeregime.cli import main
-    from threeregime.storage import write_dataset
+    from threeregime.results.storage import write_dataset
 
     path = write_dataset(synthetic_sweep(0), tmp_path / "r.nc")
     rc = main(["advise", str(path), "--point", "epochs=20", "--point", "density=0.05"])
@@ -329,7 +329,7 @@ def test_cli_advise_checkpoint(tmp_path, capsys, monkeypatch):
 
 
 def test_cli_run_defaults_to_one_worker_per_core(monkeypatch, tmp_path, capsys):
-    import threeregime.executors as E
+    import threeregime.sweep.executors as E
     from threeregime.cli import _parser, main
 
     assert _parser().parse_args(["run", "x.yaml"]).workers == "auto"

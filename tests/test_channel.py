@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from threeregime._errors import SpecError
-from threeregime.channel import apply_plan, channel_prune, masked_equivalent
-from threeregime.models import build_model, prunable_names
-from threeregime.spec import ModelSpec
+from threeregime.errors import SpecError
+from threeregime.models.zoo import build_model, prunable_names
+from threeregime.pruning.channel import apply_plan, channel_prune, masked_equivalent
+from threeregime.spec.specs import ModelSpec
 
 torch.set_num_threads(1)
 

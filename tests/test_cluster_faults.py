@@ -4,7 +4,7 @@
   ADDRESS``, while a second ``threeregime run`` (inline) works in the same sweep directory.
   Workers are SIGKILLed at random moments, preferring those that hold a lease (mid-stage); the
   nanny restarts them and the scheduler reruns their task elsewhere.
-* **Slurm**: :class:`~threeregime.executors.SubmititExecutor` with submitit's local executor.
+* **Slurm**: :class:`~threeregime.sweep.executors.SubmititExecutor` with submitit's local executor.
   A job is preempted mid-stage (SIGUSR2, the signal Slurm sends before preemption: submitit
   requeues it and it runs again), another is SIGKILLed (a node failure: the job is lost, the
   driver resubmits the stage and the new job takes the dead job's lease over).
@@ -39,12 +39,12 @@ pytest.importorskip("psutil")
 
 import psutil  # noqa: E402 - after the skip
 
-from threeregime import _artifacts as art
-from threeregime._errors import ThreeRegimeWarning
-from threeregime.driver import run_sweep
-from threeregime.plan import Store, plan_sweep
-from threeregime.spec import load_yaml
-from threeregime.storage import open_sweep
+from threeregime.errors import ThreeRegimeWarning
+from threeregime.results import artifacts as art
+from threeregime.results.storage import open_sweep
+from threeregime.spec.specs import load_yaml
+from threeregime.sweep.driver import run_sweep
+from threeregime.sweep.plan import Store, plan_sweep
 
 TINY = tiny_yaml("cluster_faults", retrain_epochs=2, densities=(0.2, 0.5))
 N_POINTS = 4
@@ -243,7 +243,7 @@ def _job_tasks() -> list[int]:
 def _slurm_round(spec: Path, ref, tmp: Path, monkeypatch, faults: list[str], seed: int
                  ) -> dict:
     pytest.importorskip("submitit")
-    from threeregime.executors import SubmititExecutor
+    from threeregime.sweep.executors import SubmititExecutor
 
     rng = random.Random(seed)
     out, trace = tmp / "sweep", tmp / "trace.log"

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from threeregime._errors import SpecError
-from threeregime.corruptions import CORRUPTIONS, _dct_matrix, corrupt
+from threeregime.data.corruptions import CORRUPTIONS, _dct_matrix, corrupt
+from threeregime.errors import SpecError
 from threeregime.metrics.robustness import corruption_error
-from threeregime.train import evaluate, init_states
+from threeregime.training.train import evaluate, init_states
 
 torch.set_num_threads(1)
 
@@ -126,9 +126,9 @@ def test_corruption_error_of_an_ensemble():
 
 
 def test_spec_names_match_the_registry_and_the_measure_is_registered():
-    from threeregime.measures import MEASURES
-    from threeregime.spec import CORRUPTIONS as SPEC_NAMES
-    from threeregime.spec import MeasureSpec
+    from threeregime.metrics.measures import MEASURES
+    from threeregime.spec.specs import CORRUPTIONS as SPEC_NAMES
+    from threeregime.spec.specs import MeasureSpec
 
     assert tuple(CORRUPTIONS) == SPEC_NAMES
     assert "robustness" in MEASURES
@@ -137,5 +137,5 @@ def test_spec_names_match_the_registry_and_the_measure_is_registered():
     with pytest.raises(SpecError, match=r"corruptions\[0\] must be one of .*did you mean 'blur'"):
         MeasureSpec(corruptions=("blr",))
     # the defaults stay out of the canonical JSON (no stored hash changes)
-    from threeregime.spec import canonical_json
+    from threeregime.spec.specs import canonical_json
     assert canonical_json(MeasureSpec()) == "{}"

@@ -11,7 +11,7 @@ from _tiny_cifar import write_cifar
 from torch.utils.data import DataLoader, TensorDataset
 
 from threeregime import DataError, DataSpec, SpecError
-from threeregime.data import (
+from threeregime.data.sources import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     as_tensor_data,
@@ -153,7 +153,7 @@ def test_as_tensor_data_rejects(data, match):
 def test_num_classes_known_without_making_the_data():
     """Built-in sources say their class count upfront (the driver labels near-chance cells
     with it without generating MNIST-1D again); a user's source without one says None."""
-    from threeregime.data import DATA_SOURCES, num_classes_of
+    from threeregime.data.sources import DATA_SOURCES, num_classes_of
 
     for name in ("mnist1d", "digits", "teacher_student"):
         spec = DataSpec(name=name, train_size=64, test_size=32)

@@ -16,9 +16,9 @@ import pytest
 import xarray as xr
 
 import threeregime as tr
-from threeregime.driver import run_sweep
-from threeregime.regimes import decode
-from threeregime.spec import SweepSpec, from_dict
+from threeregime.analysis.regimes import decode
+from threeregime.spec.specs import SweepSpec, from_dict
+from threeregime.sweep.driver import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "validation" / "corpus" / "demo_epochs.nc"

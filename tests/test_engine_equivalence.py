@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from threeregime.data import Splits, TensorData
-from threeregime.models import build_model, prunable_names
-from threeregime.spec import ModelSpec, TrainSpec
-from threeregime.train import fit, init_states
+from threeregime.data.sources import Splits, TensorData
+from threeregime.models.zoo import build_model, prunable_names
+from threeregime.spec.specs import ModelSpec, TrainSpec
+from threeregime.training.train import fit, init_states
 
 torch.set_num_threads(1)
 

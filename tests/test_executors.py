@@ -6,7 +6,7 @@ import os
 import pytest
 
 from threeregime import SpecError
-from threeregime.executors import (
+from threeregime.sweep.executors import (
     InlineExecutor,
     ProcessExecutor,
     make_executor,

@@ -8,15 +8,15 @@ import dataclasses
 import pytest
 import torch
 
-from threeregime import stages
-from threeregime._errors import SpecError
-from threeregime.channel import channel_prune
-from threeregime.data import Splits, TensorData
-from threeregime.models import build_model, prunable_names
-from threeregime.plan import RetrainJob, Store
-from threeregime.prune import compute_masks
-from threeregime.spec import ModelSpec, PointSpec, PruneSpec, TrainSpec
-from threeregime.train import fit, init_states
+from threeregime.data.sources import Splits, TensorData
+from threeregime.errors import SpecError
+from threeregime.models.zoo import build_model, prunable_names
+from threeregime.pruning.channel import channel_prune
+from threeregime.pruning.masks import compute_masks
+from threeregime.spec.specs import ModelSpec, PointSpec, PruneSpec, TrainSpec
+from threeregime.sweep import stages
+from threeregime.sweep.plan import RetrainJob, Store
+from threeregime.training.train import fit, init_states
 
 torch.set_num_threads(1)
 
@@ -81,7 +81,7 @@ def test_channel_pruned_model_retrains_alike_in_both_engines():
 
 # --------------------------------------------------------------------------- families glue
 def test_family_names_and_patterns():
-    from threeregime.families import family, nm_pattern
+    from threeregime.pruning.families import family, nm_pattern
 
     assert family("magnitude") == "mask" and family("nm") == "mask"
     assert family("nm_2_4") == "nm_training" and nm_pattern("nm_1_8") == (1, 8)
@@ -91,7 +91,7 @@ def test_family_names_and_patterns():
 
 
 def test_prune_source_and_start_states_per_family():
-    from threeregime.families import fresh_init, prune_source, start_state
+    from threeregime.pruning.families import fresh_init, prune_source, start_state
 
     data = _splits()
     spec_m = ModelSpec(name="cnn1d", batchnorm=True, options={"channels": 8})

@@ -12,11 +12,8 @@ import pytest
 import torch
 import xarray as xr
 
-from threeregime._errors import SpecError
-from threeregime._torchio import load_torch
-from threeregime.driver import run_sweep
-from threeregime.plan import Store, plan_sweep
-from threeregime.spec import (
+from threeregime.errors import SpecError
+from threeregime.spec.specs import (
     DataSpec,
     ModelSpec,
     PointSpec,
@@ -27,6 +24,9 @@ from threeregime.spec import (
     load_yaml,
     spec_hash,
 )
+from threeregime.sweep.driver import run_sweep
+from threeregime.sweep.plan import Store, plan_sweep
+from threeregime.sweep.torchio import load_torch
 
 torch.set_num_threads(1)
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"

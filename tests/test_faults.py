@@ -2,7 +2,7 @@
 
 A tiny sweep (4 points) runs in subprocesses (``python -m threeregime run ... --quiet``) that are
 SIGKILLed at chosen moments through the ``THREEREGIME_FAULT=stage:n`` test hook of
-:mod:`threeregime._artifacts` (dense training, pruning, retraining, metrics, claims, and the
+:mod:`threeregime.results.artifacts` (dense training, pruning, retraining, metrics, claims, and the
 instant between a complete temporary file and its rename), then rerun.  After every kill:
 
 * every file under a final name is complete (loads), and every file that existed before the
@@ -33,11 +33,11 @@ from _tiny import tiny_sweep, tiny_yaml
 
 pytest.importorskip("torch")
 
-from threeregime import _artifacts as art
-from threeregime._torchio import load_torch
-from threeregime.driver import assemble, run_sweep, sweep_status
-from threeregime.spec import load_yaml
-from threeregime.storage import STATUS, open_sweep
+from threeregime.results import artifacts as art
+from threeregime.results.storage import STATUS, open_sweep
+from threeregime.spec.specs import load_yaml
+from threeregime.sweep.driver import assemble, run_sweep, sweep_status
+from threeregime.sweep.torchio import load_torch
 
 TINY = tiny_yaml("tiny_faults", densities=(0.2, 0.5))
 N_POINTS = 4
@@ -373,7 +373,7 @@ def test_many_random_kills(tiny, tmp_path):
 
 # --------------------------------------------------------------------------- spec edits
 def _count_fits(monkeypatch) -> list[tuple[str, int]]:
-    from threeregime import stages
+    from threeregime.sweep import stages
 
     calls: list[tuple[str, int]] = []
     real = stages.fit
@@ -390,8 +390,8 @@ def test_spec_edit_reuses_exactly_the_unchanged_stages(tiny, tmp_path, monkeypat
     import dataclasses
     import shutil
 
-    from threeregime.plan import plan_sweep
-    from threeregime.spec import spec_hash
+    from threeregime.spec.specs import spec_hash
+    from threeregime.sweep.plan import plan_sweep
 
     spec_path, _ = tiny
     spec = load_yaml(spec_path)
@@ -449,7 +449,7 @@ def test_diverged_point_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     assert (st.done, st.diverged, st.failed) == (4, 2, 0)
     # the phase diagram marks the diverged cells (hatched "xx")
     pytest.importorskip("matplotlib")
-    from threeregime.plotting import PhaseDiagram
+    from threeregime.analysis.plotting import PhaseDiagram
 
     d = PhaseDiagram.from_dataset(ds)
     art_ = d.plot()

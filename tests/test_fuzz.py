@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from threeregime import SpecError  # noqa: E402
-from threeregime.regimes import classify  # noqa: E402
-from threeregime.spec import (  # noqa: E402
+from threeregime.analysis.regimes import classify  # noqa: E402
+from threeregime.spec.specs import (  # noqa: E402
     AXES,
     PointSpec,
     SweepSpec,

@@ -1,16 +1,18 @@
 """The package's shape, read from its source with ``ast`` (nothing here imports the modules).
 
-* the analysis half (specs, storage, regimes, advice, plotting, accessor and their torch-free
-  foundations) never imports torch nor a torch-half module, not even inside a function, and
-  imports only downwards along its layers: _errors -> _registry, _artifacts, spec_io,
-  _schema -> spec -> plan, storage, features -> rules -> regimes -> calibrate -> advice ->
-  validation, plotting -> accessor -> the package (:data:`LAYERS`; a new torch-free module
-  gets a layer there);
-* the torch half never imports plotting (nor matplotlib);
+The package is a short ordered table of parts (:data:`ORDER`): a module may import only modules
+of its own part or of an earlier one, even inside a function.  The torch-free half comes first
+(errors -> registry -> spec -> results -> analysis), then the torch half (data -> models ->
+pruning -> training -> metrics -> sweep), then the front ends (advisor, cli).  Besides:
+
+* the torch-free half never imports torch, and the torch half never imports plotting (nor
+  matplotlib);
+* a metric never imports training: of :mod:`threeregime.training`, the metrics use only the
+  stateless ``functional`` and ``device`` modules, never the training loop or its engines;
 * module-level imports form no cycle;
-* the accessor is registered in one place, no module swaps its class, no module is over
-  500 lines;
-* ``import threeregime`` imports no torch, and ``threeregime.advise`` is a function.
+* the accessor is registered in one place and no module swaps its class;
+* ``import threeregime`` imports no torch, ``threeregime.advise`` is a function, and reading,
+  classifying, plotting and advising on a results file never imports torch (subprocesses).
 """
 from __future__ import annotations
 
@@ -23,15 +25,16 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "threeregime"
+ROOT = PKG.parent
 TORCH = {"torch", "torchvision", "functorch"}
-#: the torch-free half, by layer: a module imports only modules of a lower layer
-LAYERS = {"_errors": 0, "_registry": 1, "_artifacts": 1, "spec_io": 1, "_schema": 1, "spec": 2,
-          "plan": 3, "storage": 3, "features": 3, "rules": 3.5, "regimes": 4, "calibrate": 4.5,
-          "advice": 5, "_plot_text": 5.5, "validation": 6, "plotting": 6, "accessor": 7,
-          "__init__": 8}
-#: front ends that may use both halves
-FRONT = {"cli", "__main__"}
-MAX_LINES = 500
+#: the parts of the package in import order: a module imports only its own part or earlier ones
+ORDER = ["errors", "registry", "spec", "results", "analysis",                     # torch-free
+         "data", "models", "pruning", "training", "metrics", "sweep",             # torch
+         "advisor", "cli", "__main__"]                                            # front ends
+TORCH_FREE = ORDER[:ORDER.index("analysis") + 1]
+TORCH_HALF = ORDER[ORDER.index("data"):ORDER.index("sweep") + 1]
+#: the modules of training a metric may use (stateless helpers, not the training loop)
+METRIC_MAY_USE = {"training.functional", "training.device"}
 
 
 def _name(path: Path) -> str:
@@ -125,42 +128,72 @@ def _imports(mod: str) -> tuple[set[str], set[str]]:
 GRAPH = {m: _imports(m) for m in MODULES}
 
 
+
+
+def _part(mod: str) -> str:
+    """The part of :data:`ORDER` a module belongs to (``__init__``: the package itself)."""
+    return mod.split(".")[0]
+
+
 def test_the_walker_sees_the_package():
-    assert {"spec", "storage", "regimes", "plotting", "accessor", "__init__"} <= set(MODULES)
-    assert "accessor" in GRAPH["__init__"][0]
-    assert "torch" in GRAPH["train"][1] and "spec" in GRAPH["train"][1]
-    # a relative import from a subpackage resolves one level up
-    assert any(t in GRAPH["metrics.cka"][1] for t in ("_functional", "_device"))
+    assert {"spec.specs", "results.storage", "analysis.regimes", "analysis.plotting",
+            "analysis.accessor", "__init__"} <= set(MODULES)
+    assert "analysis.accessor" in GRAPH["__init__"][0]
+    assert "torch" in GRAPH["training.train"][1] and "spec.specs" in GRAPH["training.train"][1]
+    # a relative import two levels up resolves to the sibling package's module
+    assert {"training.functional", "training.device", "errors"} <= GRAPH["metrics.cka"][1]
 
 
 def test_the_walker_sees_function_local_and_skips_type_checking(tmp_path, monkeypatch):
     src = tmp_path / "planted.py"
     src.write_text("from typing import TYPE_CHECKING\n"
-                   "from . import spec\n"
-                   "if TYPE_CHECKING:\n    from .plotting import PhaseDiagram\n"
-                   "def f():\n    import torch.nn\n    from .train import fit\n"
-                   "class C:\n    from .storage import STATUS\n")
+                   "from .spec import specs\n"
+                   "if TYPE_CHECKING:\n    from .analysis.plotting import PhaseDiagram\n"
+                   "def f():\n    import torch.nn\n    from .training.train import fit\n"
+                   "class C:\n    from .results.storage import STATUS\n")
     monkeypatch.setitem(MODULES, "planted", src)
     top, every = _imports("planted")
-    assert top == {"spec", "storage"}
-    assert every == {"spec", "storage", "torch", "train"}
+    assert top == {"spec.specs", "results.storage"}
+    assert every == {"spec.specs", "results.storage", "torch", "training.train"}
 
 
-@pytest.mark.parametrize("mod", sorted(m for m in LAYERS if m in MODULES))
-def test_analysis_half_imports_no_torch_and_only_downwards(mod):
-    _, every = GRAPH[mod]
-    assert "torch" not in every, f"{mod} imports torch"
-    foreign = sorted(t for t in every if t not in LAYERS)
-    assert not foreign, f"{mod} (analysis half) imports torch-half modules {foreign}"
-    upward = sorted(t for t in every if LAYERS[t] >= LAYERS[mod])
-    assert not upward, (f"{mod} (layer {LAYERS[mod]}) imports {upward} of the same or a higher "
-                        f"layer")
+def test_every_module_is_in_a_part_of_the_table_and_every_part_exists():
+    parts = {_part(m) for m in MODULES if m != "__init__"}
+    assert parts == set(ORDER), (f"parts not in ORDER: {sorted(parts - set(ORDER))}; "
+                                 f"in ORDER but missing: {sorted(set(ORDER) - parts)}")
+
+
+@pytest.mark.parametrize("mod", sorted(m for m in MODULES if m != "__init__"))
+def test_imports_go_to_the_same_or_an_earlier_part(mod):
+    here = ORDER.index(_part(mod))
+    later = sorted(t for t in GRAPH[mod][1] if t not in ("torch", "__init__")
+                   and ORDER.index(_part(t)) > here)
+    assert not later, f"{mod} ({_part(mod)}) imports later parts: {later}"
+
+
+def test_the_order_check_catches_an_upward_import(monkeypatch):
+    monkeypatch.setitem(GRAPH, "spec.specs", (set(), {"analysis.regimes"}))
+    with pytest.raises(AssertionError, match="imports later parts"):
+        test_imports_go_to_the_same_or_an_earlier_part("spec.specs")
+
+
+@pytest.mark.parametrize("mod", sorted(m for m in MODULES if _part(m) in TORCH_FREE))
+def test_torch_free_half_never_imports_torch(mod):
+    assert "torch" not in GRAPH[mod][1], f"{mod} imports torch"
+
+
+def test_a_metric_never_imports_training():
+    bad = {m: sorted(t for t in GRAPH[m][1] if _part(t) == "training" and t not in METRIC_MAY_USE)
+           for m in MODULES if _part(m) == "metrics"}
+    bad = {m: v for m, v in bad.items() if v}
+    assert not bad, f"metrics import the training loop or engines: {bad}"
 
 
 def test_torch_half_never_imports_plotting():
-    torch_half = [m for m in MODULES if m not in LAYERS and m not in FRONT]
-    assert {"train", "prune", "metrics.lmc"} <= set(torch_half)
-    bad = {m: "plotting" for m in torch_half if "plotting" in GRAPH[m][1]}
+    torch_half = [m for m in MODULES if _part(m) in TORCH_HALF]
+    assert {"training.train", "pruning.masks", "metrics.lmc"} <= set(torch_half)
+    bad = {m: "plotting" for m in torch_half
+           if any(t.startswith("analysis.plot") for t in GRAPH[m][1])}
     for m in torch_half:
         tree = ast.parse(MODULES[m].read_text())
         for node in ast.walk(tree):
@@ -200,7 +233,7 @@ def test_no_import_cycle():
 
 
 def test_cycle_finder_finds_one(monkeypatch):
-    monkeypatch.setitem(GRAPH, "_errors", ({"spec"}, {"spec"}))   # spec imports _errors
+    monkeypatch.setitem(GRAPH, "errors", ({"spec.specs"}, {"spec.specs"}))
     assert _cycle() is not None
 
 
@@ -217,30 +250,53 @@ def test_accessor_registered_in_one_place_and_no_class_swap():
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 assert not any(isinstance(t, ast.Attribute) and t.attr == "__class__"
                                for t in targets), f"{m} assigns a __class__"
-    assert registering == ["accessor"]
+    assert registering == ["analysis.accessor"]
     assert importing == [], f"modules importing the accessor besides __init__: {importing}"
 
 
-@pytest.mark.parametrize("mod", sorted(MODULES))
-def test_no_module_over_500_lines(mod):
-    n = len(MODULES[mod].read_text().splitlines())
-    assert n <= MAX_LINES, f"{MODULES[mod].relative_to(PKG.parent)} has {n} lines"
+def _run(code: str) -> None:
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_import_threeregime_loads_no_torch_and_advise_is_a_function():
-    code = ("import sys, inspect, threeregime, xarray as xr\n"
-            "assert 'torch' not in sys.modules, 'import threeregime imported torch'\n"
-            "ds = threeregime.open_sweep\n"
-            "assert hasattr(xr.Dataset(), 'threeregime')\n"
-            "assert 'torch' not in sys.modules, 'the accessor imported torch'\n"
-            "import threeregime.advice, threeregime.plotting, threeregime.validation\n"
-            "assert 'torch' not in sys.modules, 'the analysis half imported torch'\n"
-            "assert inspect.isfunction(threeregime.advise), type(threeregime.advise)\n"
-            "import threeregime.casestudies\n"
-            "assert inspect.isfunction(threeregime.advise), type(threeregime.advise)\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    _run("import sys, inspect, threeregime, xarray as xr\n"
+         "assert 'torch' not in sys.modules, 'import threeregime imported torch'\n"
+         "ds = threeregime.open_sweep\n"
+         "assert hasattr(xr.Dataset(), 'threeregime')\n"
+         "assert 'torch' not in sys.modules, 'the accessor imported torch'\n"
+         "import threeregime.analysis.advice, threeregime.analysis.plotting\n"
+         "import threeregime.analysis.validation, threeregime.advisor\n"
+         "assert 'torch' not in sys.modules, 'the analysis half or the advisor imported torch'\n"
+         "assert inspect.isfunction(threeregime.advise), type(threeregime.advise)\n")
+
+
+def test_reading_classifying_plotting_and_advising_on_a_results_file_imports_no_torch():
+    _run("import sys, matplotlib\n"
+         "matplotlib.use('Agg')\n"
+         "import threeregime as tr\n"
+         "ds = tr.open_sweep('tests/data/quick_dense_seed0.nc')\n"
+         "reg = tr.classify(ds)\n"
+         "assert reg['regime'].shape == (5, 4), reg['regime'].shape\n"
+         "art = tr.PhaseDiagram.from_dataset(ds, var='lmc').plot()\n"
+         "assert art.region_labels\n"
+         "tr.plot_phase_diagrams(ds)\n"
+         "adv = tr.advise(ds, point={'epochs': 20, 'density': 0.05})\n"
+         "assert adv.direction in ('hotter', 'colder', 'keep', 'unknown'), adv.direction\n"
+         "ds.threeregime.classify()\n"
+         "assert 'torch' not in sys.modules, 'the results path imported torch'\n"
+         "import threeregime.advisor\n"
+         "tr.advise(ds, point={'epochs': 20, 'density': 0.05})\n"
+         "assert 'torch' not in sys.modules, 'advise(ds) imported torch'\n")
+
+
+def test_the_model_path_of_advise_does_import_torch():
+    # the check above can fail: the same advisor imports torch when it is given a model
+    _run("import sys, threeregime as tr\n"
+         "try:\n    tr.advise(object(), None, target_density=0.5)\n"
+         "except tr.SpecError:\n    pass\n"
+         "assert 'torch' in sys.modules\n")
 
 
 def test_public_names_resolve_to_their_modules():
@@ -253,3 +309,23 @@ def test_public_names_resolve_to_their_modules():
                  "regimes_of", "PhaseDiagram", "open_sweep"):
         obj = getattr(threeregime, name)
         assert inspect.getmodule(obj).__name__ == f"threeregime.{lazy[name]}"
+
+
+def test_tests_notebooks_and_benchmarks_import_only_public_modules():
+    """They import what users import: no ``threeregime._x`` module (private names inside a
+    public module are the tests' business)."""
+    bad = []
+    for path in [*ROOT.glob("tests/*.py"), *ROOT.glob("notebooks/*.py"),
+                 *ROOT.glob("benchmarks/*.py"), *ROOT.glob("scripts/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                    [".".join(filter(None, [node.module, a.name])) for a in node.names]
+                    if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for m in mods:
+                parts = m.split(".")
+                # a module part starting with "_" (a private name inside a module is allowed)
+                if parts[0] == "threeregime" and any(
+                        x.startswith("_") and ".".join(parts[1:i + 2]) in MODULES
+                        for i, x in enumerate(parts[1:])):
+                    bad.append(f"{path.relative_to(ROOT)}: {m}")
+    assert not bad, bad

@@ -1,4 +1,4 @@
-"""Leases (:mod:`threeregime._artifacts`): heartbeats, takeover from any host, one winner.
+"""Leases (:mod:`threeregime.results.artifacts`): heartbeats, takeover from any host, one winner.
 
 * an owner renews its lease while it works (the counter and the file's mtime advance);
 * a lease of a dead owner on another host ("node-17", a pid that means nothing here) is taken
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from threeregime import _artifacts as art
+from threeregime.results import artifacts as art
 
 K = art.STALE_PERIODS
 
@@ -110,7 +110,7 @@ def test_owner_clock_in_the_future_still_goes_stale_by_silence(tmp_path):
 def test_live_owner_elsewhere_is_never_taken_over(tmp_path):
     """A live owner in another process renews its lease: far past K periods, no takeover."""
     p = tmp_path / "d.claim"
-    code = ("import sys, time; from threeregime import _artifacts as a; "
+    code = ("import sys, time; from threeregime.results import artifacts as a; "
             f"assert a.claim({str(p)!r}, period=0.1); print('held', flush=True); "
             "sys.stdin.readline(); a.release(" + repr(str(p)) + ")")
     owner = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
@@ -189,7 +189,7 @@ def test_racing_takers_exactly_one_wins(tmp_path, why):
 
 def test_paused_owner_loses_its_lease_and_leaves_the_new_one_alone(tmp_path):
     p = tmp_path / "f.claim"
-    code = ("import sys, time; from threeregime import _artifacts as a; "
+    code = ("import sys, time; from threeregime.results import artifacts as a; "
             f"p = {str(p)!r}; assert a.claim(p, period=0.1); print('held', flush=True); "
             "sys.stdin.readline(); time.sleep(0.4); lost = not a.holding(p); a.release(p); "
             "print('lost' if lost else 'kept', flush=True)")
@@ -232,7 +232,8 @@ def test_clean_claims_removes_dead_leases_and_orphan_markers_only(tmp_path):
 
 def test_trace_hook_records_claims_takeovers_and_writes(tmp_path):
     log = tmp_path / "trace.log"
-    code = (f"import json, os; from threeregime import _artifacts as a; d = {str(tmp_path)!r};"
+    code = ("import json, os; from threeregime.results import artifacts as a; "
+            f"d = {str(tmp_path)!r};"
             "a.claim(d + '/x.claim'); a.write_json(d + '/x.json', 1); a.release(d + '/x.claim')")
     _remote(tmp_path / "y.claim", 0.01, age=60)
     code += "; a.claim(d + '/y.claim'); a.release(d + '/y.claim')"

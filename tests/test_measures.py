@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from threeregime.spec import (
+from threeregime.spec.specs import (
     DataSpec,
     MeasureSpec,
     ModelSpec,
@@ -18,10 +18,10 @@ from threeregime.spec import (
 
 torch = pytest.importorskip("torch")
 
-from threeregime.measures import MEASURES, MeasureInput, register_measure, run_measures  # noqa: E402
-from threeregime.models import build_model  # noqa: E402
-from threeregime.stages import problem_of  # noqa: E402
-from threeregime.train import init_states  # noqa: E402
+from threeregime.metrics.measures import MEASURES, MeasureInput, register_measure, run_measures  # noqa: E402
+from threeregime.models.zoo import build_model  # noqa: E402
+from threeregime.sweep.stages import problem_of  # noqa: E402
+from threeregime.training.train import init_states  # noqa: E402
 
 POINT = PointSpec(data=DataSpec(train_size=64, test_size=32), model=ModelSpec(width=0.25),
                   measure=MeasureSpec(lmc_points=3, hessian=True, hessian_probes=2,
@@ -89,7 +89,7 @@ def test_measure_spec_hash_unchanged_by_extra_default():
 
 
 def test_prune_spec_accepts_a_registered_pruner():
-    from threeregime.prune import PRUNERS
+    from threeregime.pruning.masks import PRUNERS
 
     with pytest.raises(SpecError, match="method must be one of magnitude, global, lamp"):
         PruneSpec(method="mine")

@@ -156,7 +156,7 @@ def test_taylor_samples_are_exact_quadratic_forms(kind):
 
 def test_taylor_three_gemm_form_agrees(monkeypatch):
     """The two-GEMM (polarised) layer update and the plain three-GEMM one give the same."""
-    from threeregime.metrics import _taylor
+    from threeregime.metrics.hessian import taylor as _taylor
     torch.manual_seed(1)
     model = TAYLOR_MODELS["relu-3-layers"]().double()
     x, y = data(1, n=25)
@@ -310,8 +310,8 @@ def test_repr_is_readable():
 # ----------------------------------------------------------------- "taylor-fx" and Hutch++
 def zoo_model(name, bn, seed=0):
     """A tiny float64 zoo model with random (non-trivial) BatchNorm statistics, and its data."""
-    from threeregime.models import build_model
-    from threeregime.spec import ModelSpec
+    from threeregime.models.zoo import build_model
+    from threeregime.spec.specs import ModelSpec
     shape = {"mlp": (1, 6), "cnn1d": (1, 12), "preresnet20": (3, 8, 8), "vgg": (3, 8, 8)}[name]
     width = 0.07 if name == "preresnet20" else 0.1
     model = build_model(ModelSpec(name=name, batchnorm=bn, width=width,

@@ -131,8 +131,8 @@ class OneBN(nn.Module):
 
 def _path_bn_stats(batch_size, x):
     """Run the stacked recalibration at t = 0 and read the BN buffers back."""
-    from threeregime._functional import split_state, stack_states
     from threeregime.metrics.lmc import _recalibrate_stacked
+    from threeregime.training.functional import split_state, stack_states
 
     m = OneBN()
     state = stack_states([m.state_dict()])

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from threeregime import ModelSpec, SpecError
-from threeregime.models import build_model, prunable_names
+from threeregime.models.zoo import build_model, prunable_names
 
 torch.set_num_threads(1)
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from threeregime._engines import LoopRunner, VmapRunner
-from threeregime._errors import SpecError
-from threeregime.data import Splits, TensorData
-from threeregime.nm_training import NMTraining, effective_weight
-from threeregime.prune import compute_masks
-from threeregime.spec import PruneSpec, TrainSpec
-from threeregime.train import fit, init_states
+from threeregime.data.sources import Splits, TensorData
+from threeregime.errors import SpecError
+from threeregime.pruning.masks import compute_masks
+from threeregime.pruning.nm_training import NMTraining, effective_weight
+from threeregime.spec.specs import PruneSpec, TrainSpec
+from threeregime.training.engines import LoopRunner, VmapRunner
+from threeregime.training.train import fit, init_states
 
 torch.set_num_threads(1)
 

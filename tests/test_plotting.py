@@ -1,4 +1,4 @@
-"""Phase diagrams (threeregime.plotting): assert on artists and labels, not pixels."""
+"""Phase diagrams (threeregime.analysis.plotting): assert on artists and labels, not pixels."""
 from __future__ import annotations
 
 import matplotlib
@@ -12,14 +12,14 @@ import xarray as xr
 from _results_synth import DENSITY, EPOCHS, TRUTH, synthetic_sweep
 
 from threeregime import PhaseDiagram, ResultsError, SpecError
-from threeregime.plotting import (
+from threeregime.analysis.plotting import (
     PhaseDiagramArtists,
     boundary_segments,
     plot_lmc_curves,
     plot_phase_diagrams,
     save,
 )
-from threeregime.regimes import classify
+from threeregime.analysis.regimes import classify
 
 
 @pytest.fixture(autouse=True)
@@ -304,7 +304,7 @@ def test_hatched_cells_keep_their_numbers_readable_and_the_legend_explains():
 
 
 def test_value_text_has_no_negative_zero():
-    from threeregime.plotting import value_text
+    from threeregime.analysis.plotting import value_text
 
     assert value_text("lmc", -0.0004) == "0.0%" and value_text("lmc", 0.0012) == "+0.1%"
     assert value_text("lmc", -0.031) == "-3.1%" and value_text("test_error", -0.0001) == "0.0%"
@@ -321,7 +321,7 @@ def test_value_text_has_no_negative_zero():
     (0.5, 0.5, 1, ["0.500"]),
 ])
 def test_nice_ticks(lo, hi, scale, want):
-    from threeregime._plot_text import nice_ticks
+    from threeregime.analysis.plot_text import nice_ticks
 
     pos, labels = nice_ticks(lo, hi, scale)
     assert labels == want

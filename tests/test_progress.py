@@ -8,9 +8,9 @@ import os
 import pytest
 from test_sweep import TINY as TINY_SWEEP
 
-from threeregime.driver import run_sweep
-from threeregime.executors import InlineExecutor, ProcessExecutor
-from threeregime.spec import SweepSpec, from_dict
+from threeregime.spec.specs import SweepSpec, from_dict
+from threeregime.sweep.driver import run_sweep
+from threeregime.sweep.executors import InlineExecutor, ProcessExecutor
 
 #: test_sweep's tiny sweep on one grid point (one task per stage)
 TINY = {**TINY_SWEEP, "name": "tiny-progress", "axes": {"epochs": [2], "density": [0.2]}}

@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from threeregime import PruneSpec, SpecError, ThreeRegimeError
-from threeregime.prune import PRUNERS, apply_masks, compute_masks, density_report, masks_from_state
+from threeregime.pruning.masks import (
+    PRUNERS,
+    apply_masks,
+    compute_masks,
+    density_report,
+    masks_from_state,
+)
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,5 @@
-"""Regime classification (threeregime.regimes): recovers known regimes, says how sure it is."""
+"""Regime classification (threeregime.analysis.regimes): recovers known regimes, says how sure
+it is."""
 from __future__ import annotations
 
 import functools
@@ -11,7 +12,7 @@ from _results_synth import DENSITY, EPOCHS, TRUTH, synthetic_sweep
 
 import threeregime
 from threeregime import ResultsError, SpecError
-from threeregime.regimes import (
+from threeregime.analysis.regimes import (
     DEFAULTS,
     FLAG_MEANINGS,
     FLAG_VALUES,
@@ -24,7 +25,7 @@ from threeregime.regimes import (
     regime_names,
     regimes_of,
 )
-from threeregime.rules import DEFAULT_RULE, RULES, Rule
+from threeregime.analysis.rules import DEFAULT_RULE, RULES, Rule
 
 #: the legacy rule (the pre-issue-11 defaults) that most tests below pin down
 legacy = functools.partial(classify, rule="legacy")
@@ -292,6 +293,6 @@ def test_rule_by_name_object_and_bad_rules():
     with pytest.raises(SpecError, match="rule must be a Rule or one of .*got int"):
         classify(ds, rule=5)
     with pytest.raises(SpecError, match="family legacy.*regimes.classify"):
-        from threeregime.rules import classify_with_rule
+        from threeregime.analysis.rules import classify_with_rule
         classify_with_rule(ds, RULES["legacy"])
     assert isinstance(RULES["legacy"], Rule) and RULES["legacy"].family == "legacy"

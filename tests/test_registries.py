@@ -4,7 +4,7 @@ Data sources (``data.DATA_SOURCES``), models (``models.MODELS``) and pruners
 (``prune.PRUNERS``): registering a new entry puts it under the same checks.  Data sources and
 models need a small case below (a source's options, a model's input shape): the test says so
 when one is missing.  Pruners need none, and one registered inside a test goes through the
-same contract and through :func:`~threeregime.prune.compute_masks` end to end.
+same contract and through :func:`~threeregime.pruning.masks.compute_masks` end to end.
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from _tiny_cifar import CIFAR_TEST, CIFAR_TRAIN_PER_BATCH, write_cifar
 from torch import nn
 
 from threeregime import DataSpec, ModelSpec, PruneSpec, SpecError
-from threeregime._functional import ensemble_forward, split_state, stack_states, template_of
-from threeregime.data import DATA_SOURCES, Splits, TensorData, clear_cache, load_data
-from threeregime.models import MODELS, build_model, prunable_names
-from threeregime.prune import PRUNERS, compute_masks, density_report
+from threeregime.data.sources import DATA_SOURCES, Splits, TensorData, clear_cache, load_data
+from threeregime.models.zoo import MODELS, build_model, prunable_names
+from threeregime.pruning.masks import PRUNERS, compute_masks, density_report
+from threeregime.training.functional import ensemble_forward, split_state, stack_states, template_of
 
 torch.set_num_threads(1)
 

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from threeregime._errors import SpecError
-from threeregime.calibrate import (
+from threeregime.analysis.calibrate import (
     calibrate,
     measured_directions,
     paired_direction_test,
@@ -17,8 +16,8 @@ from threeregime.calibrate import (
     table_directions,
     wilson_interval,
 )
-from threeregime.features import read_table
-from threeregime.rules import (
+from threeregime.analysis.features import read_table
+from threeregime.analysis.rules import (
     DEFAULT_RULE,
     REASONS,
     RULES,
@@ -29,6 +28,7 @@ from threeregime.rules import (
     get_rule,
     label_names,
 )
+from threeregime.errors import SpecError
 
 DATA = Path(__file__).parent / "data"
 TABLE = DATA / "zhou2023_figure2_partial.csv"

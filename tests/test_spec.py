@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from threeregime import SpecError
-from threeregime.spec import (
+from threeregime.spec.specs import (
     AXES,
     DataSpec,
     MeasureSpec,
@@ -117,13 +117,14 @@ def test_spec_module_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, threeregime, threeregime.spec, threeregime.storage, "
-            "threeregime.regimes; threeregime.SweepSpec; assert 'torch' not in sys.modules")
+    code = ("import sys, threeregime, threeregime.spec.specs, threeregime.results.storage, "
+            "threeregime.analysis.regimes; threeregime.SweepSpec; "
+            "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_model_spec_name_is_checked_at_build_time():
-    from threeregime.models import build_model
+    from threeregime.models.zoo import build_model
 
     with pytest.raises(SpecError, match=r"unknown model 'cnn' .*known: "):
         build_model(ModelSpec(name="cnn"), (1, 40), 10, seed=0)

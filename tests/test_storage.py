@@ -1,4 +1,4 @@
-"""Results schema, atomic writes and round trips (threeregime.storage)."""
+"""Results schema, atomic writes and round trips (threeregime.results.storage)."""
 from __future__ import annotations
 
 import ast
@@ -15,9 +15,10 @@ import xarray as xr
 from _results_synth import DENSITY, EPOCHS, synthetic_sweep
 
 import threeregime
-from threeregime import ResultsError, SpecError, storage
-from threeregime.regimes import classify
-from threeregime.storage import (
+from threeregime import ResultsError, SpecError
+from threeregime.analysis.regimes import classify
+from threeregime.results import storage
+from threeregime.results.storage import (
     SCHEMA_VERSION,
     STATUS,
     combine_points,
@@ -292,8 +293,8 @@ def test_export_bad_format(tmp_path):
 
 
 def test_results_side_imports_no_torch():
-    code = ("import sys, threeregime, threeregime.storage, threeregime.regimes, "
-            "threeregime.plotting, threeregime.accessor; "
+    code = ("import sys, threeregime, threeregime.results.storage, threeregime.analysis.regimes, "
+            "threeregime.analysis.plotting, threeregime.analysis.accessor; "
             "threeregime.open_sweep; threeregime.classify; threeregime.PhaseDiagram; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")

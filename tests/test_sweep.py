@@ -10,9 +10,9 @@ from _tiny import tiny_sweep
 
 import threeregime
 from threeregime import cli
-from threeregime.driver import run_point, run_sweep, sweep_status
-from threeregime.plan import Store, plan_point, plan_sweep
-from threeregime.spec import SweepSpec, from_dict
+from threeregime.spec.specs import SweepSpec, from_dict
+from threeregime.sweep.driver import run_point, run_sweep, sweep_status
+from threeregime.sweep.plan import Store, plan_point, plan_sweep
 
 TINY = tiny_sweep("tiny")
 
@@ -59,7 +59,7 @@ def test_sweep_dataset_schema(tiny_result, tiny_spec):
 
 def test_rerun_does_no_work(tiny_result, tiny_spec, monkeypatch):
     out, ds = tiny_result
-    import threeregime.stages as stages
+    import threeregime.sweep.stages as stages
 
     calls = []
     real_fit = stages.fit
@@ -82,7 +82,7 @@ def test_edited_spec_reuses_finished_stages(tiny_result, tiny_spec, tmp_path, mo
     out, _ = tiny_result
     import shutil
 
-    import threeregime.stages as stages
+    import threeregime.sweep.stages as stages
 
     work = tmp_path / "w"
     shutil.copytree(out, work)
@@ -98,7 +98,7 @@ def test_edited_spec_reuses_finished_stages(tiny_result, tiny_spec, tmp_path, mo
 
 @pytest.mark.parametrize("kind", ["process", "dask"])
 def test_executors_give_identical_results(tiny_result, tiny_spec, tmp_path, kind):
-    from threeregime.executors import DaskExecutor, ProcessExecutor
+    from threeregime.sweep.executors import DaskExecutor, ProcessExecutor
 
     _, ref = tiny_result
     ex = (ProcessExecutor(workers=2, threads=1) if kind == "process"
@@ -115,7 +115,7 @@ def test_submitit_local_executor(tiny_spec, tmp_path):
     """Bit-identical to an inline run of the same spec.  (A sub-grid of another sweep is not a
     reference: its retrainings form other ensembles, which differ in the last bits.)"""
     pytest.importorskip("submitit", reason="submitit is the optional 'slurm' extra")
-    from threeregime.executors import SubmititExecutor
+    from threeregime.sweep.executors import SubmititExecutor
 
     spec = dataclasses.replace(tiny_spec, axes={"epochs": (2,), "density": (0.2, 0.6)})
     ref = run_sweep(spec, tmp_path / "inline", progress=False, threads=1, device="cpu")
@@ -165,8 +165,8 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
 def test_retrain_modes_start_from_the_right_weights(tiny_spec, tmp_path, monkeypatch, mode):
     """finetune: pruned dense weights; rewind: the dense snapshot at rewind_epoch, masked;
     reinit: fresh random weights with the same mask (Liu et al. 2019 baseline)."""
-    import threeregime.stages as stages
-    from threeregime._torchio import load_torch
+    import threeregime.sweep.stages as stages
+    from threeregime.sweep.torchio import load_torch
 
     p = tiny_spec.points()[-1][1]  # the end of the dense run (epochs 2), density 0.6
     p = dataclasses.replace(p, retrain_mode=mode, rewind_epoch=1)
@@ -234,9 +234,9 @@ def test_python_dash_m_entry_point():
 
 
 def test_memory_budget_sizes_the_ensembles(tiny_spec):
-    from threeregime.plan import retrain_tasks
-    from threeregime.stages import RunOptions, chunk_size, problem_of
-    from threeregime.train import estimate_member_bytes
+    from threeregime.sweep.plan import retrain_tasks
+    from threeregime.sweep.stages import RunOptions, chunk_size, problem_of
+    from threeregime.training.train import estimate_member_bytes
 
     p = tiny_spec.points()[0][1]
     plan = plan_sweep(tiny_spec)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from threeregime.data import Splits, TensorData
-from threeregime.spec import TrainSpec
-from threeregime.train import evaluate, fit, init_states, lr_factor
+from threeregime.data.sources import Splits, TensorData
+from threeregime.spec.specs import TrainSpec
+from threeregime.training.train import evaluate, fit, init_states, lr_factor
 
 torch.set_num_threads(1)
 

@@ -15,35 +15,36 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it.  Torch-free modules: spec, _errors, storage, regimes,
-# advice, validation, plotting, plan; the others load torch when first used.
+# public name -> module that defines it.  The torch-free half: spec, results, analysis (and
+# errors, registry, sweep.plan); the others load torch when first used.
 _LAZY = {
     # specs (no torch)
-    "DataSpec": "spec", "ModelSpec": "spec", "TrainSpec": "spec", "PruneSpec": "spec",
-    "MeasureSpec": "spec", "PointSpec": "spec", "SweepSpec": "spec", "load_yaml": "spec",
-    "dump_yaml": "spec", "spec_hash": "spec",
+    "DataSpec": "spec.specs", "ModelSpec": "spec.specs", "TrainSpec": "spec.specs",
+    "PruneSpec": "spec.specs", "MeasureSpec": "spec.specs", "PointSpec": "spec.specs",
+    "SweepSpec": "spec.specs", "load_yaml": "spec.specs", "dump_yaml": "spec.specs",
+    "spec_hash": "spec.specs",
     # errors
-    "ThreeRegimeError": "_errors", "SpecError": "_errors", "DataError": "_errors",
-    "ResultsError": "_errors", "ThreeRegimeWarning": "_errors",
+    "ThreeRegimeError": "errors", "SpecError": "errors", "DataError": "errors",
+    "ResultsError": "errors", "ThreeRegimeWarning": "errors",
     # torch side
-    "load_data": "data", "build_model": "models", "prunable_names": "models",
-    "compute_masks": "prune", "fit": "train",
-    "run_point": "driver", "run_sweep": "driver", "sweep_status": "driver",
-    "advise": "casestudies", "select_model_to_prune": "casestudies",
-    "tune_temperature": "casestudies",
+    "load_data": "data.sources", "build_model": "models.zoo", "prunable_names": "models.zoo",
+    "compute_masks": "pruning.masks", "fit": "training.train",
+    "run_point": "sweep.driver", "run_sweep": "sweep.driver", "sweep_status": "sweep.driver",
+    # advice on a model (torch) or a results Dataset (no torch)
+    "advise": "advisor", "select_model_to_prune": "advisor", "tune_temperature": "advisor",
     # results side (no torch)
-    "plan_sweep": "plan", "open_sweep": "storage", "export": "storage",
-    "classify": "regimes", "regimes_of": "regimes",
-    "PhaseDiagram": "plotting", "plot_phase_diagrams": "plotting",
-    "Advice": "advice", "Selection": "advice", "TuneResult": "advice",
-    "validate_advice": "validation",
+    "plan_sweep": "sweep.plan", "open_sweep": "results.storage", "export": "results.storage",
+    "classify": "analysis.regimes", "regimes_of": "analysis.regimes",
+    "PhaseDiagram": "analysis.plotting", "plot_phase_diagrams": "analysis.plotting",
+    "Advice": "analysis.advice", "Selection": "analysis.advice", "TuneResult": "analysis.advice",
+    "validate_advice": "analysis.validation",
 }
 
 __all__ = [*sorted(_LAZY), "__version__", "metrics"]  # noqa: PLE0605
 
 # register the ``ds.threeregime`` accessor, the one place it is registered (imports xarray,
 # never torch or matplotlib)
-from . import accessor as _accessor  # noqa: E402,F401
+from .analysis import accessor as _accessor  # noqa: E402,F401
 
 
 def __getattr__(name: str) -> Any:

@@ -20,7 +20,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ._errors import SpecError, ThreeRegimeError, ThreeRegimeWarning
+from .errors import SpecError, ThreeRegimeError, ThreeRegimeWarning
 
 _RUN_EPILOG = """By default one worker process runs per CPU core, one torch thread each
 (on a CPU, small models train 10-20x faster per thread that way than with several threads
@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="inputs of CKA: train (default, as the paper: the first 6400 "
                    "training inputs) or test")
     a.add_argument("--rule", default=None, metavar="NAME",
-                   help="regime rule (threeregime.rules.RULES); default: the legacy "
+                   help="regime rule (threeregime.analysis.rules.RULES); default: the legacy "
                    "single-model rule for a checkpoint, the default rule for a results file")
     a.add_argument("--cache-dir", metavar="DIR", default=None,
                    help="store of the retrained models, a sweep directory (default "
@@ -137,9 +137,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    from .driver import default_out, run_sweep, sweep_status
-    from .executors import make_executor
-    from .spec import load_yaml
+    from .spec.specs import load_yaml
+    from .sweep.driver import default_out, run_sweep, sweep_status
+    from .sweep.executors import make_executor
 
     spec = load_yaml(args.sweep, kind="sweep")
     out = Path(args.out) if args.out else default_out(spec)
@@ -184,7 +184,7 @@ def regime_table(ds) -> str:
     grid per value of any further axis (e.g. each pruning method)."""
     import itertools
 
-    from .regimes import decode, find_dims
+    from .analysis.regimes import decode, find_dims
 
     _, temps, loads = find_dims(ds, "regime")
     t_dim, l_dim = temps[0], loads[0]
@@ -211,20 +211,20 @@ def regime_table(ds) -> str:
 
 
 def _status(args) -> int:
-    from .driver import sweep_status
+    from .sweep.driver import sweep_status
 
     print(sweep_status(args.sweep, args.out))
     return 0
 
 
 def _open(path: str):
-    from .storage import open_sweep
+    from .results.storage import open_sweep
 
     return open_sweep(path)
 
 
 def _plot(args) -> int:
-    from .plotting import PhaseDiagram, plot_phase_diagrams, save
+    from .analysis.plotting import PhaseDiagram, plot_phase_diagrams, save
 
     ds = _open(args.results)
     res = Path(args.results)
@@ -243,7 +243,7 @@ def _plot(args) -> int:
 
 
 def _export(args) -> int:
-    from .storage import export
+    from .results.storage import export
 
     ds = _open(args.sweep)
     path = export(ds, args.output)
@@ -252,8 +252,8 @@ def _export(args) -> int:
 
 
 def _point(args) -> int:
-    from .driver import run_point
-    from .storage import write_dataset
+    from .results.storage import write_dataset
+    from .sweep.driver import run_point
 
     ds = run_point(args.point, device=args.device)
     cols = ["test_error", "lmc", "cka"]
@@ -269,13 +269,13 @@ def _point(args) -> int:
 def _advise(args) -> int:
     path = Path(args.checkpoint)
     if path.suffix == ".nc" or path.is_dir():
-        from .advice import advise_dataset, parse_point
+        from .analysis.advice import advise_dataset, parse_point
 
         adv = advise_dataset(_open(args.checkpoint), parse_point(args.point),
                              hyperparameter=args.hyperparameter, rule=args.rule)
     else:
-        from .casestudies import advise, load_checkpoint
-        from .spec import TrainSpec
+        from .advisor import advise, load_checkpoint
+        from .spec.specs import TrainSpec
 
         if args.point:
             raise SpecError(f"--point is only used with a results .nc file; got a checkpoint "

@@ -7,7 +7,7 @@
 - :func:`hessian_trace`, :func:`hessian_top_eigenvalues` -- Hutchinson trace with standard error
   and power-iteration eigenvalues of the loss Hessian.
 - :func:`corruption_error` -- test error of an ensemble under input corruptions
-  (:mod:`threeregime.corruptions`) at several severities.
+  (:mod:`threeregime.data.corruptions`) at several severities.
 
 See SPEC.md section 3 for the definitions; every function documents its estimator and cost.
 """

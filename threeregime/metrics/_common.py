@@ -1,7 +1,7 @@
 """Helpers shared by the metrics: input batching, state matching.
 
-``(x, y)`` batching is :func:`threeregime._functional.iter_batches` (re-exported here); the
-device rule is :mod:`threeregime._device`.
+``(x, y)`` batching is :func:`threeregime.training.functional.iter_batches` (re-exported here); the
+device rule is :mod:`threeregime.training.device`.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._errors import SpecError
-from .._functional import iter_batches
+from ..errors import SpecError
+from ..training.functional import iter_batches
 
 __all__ = [
     "bn_modules",

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._device import target_device
-from .._errors import SpecError, did_you_mean
-from .._functional import ensemble_forward, split_state, stack_states
+from ..errors import SpecError, did_you_mean
+from ..training.device import target_device
+from ..training.functional import ensemble_forward, split_state, stack_states
 from ._common import iter_inputs, named_state
 
 __all__ = ["CKAPairsResult", "CKAResult", "cka", "cka_pairs", "gram_cka", "linear_cka"]

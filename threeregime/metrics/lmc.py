@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._device import target_device
-from .._errors import SpecError
-from .._functional import ensemble_forward, evaluate_stacked, split_state
+from ..errors import SpecError
+from ..training.device import target_device
+from ..training.functional import ensemble_forward, evaluate_stacked, split_state
 from ._common import (
     bn_modules,
     bn_stat_names,
@@ -229,7 +229,7 @@ def lmc_pairs(model: nn.Module, states: Sequence[Mapping[str, Tensor]],
     """Linear mode connectivity of many pairs of same-architecture models at once.
 
     With ``engine="vmap"`` all ``len(pairs) * points`` path points are one stacked ensemble
-    run through :func:`threeregime._functional.ensemble_forward` (BatchNorm recalibrated per
+    run through :func:`threeregime.training.functional.ensemble_forward` (BatchNorm recalibrated per
     member), so a whole seed family costs about one batched pass per t-grid; ``engine="loop"`` runs
     :func:`lmc` pair by pair.  ``"auto"`` (default) loops on a CPU, where vmap turns a conv
     net's convolutions into slow grouped convolutions (the loop measured 2.5x faster on the quick

@@ -1,7 +1,7 @@
 """Test error under input corruptions, for an ensemble of models of one architecture.
 
 :func:`corruption_error` corrupts the test inputs once per (corruption, severity) with
-:func:`threeregime.corruptions.corrupt` (the same corrupted set for every model, deterministic
+:func:`threeregime.data.corruptions.corrupt` (the same corrupted set for every model, deterministic
 for ``seed``) and evaluates all models on it as one stacked computation (eval mode, the
 package's one ensemble evaluator).  Severity 0 is the clean test error.
 """
@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._device import resolve_device
-from .._engines import evaluate_states
-from .._errors import SpecError
-from ..corruptions import check_corruption, corrupt
-from ..data import as_tensor_data
+from ..data.corruptions import check_corruption, corrupt
+from ..data.sources import as_tensor_data
+from ..errors import SpecError
+from ..training.device import resolve_device
+from ..training.functional import evaluate_states
 
 __all__ = ["CorruptionResult", "corruption_error"]
 
@@ -47,7 +47,7 @@ def corruption_error(model: nn.Module, states: Sequence[Mapping[str, Tensor]], d
     states : the models' state dicts (one stacked evaluation).
     data : the test set: a ``TensorData`` / ``(x, y)`` pair of float inputs ``(N, C, L)``
         (signals) or ``(N, C, H, W)`` (images) and integer labels.
-    corruptions : names from :data:`threeregime.corruptions.CORRUPTIONS`.
+    corruptions : names from :data:`threeregime.data.corruptions.CORRUPTIONS`.
     severities : integers in 0..5 (0 = clean).
     seed : seed of the corruptions' randomness.
 

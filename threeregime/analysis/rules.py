@@ -1,0 +1,486 @@
+"""Regime rules as objects: named, serialisable, calibrated, with their held-out scores.
+
+Torch-free (numpy / xarray / scipy).  A :class:`Rule` names a *family* (how features combine),
+its fitted ``thresholds`` (what :func:`threeregime.analysis.calibrate.calibrate` searches), its
+fixed
+``settings`` (noise floors, collapse checks), the features it reads, and where its numbers come
+from (``provenance``, ``scores``: held-out only).  :func:`classify_with_rule` labels a results
+Dataset (or a means-only table) with the same variables as
+:func:`threeregime.analysis.regimes.classify`,
+plus ``regime_uncertain`` and the features; :func:`classify_cell_with_rule` labels one model.
+
+Families (features in :mod:`threeregime.analysis.features`)
+---------------------------------------------------
+``step`` (the paper's construction).  Along temperature, the LMC change point of the grid
+(``settings.scope``: one split shared by all load columns, or per column) is *significant* when
+its ``step_z >= z_step``.  With a significant step a cell is **Regime I** when its barrier is
+significant (``lmc_z < -z_barrier``) and it is on the cold side of the step or closer to the
+column's cold LMC level than to its hot level; without one, when ``lmc_z < -z_barrier``.
+Regime II cells on the hot side are **II-A**; on the cold side **II-B** when the cold side's
+mean CKA exceeds the hot side's by more than ``z_cka`` standard errors, else **unresolved**
+(``settings.unresolved_side = "both"`` makes the hot side unresolved too).  A column whose
+Regime II cells all lie on the hot side (Regime I fills its cold side) is II-A.  Without a
+significant step, the split of the Regime II cells is the CKA change point of the column.
+``legacy`` (the rule of releases before issue 11, kept so old results can be reproduced; it is
+run by :func:`threeregime.analysis.regimes.classify`, not here): Regime I when mean mc <
+``-tau_lmc``;
+Regime II split at the midpoint of its column's CKA range (all II-B when the range is below
+``min_cka_spread``); collapsed when test error exceeds the column's best by ``collapse_margin``.
+``level`` (no temperature structure; also the single-model variant).  Regime I when
+``lmc_z < -z_barrier`` and ``lmc_rel_chance < -barrier_chance``; Regime II split by the CKA
+change point of its column as above.
+**Undetermined** before either: not computed, failed, no valid pair, *near chance* (train error
+>= ``chance_fraction`` x chance) or *collapsed* (``headroom_lost > collapse_frac``): such cells
+are never II-B.
+
+Confidence.  With two or more dense seeds the rule is re-applied to each dense seed alone;
+``regime_confidence`` = the fraction of dense seeds giving the pooled label; ``regime_uncertain``
+= 1 where a dense seed disagrees or the barrier is within one standard error of ``z_barrier``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..errors import SpecError, did_you_mean
+from .features import Grid, cell_stats, features
+
+__all__ = ["DEFAULT_RULE", "FAMILIES", "FLAG_MEANINGS", "FLAG_VALUES", "REASONS", "RULES",
+           "REGIME_II_UNRESOLVED", "Rule", "advice_of", "classify_cell_with_rule",
+           "classify_with_rule", "get_rule", "label_names"]
+
+REGIME_I, REGIME_II_A, REGIME_II_B, REGIME_II_UNRESOLVED, UNDETERMINED = 0, 1, 2, 3, -1
+FLAG_VALUES = np.array([0, 1, 2, 3, -1], dtype=np.int8)
+FLAG_MEANINGS = "regime_I regime_II_A regime_II_B regime_II_unresolved undetermined"
+NAMES = {0: "I", 1: "II-A", 2: "II-B", 3: "II-unresolved", -1: "undetermined"}
+REASONS: dict[str, int] = {"none": 0, "not_computed": 1, "diverged_or_failed": 2,
+                           "too_few_valid_pairs": 3, "collapsed": 4, "near_chance": 5}
+#: regime -> advised move along temperature (SPEC.md section 5; unresolved -> keep)
+ADVICE = {"I": "hotter", "II-A": "colder", "II-B": "keep", "II-unresolved": "keep",
+          "undetermined": None}
+FAMILIES: dict[str, tuple[str, ...]] = {"step": ("z_barrier", "z_step", "z_cka"),
+                                        "level": ("z_barrier", "barrier_chance", "z_cka"),
+                                        "legacy": ("tau_lmc", "min_cka_spread",
+                                                   "collapse_margin")}
+SETTINGS: dict[str, Any] = {"lmc_floor": 0.01, "cka_floor": 0.002, "scope": "joint",
+                            "unresolved_side": "cold", "collapse_frac": 0.5,
+                            "chance_fraction": 0.9}
+_CHOICES = {"scope": ("joint", "column"), "unresolved_side": ("cold", "both")}
+_FEATURES = {"step": ("lmc_z", "step_cold", "step_z", "cka_mean", "cka_noise", "headroom_lost"),
+             "level": ("lmc_z", "lmc_rel_chance", "cka_mean", "cka_noise", "headroom_lost"),
+             "legacy": ("lmc_mean", "cka_mean", "test_error_mean")}
+
+
+def label_names(codes: Any) -> np.ndarray:
+    """Regime codes -> names (``I``, ``II-A``, ``II-B``, ``II-unresolved``, ``undetermined``)."""
+    a = np.asarray(codes)
+    return np.vectorize(lambda c: NAMES.get(int(c), "undetermined"), otypes=[object])(a)
+
+
+def advice_of(names: Any) -> np.ndarray:
+    """Regime names -> advised direction (``hotter``/``colder``/``keep``; None undetermined)."""
+    return np.vectorize(lambda n: ADVICE.get(str(n)), otypes=[object])(np.asarray(names))
+
+
+# --------------------------------------------------------------------------- the Rule
+@dataclass(frozen=True)
+class Rule:
+    """A named regime rule: family, thresholds, fixed settings, provenance, held-out scores.
+
+    Attributes
+    ----------
+    name : str
+    family : {"step", "level"}
+    thresholds : dict
+        The fitted numbers (keys: :data:`FAMILIES` ``[family]``), each finite and >= 0.
+    settings : dict
+        Fixed, not fitted (keys of ``SETTINGS``; missing keys take the defaults).
+    description : str
+    provenance : dict
+        What the thresholds were fitted on and how.
+    scores : dict
+        Held-out scores (never in-sample).
+    """
+
+    name: str
+    family: str
+    thresholds: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    description: str = ""
+    provenance: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from ..spec.specs import check_choice, check_float
+
+        if not isinstance(self.name, str) or not self.name:
+            raise SpecError(f"rule.name must be a non-empty string; got {self.name!r}")
+        check_choice("rule.family", self.family, tuple(FAMILIES))
+        want = FAMILIES[self.family]
+        for k, v in self.thresholds.items():
+            if k not in want:
+                raise SpecError(f"rule.thresholds.{k} is not a threshold of family "
+                                f"{self.family!r}; allowed: {', '.join(want)}"
+                                f"{did_you_mean(k, want)}")
+            check_float(f"rule.thresholds.{k}", v, 0.0, float("inf"))
+        missing = [k for k in want if k not in self.thresholds]
+        if missing:
+            raise SpecError(f"rule.thresholds must give {', '.join(want)}; missing "
+                            f"{', '.join(missing)}")
+        for k, v in self.settings.items():
+            if k not in SETTINGS:
+                raise SpecError(f"rule.settings.{k} is not a setting; allowed: "
+                                f"{', '.join(SETTINGS)}{did_you_mean(k, SETTINGS)}")
+            if k in _CHOICES:
+                check_choice(f"rule.settings.{k}", v, _CHOICES[k])
+            else:
+                check_float(f"rule.settings.{k}", v, 0.0, float("inf"))
+        object.__setattr__(self, "settings", {**SETTINGS, **self.settings})
+        object.__setattr__(self, "thresholds", {k: float(v) for k, v in
+                                                self.thresholds.items()})
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The features this rule reads (see :mod:`threeregime.analysis.features`)."""
+        return _FEATURES[self.family]
+
+    def replace(self, **changes: Any) -> Rule:
+        """A copy with fields replaced (``thresholds`` merged into the current ones)."""
+        d = self.to_dict()
+        d.update(changes)
+        if "thresholds" in changes:
+            d["thresholds"] = {**self.thresholds, **changes["thresholds"]}
+        return Rule.from_dict(d)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Rule:
+        if not isinstance(data, dict):
+            raise SpecError(f"rule must be a mapping; got {type(data).__name__}")
+        allowed = ("name", "family", "thresholds", "settings", "description", "provenance",
+                   "scores", "features")
+        for k in data:
+            if k not in allowed:
+                raise SpecError(f"rule.{k} is not a field; allowed: {', '.join(allowed[:-1])}"
+                                f"{did_you_mean(k, allowed)}")
+        for k in ("thresholds", "settings", "provenance", "scores"):
+            if not isinstance(data.get(k, {}), dict):
+                raise SpecError(f"rule.{k} must be a mapping; got {data[k]!r}")
+        return cls(**{k: v for k, v in data.items() if k != "features"})
+
+    def to_json(self) -> str:
+        return json.dumps({**self.to_dict(), "features": list(self.features)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Rule:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"rule JSON must parse; got error {e.msg} at char {e.pos}") from None
+        return cls.from_dict(data)
+
+    def dump_yaml(self, path: str | Path | None = None) -> str:
+        """YAML text of the rule (written to ``path`` when given)."""
+        import yaml
+
+        text = yaml.safe_dump({**self.to_dict(), "features": list(self.features)},
+                              sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def load_yaml(cls, path_or_text: str | Path) -> Rule:
+        """Rule from a YAML file (or YAML text)."""
+        import yaml
+
+        p = Path(path_or_text)
+        text = p.read_text() if "\n" not in str(path_or_text) and p.is_file() else str(
+            path_or_text)
+        return cls.from_dict(yaml.safe_load(text))
+
+
+# --------------------------------------------------------------------------- labelling
+def _split_by_cka(cka: np.ndarray, cse: np.ndarray, two: np.ndarray) -> np.ndarray:
+    """Index of the CKA change point among a column's Regime II cells (cold side higher)."""
+    idx = np.flatnonzero(two)
+    best, best_z = 0, 0.0
+    for j in range(1, idx.size):
+        h, c = idx[:j], idx[j:]
+        d = cka[c].mean() - cka[h].mean()
+        se = np.sqrt((cse[h] ** 2).mean() / h.size + (cse[c] ** 2).mean() / c.size)
+        if d / se > best_z:
+            best, best_z = int(idx[j]), d / se
+    return best
+
+
+def _label_grid(f: xr.Dataset, rule: Rule) -> tuple[np.ndarray, np.ndarray, Grid, np.ndarray]:
+    """(n_col, n_temp) regime codes, undetermined reasons, the grid, and per column the CKA
+    difference (cold - hot Regime II cells) over its standard error (NaN: not computed)."""
+    th, st = rule.thresholds, rule.settings
+    if rule.family == "legacy":
+        raise SpecError(f"rule {rule.name!r} (family legacy) is run by "
+                        "threeregime.analysis.regimes.classify(ds, rule=...); calibrate and "
+                        "classify_with_rule take the families step, level")
+    g = Grid(f, list(f["lmc_mean"].dims), f.attrs["temperature"])
+    G = {k: g.grid(f[k]) for k in ("lmc_z", "lmc_mean", "cka_mean", "cka_noise", "step_cold",
+                                   "step_z", "headroom_lost", "lmc_rel_chance",
+                                   "train_error_mean", "reason")}
+    reason = G["reason"].astype(np.int8)
+    chance = 1.0 - 1.0 / int(f.attrs.get("num_classes", 10))
+    with np.errstate(invalid="ignore"):
+        near = G["train_error_mean"] >= st["chance_fraction"] * chance
+        coll = G["headroom_lost"] > st["collapse_frac"]
+    reason[(reason == 0) & near] = REASONS["near_chance"]
+    reason[(reason == 0) & coll] = REASONS["collapsed"]
+    det = reason == 0
+    lab = np.full(reason.shape, UNDETERMINED, dtype=np.int8)
+    with np.errstate(invalid="ignore"):
+        barrier = G["lmc_z"] < -th["z_barrier"]
+    if rule.family == "level":
+        with np.errstate(invalid="ignore"):
+            barrier &= G["lmc_rel_chance"] < -th["barrier_chance"]
+        has_step = np.zeros(g.n_col, dtype=bool)
+    else:
+        has_step = G["step_z"][:, 0] >= th["z_step"]
+    cold = G["step_cold"] > 0
+    cka_z = np.full(reason.shape, np.nan)
+    for i in range(g.n_col):
+        lmc, one = G["lmc_mean"][i], det[i] & barrier[i]
+        if has_step[i]:
+            h, c = det[i] & ~cold[i], det[i] & cold[i]
+            mid = 0.5 * (np.nanmean(np.where(h, lmc, np.nan))
+                         + np.nanmean(np.where(c, lmc, np.nan))) if h.any() and c.any() else 0
+            with np.errstate(invalid="ignore"):
+                one &= cold[i] | (lmc < mid)
+        lab[i][one] = REGIME_I
+        two = det[i] & ~one
+        if not two.any():
+            continue
+        k = int(np.argmax(cold[i])) if has_step[i] else _split_by_cka(
+            G["cka_mean"][i], G["cka_noise"][i], two)
+        pos = np.arange(g.n_temp)
+        hot_two, cold_two = two & (pos < k), two & (pos >= k) if k > 0 else two & False
+        if has_step[i] and not cold_two.any():
+            lab[i][hot_two] = REGIME_II_A
+            continue
+        if not (hot_two.any() and cold_two.any()):
+            lab[i][two] = REGIME_II_UNRESOLVED
+            continue
+        cka, cse = G["cka_mean"][i], G["cka_noise"][i]
+        d = cka[cold_two].mean() - cka[hot_two].mean()
+        se = np.sqrt((cse[hot_two] ** 2).mean() / hot_two.sum()
+                     + (cse[cold_two] ** 2).mean() / cold_two.sum())
+        cka_z[i] = d / se
+        if d > th["z_cka"] * se:
+            lab[i][hot_two], lab[i][cold_two] = REGIME_II_A, REGIME_II_B
+        else:
+            both = st["unresolved_side"] == "both" or not has_step[i]
+            lab[i][hot_two] = REGIME_II_UNRESOLVED if both else REGIME_II_A
+            lab[i][cold_two] = REGIME_II_UNRESOLVED
+    return lab, reason, g, cka_z
+
+
+def _features_of(ds: xr.Dataset, rule: Rule, temperature: str | None) -> xr.Dataset:
+    st = rule.settings
+    return features(cell_stats(ds, temperature=temperature), lmc_floor=st["lmc_floor"],
+                    cka_floor=st["cka_floor"], scope=st["scope"])
+
+
+def classify_with_rule(ds: xr.Dataset, rule: Rule | str | None = None, *,
+                       temperature: str | None = None) -> xr.Dataset:
+    """Label every cell of ``ds`` with ``rule`` (default :data:`DEFAULT_RULE`).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A results Dataset (one temperature axis; replicate dims averaged) or a means-only
+        Dataset such as :func:`threeregime.analysis.features.read_table` returns.
+    rule : Rule or str, optional
+        A :class:`Rule` or the name of a shipped one (:data:`RULES`).
+    temperature : str, optional
+        The temperature dim when the coordinates carry no ``role`` attr.
+
+    Returns
+    -------
+    xarray.Dataset
+        Over the cell dims: ``regime`` (int8 CF flags :data:`FLAG_VALUES` /
+        :data:`FLAG_MEANINGS`), ``regime_confidence`` (fraction of dense seeds agreeing; NaN
+        with fewer than two), ``regime_uncertain`` (int8 0/1), ``lmc_mean``, ``lmc_sem``,
+        ``cka_mean``, ``cka_sem``, ``n_valid_pairs``, ``undetermined_reason``, and the
+        rule's features; attrs ``regime_rule`` (the rule as JSON).
+    """
+    rule = get_rule(rule) if not isinstance(rule, Rule) else rule
+    f = _features_of(ds, rule, temperature)
+    lab, reason, g, _ = _label_grid(f, rule)
+    seeds = ds["dense_seed"].values if "dense_seed" in ds.dims else []
+    agree = np.full(lab.shape, np.nan)
+    flips = np.zeros(lab.shape, dtype=bool)
+    if len(seeds) >= 2:
+        per = [_label_grid(_features_of(ds.isel(dense_seed=[j]), rule, temperature), rule)[0]
+               for j in range(len(seeds))]
+        same = np.stack([p == lab for p in per])
+        agree = same.mean(0)
+        flips = ~same.all(0)
+    with np.errstate(invalid="ignore"):
+        near_thr = np.abs(g.grid(f["lmc_z"]) + rule.thresholds["z_barrier"]) < 1.0
+    uncertain = ((flips | near_thr) & (lab != UNDETERMINED)).astype(np.int8)
+    out = xr.Dataset(coords={k: v for k, v in f.coords.items()})
+    flags = {"flag_values": FLAG_VALUES.copy(), "flag_meanings": FLAG_MEANINGS,
+             "rule": rule.to_json()}
+    out["regime"] = g.back(lab, "regime", {"long_name": "three-regime label", "units": "1",
+                                           **flags}).astype(np.int8)
+    out["regime_confidence"] = g.back(agree, "regime_confidence", {
+        "long_name": "fraction of dense seeds giving the same label", "units": "1"})
+    out["regime_uncertain"] = g.back(uncertain, "regime_uncertain", {
+        "long_name": "1 where the label flips across dense seeds or the barrier is within one "
+                     "standard error of its threshold", "units": "1"}).astype(np.int8)
+    out["undetermined_reason"] = g.back(reason, "undetermined_reason", {
+        "long_name": "why the regime is undetermined", "units": "1",
+        "flag_values": np.array(list(REASONS.values()), np.int8),
+        "flag_meanings": " ".join(REASONS)}).astype(np.int8)
+    for k in ("lmc_mean", "lmc_sem", "cka_mean", "cka_sem", "n_valid_pairs", "test_error_mean",
+              *rule.features):
+        if k not in out:
+            out[k] = f[k]
+    out.attrs["regime_rule"] = rule.to_json()
+    return out
+
+
+def classify_cell_with_rule(lmc: Any, *, lmc_sem: float | None = None,
+                            cka: Any = None, train_error: float | None = None,
+                            num_classes: int = 10, rule: Rule | str | None = None) -> dict:
+    """Label ONE model (no column, no temperature axis): the rule's single-cell variant.
+
+    ``lmc`` (and ``cka``) are the values over seed pairs (a number or a sequence).  Only I vs II
+    can be decided from one cell: Regime I when ``lmc_z < -z_barrier`` (and, for the ``level``
+    family, ``lmc / chance < -barrier_chance``); a Regime II cell is ``II-unresolved``
+    (II-A vs II-B needs CKA relative to a column).  Returns a dict: ``regime``, ``advice``,
+    ``reason``, ``variant``, ``lmc_mean``, ``lmc_sem``, ``lmc_z``, ``cka_mean``, ``cka_sem``,
+    ``n_valid_pairs`` (pairs with finite LMC and, when given, CKA).
+    """
+    rule = get_rule(rule) if not isinstance(rule, Rule) else rule
+    x = np.atleast_1d(np.asarray(lmc, dtype=float))
+    c = np.atleast_1d(np.asarray(np.nan if cka is None else cka, dtype=float))
+    c = np.broadcast_to(c, x.shape) if c.size == 1 else c
+    ok = np.isfinite(x) & (np.isfinite(c) if cka is not None else True)
+    x, c = x[ok], c[ok]
+    chance = 1.0 - 1.0 / num_classes
+    out = {"variant": f"{rule.family}/single-cell: I vs II from the barrier vs its noise"
+                      f"{' and chance' if rule.family == 'level' else ''}; II-A vs II-B "
+                      "unresolved without a column", "n_valid_pairs": int(x.size),
+           "cka_mean": float(c.mean()) if cka is not None and c.size else None,
+           "cka_sem": float(c.std(ddof=1) / np.sqrt(c.size)) if c.size > 1 else float("nan")}
+    if x.size == 0:
+        return {**out, "regime": "undetermined", "advice": None, "reason": "too_few_valid_pairs",
+                "lmc_mean": float("nan"), "lmc_z": float("nan"), "lmc_sem": float("nan")}
+    m = float(x.mean())
+    sem = lmc_sem if lmc_sem is not None else (float(x.std(ddof=1) / np.sqrt(x.size))
+                                               if x.size > 1 else 0.0)
+    z = m / max(sem, rule.settings["lmc_floor"])
+    out["lmc_sem"] = sem
+    if train_error is not None and train_error >= rule.settings["chance_fraction"] * chance:
+        return {**out, "regime": "undetermined", "advice": None, "reason": "near_chance",
+                "lmc_mean": m, "lmc_z": z}
+    one = (m < -rule.thresholds["tau_lmc"] if rule.family == "legacy"
+           else z < -rule.thresholds["z_barrier"])
+    if rule.family == "level":
+        one = one and m / chance < -rule.thresholds["barrier_chance"]
+    name = "I" if one else "II-unresolved"
+    return {**out, "regime": name, "advice": ADVICE[name], "reason": "none", "lmc_mean": m,
+            "lmc_z": z}
+
+
+# --------------------------------------------------------------------------- shipped rules
+# Figures printed by ``benchmarks/paper_table.py --emit`` (thresholds fitted there, scores held
+# out by column) and ``benchmarks/corpus_validation.py --emit`` (corpus scores), condensed by
+# ``_scores``.  Settings left out are the defaults.
+_TABLE = {"calibrated_on": ["data"], "target": "regions",
+          "data": ("Zhou et al. ICML 2023 Figure 2 (5 density columns x 16 epoch rows), drawn "
+                   "regions"),
+          "method": ("coordinate-wise 1-D searches (midpoint candidates, median of the best "
+                     "plateau), 2 passes; leave-one-group-out over 5 groups")}
+_CORPUS = ["bn_batch_size", "demo_epochs", "lr", "sam_rho", "train_size"]
+
+
+def _scores(k: int, wilson: list, i_vs_ii: float, advice: float, per_group: str,
+            corpus: tuple[int, int, list]) -> dict:
+    """Held-out scores of a table-fitted rule: regions k/80 (Wilson), I vs II, advice on 70
+    scored cells, per held-out column k/16 (columns 0.05 0.07 0.1 0.2 0.8), corpus (k, n,
+    Wilson) pooled leave-one-setting-out advice."""
+    cols = ("0.05", "0.07", "0.1", "0.2", "0.8")
+    return {"held_out_accuracy": k / 80, "held_out_k": k, "held_out_n": 80,
+            "held_out_wilson": wilson, "target": "regions",
+            "note": "all paper_table_* figures are leave-one-column-out",
+            "paper_table_regions": k / 80, "paper_table_I_vs_II": i_vs_ii,
+            "paper_table_advice": advice, "paper_table_advice_n": 70,
+            "per_group": {c: f"{g}/16" for c, g in zip(cols, per_group.split())},
+            "corpus": {"held_out_advice": round(corpus[0] / corpus[1], 6), "k": corpus[0],
+                       "n": corpus[1], "wilson": corpus[2], "settings": _CORPUS}}
+
+
+_SHIPPED: list[dict] = [
+    {"name": "paper_step", "family": "step", "settings": {},
+     "thresholds": {"z_barrier": 2.5, "z_cka": 0.771677, "z_step": 51.497659},
+     "description": ("The paper's construction: Regime I = significant barrier on the cold side of "
+                     "the LMC change point along temperature (shared by the load columns: the "
+                     "first learning-rate drop); II-A = Regime II hot of it; II-B = Regime II cold "
+                     "of it with CKA above the hot side beyond noise, else unresolved."),
+     "provenance": {**_TABLE, "why_default": (
+         "highest pooled held-out advice accuracy on the validation corpus (scores.corpus; "
+         "docs/advice_validation.md) among the shipped rules and the corpus-calibrated step/level "
+         "families (5 settings, 180 scored cells: 53.9 %, level 51.7 %, corpus_level 51.1 %, "
+         "corpus_step 50.6 %, legacy 46.7 %); it misses the 75 % target and does not beat "
+         "'always keep' (52.8 %)")},
+     "scores": _scores(72, [0.814893, 0.948452], 0.9625, 0.228571, "16 15 13 15 13",
+                       (97, 180, [0.466014, 0.610138]))},
+    {"name": "level", "family": "level", "settings": {}, "provenance": dict(_TABLE),
+     "scores": _scores(49, [0.502937, 0.711754], 0.8375, 0.542857, "8 12 6 10 13",
+                       (93, 180, [0.444081, 0.588555])),
+     "thresholds": {"barrier_chance": 0.038889, "z_barrier": 1.5, "z_cka": 1.341641},
+     "description": "No temperature structure: Regime I = barrier significant against its noise "
+                    "and larger than a fraction of chance error; Regime II split at its column's "
+                    "CKA change point, unresolved inside noise. Its I-vs-II part is the "
+                    "single-model variant."},
+]
+
+_LEGACY = {
+    "name": "legacy", "family": "legacy", "settings": {},
+    "thresholds": {"tau_lmc": 0.02, "min_cka_spread": 0.01, "collapse_margin": 0.30},
+    "description": "The rule of releases before issue 11: Regime I when mean mc < -tau_lmc; "
+                   "Regime II split at the midpoint of its column's CKA range (all II-B when "
+                   "the range is below min_cka_spread); collapsed when test error exceeds the "
+                   "column's best by collapse_margin. Kept to reproduce old results.",
+    "provenance": {"calibrated_on": ["PROBE.md (one MNIST-1D CPU probe setting)"],
+                   "method": "set by hand from the probe's tables "
+                             "(threeregime.analysis.regimes module docstring); not fitted to "
+                             "any of the data it is scored on"},
+    "scores": {"target": "regions", "held_out_accuracy": 0.55, "held_out_k": 44,
+               "held_out_n": 80, "held_out_wilson": [0.441195, 0.654223],
+               "note": "paper_table_* figures: benchmarks/paper_table.py (no fit: the "
+                       "thresholds never saw the table)",
+               "paper_table_regions": 0.55, "paper_table_I_vs_II": 0.8,
+               "paper_table_advice": 0.528571, "paper_table_advice_n": 70,
+               "corpus": {"held_out_advice": 0.466667, "k": 84, "n": 180,
+                          "wilson": [0.395244, 0.539482],
+                          "settings": _CORPUS}}}
+RULES: dict[str, Rule] = {d["name"]: Rule.from_dict(d) for d in [*_SHIPPED, _LEGACY]}
+#: name of the default rule: the highest pooled leave-one-setting-out advice accuracy on the
+#: corpus (docs/validation_protocol.md section 5; its ``provenance["why_default"]``)
+DEFAULT_RULE = "paper_step"
+
+
+def get_rule(name: str | None = None) -> Rule:
+    """A shipped rule by name (``None``: :data:`DEFAULT_RULE`)."""
+    name = DEFAULT_RULE if name is None else name
+    if name not in RULES:
+        raise SpecError(f"rule must be one of {', '.join(RULES) or 'none shipped'}; got "
+                        f"{name!r}{did_you_mean(str(name), RULES)}")
+    return RULES[name]
