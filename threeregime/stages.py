@@ -39,7 +39,7 @@ from ._torchio import load_torch, save_torch
 from .channel import apply_plan
 from .data import load_data
 from .families import PrunedSource, prune_names, prune_source, start_state
-from .measures import MeasureInput, run_measures
+from .measures import MeasureInput, run_measures, val_errors
 from .models import build_model
 from .plan import DenseJob, PointJob, RetrainJob, Store, chunks, plan_point, point_job
 from .plan import retrain_jobs as _retrain_jobs
@@ -448,8 +448,8 @@ def measure_point(root: str | Path, job: PointJob, opts: RunOptions,
             dense_train_error=dense["train_error"] if not dense["diverged"] else np.nan,
             realized_density=float(np.mean([r["realized_density"] for r in rs])),
             status="diverged" if (dense["diverged"] or not all(ok)) else "ok",
-            lmc_t=np.linspace(0, 1, T), **values, extra_vars=extra,
-            extra_attrs={"point_spec": canonical_json(p), "point_key": job.key})
+            lmc_t=np.linspace(0, 1, T), **values, **val_errors(inp, dense, pb.template),
+            extra_vars=extra, extra_attrs={"point_spec": canonical_json(p), "point_key": job.key})
         write_point(ds, out)
         return {"measured": 1}
     finally:

@@ -31,7 +31,12 @@ test_error               retrain_seed                  1      test error (fracti
                                                               last 5 retraining epochs
 train_error              retrain_seed                  1      final train error of the retrained
                                                               model (fraction)
+val_error                retrain_seed                  1      validation error (fraction) of the
+                                                              final retrained model; NaN without
+                                                              a validation split (data.val_size)
 dense_test_error         ()                            1      test error of the dense snapshot
+dense_val_error          ()                            1      validation error of the dense
+                                                              snapshot (NaN: no split)
 dense_train_error        ()                            1      train error of the dense snapshot
 realized_density         ()                            1      kept fraction of prunable weights
 lmc                      pair                          1      mc = m - e(t*) on the train-error
