@@ -30,13 +30,13 @@ _LAZY = {
     "compute_masks": "prune", "fit": "train",
     "run_point": "driver", "run_sweep": "driver", "sweep_status": "driver",
     "advise": "casestudies", "select_model_to_prune": "casestudies",
-    "tune_temperature": "casestudies",
+    "tune_temperature": "casestudies", "tune": "tuning_run",
     # results side (no torch)
     "plan_sweep": "plan", "open_sweep": "storage", "export": "storage",
     "classify": "regimes", "regimes_of": "regimes",
     "PhaseDiagram": "plotting", "plot_phase_diagrams": "plotting",
     "Advice": "advice", "Selection": "advice", "TuneResult": "advice",
-    "validate_advice": "validation",
+    "validate_advice": "validation", "TuneTrace": "tuning_trace",
 }
 
 __all__ = [*sorted(_LAZY), "__version__", "metrics"]  # noqa: PLE0605
