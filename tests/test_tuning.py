@@ -249,3 +249,75 @@ def test_cli_tune_end_to_end(tmp_path, capsys):
     assert rc == 0, text
     assert "Tuning epochs at density 0.2" in text and "<- chosen" in text
     assert "Step:" in text and png.stat().st_size > 0
+
+
+# --------------------------------------------------------------------------- a user's model
+@pytest.fixture(scope="module")
+def user_setup():
+    import torch
+
+    from threeregime import DataSpec, ModelSpec, TrainSpec
+
+    torch.set_num_threads(1)
+    data = tr.load_data(DataSpec("mnist1d", train_size=256, test_size=128, val_size=128,
+                                 options={"n_train": 256, "n_test": 128}))
+    mspec = ModelSpec("mlp", options={"hidden": [32]})
+    trained = []
+
+    def train_fn(epochs):
+        trained.append(epochs)
+        model = tr.build_model(mspec, data.input_shape, data.num_classes, seed=0)
+        res = tr.fit(model, model.state_dict(), data, TrainSpec(epochs=int(epochs),
+                                                                batch_size=32, lr=0.05),
+                     seeds=[0], device="cpu")
+        model.load_state_dict(res.states[0])
+        return model
+    return data, train_fn, trained, TrainSpec(epochs=1, batch_size=32, lr=0.05)
+
+
+def test_tune_a_users_model(tmp_path, user_setup, monkeypatch):
+    import threeregime.tuning_run as tu
+
+    data, train_fn, trained, retrain = user_setup
+    # every visited value reads as Regime I: epochs go down (hotter) by the factor
+    monkeypatch.setattr(tu, "label_visited", lambda col, vis, *, temperature, rule=None:
+                        tr.classify(col, temperature=temperature).pipe(
+                            lambda r: r.assign(regime=r["regime"] * 0)))
+    trained.clear()
+    res = tr.tune(train_fn, data, hyperparameter="epochs", start=8, density=0.5, budget=3,
+                  factor=2, tol=1.0, seeds=2, retrain=retrain, cache_dir=tmp_path / "c",
+                  device="cpu")
+    assert trained == [8, 4, 2] and res.stopped == "budget"
+    ds = res.dataset()
+    assert list(ds["epochs"].values) == [8, 4, 2]
+    assert res.best_value == [8, 4, 2][int(np.nanargmin(ds["val_error"].values))]
+    # the range's edge: epochs >= lower
+    trained.clear()
+    res = tr.tune(train_fn, data, hyperparameter="epochs", start=8, density=0.5, budget=5,
+                  factor=2, lower=4, tol=1.0, seeds=2, retrain=retrain,
+                  cache_dir=tmp_path / "c", device="cpu")
+    assert trained == [8, 4] and res.stopped == "edge"
+    # the earlier name runs the same walk
+    trained.clear()
+    again = tr.tune_temperature(train_fn, data, hyperparameter="epochs", start=8,
+                                target_density=0.5, budget=3, factor=2, min_improvement=1.0,
+                                seeds=2, retrain=retrain, cache_dir=tmp_path / "c",
+                                device="cpu")
+    assert again.walk == tr.tune(train_fn, data, hyperparameter="epochs", start=8,
+                                 density=0.5, budget=3, factor=2, tol=1.0, seeds=2,
+                                 retrain=retrain, cache_dir=tmp_path / "c",
+                                 device="cpu").walk
+
+
+def test_tune_a_users_model_needs_a_validation_split(user_setup):
+    data, train_fn, trained, _ = user_setup
+    no_val = data._replace(val=None)
+    trained.clear()
+    with pytest.raises(SpecError, match=r"^data must carry a validation split \(data.val\)"):
+        tr.tune(train_fn, no_val, hyperparameter="epochs", start=8, density=0.5, budget=2)
+    with pytest.raises(SpecError, match=r"^start 8 must lie within \[lower, upper\]"):
+        tr.tune(train_fn, data, hyperparameter="epochs", start=8, density=0.5, budget=2,
+                lower=10)
+    with pytest.raises(SpecError, match=r"^seeds: only for tune\(train_fn, data, \.\.\.\)"):
+        tr.tune("sweeps/quick.yaml", density=0.5, budget=2, seeds=2)
+    assert trained == []

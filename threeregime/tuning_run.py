@@ -19,6 +19,7 @@ numbers do not depend on which cells were visited before it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from .spec import AXES, SweepSpec, check_choice, check_pos_int, load_yaml
 from .tuning import PROBE, label_visited, policy_walk
 from .tuning_trace import TuneTrace
 
-__all__ = ["tune", "DEFAULT_VAL_SIZE"]
+__all__ = ["tune", "tune_model", "DEFAULT_VAL_SIZE"]
 
 #: validation examples added to a spec without a validation split
 DEFAULT_VAL_SIZE = 1000
@@ -98,12 +99,17 @@ def _plan_inputs(spec: Any, density: Any, budget: Any, start: Any, axis: str | N
     return column, axis, grid, hits[0], density
 
 
-def tune(spec: Any, *, density: float, budget: int, start: Any = None, axis: str | None = None,
-         out: str | Path | None = None, rule: Any = None, probe: str | None = PROBE,
-         tol: float = 0.0, val_size: int | None = None, executor: Any = None,
-         device: str = "auto", engine: str = "vmap", progress: bool | None = False,
-         threads: int | None = None) -> TuneTrace:
+def tune(spec: Any, data: Any = None, *, density: float, budget: int, start: Any = None,
+         axis: str | None = None, out: str | Path | None = None, rule: Any = None,
+         probe: str | None = PROBE, tol: float = 0.0, val_size: int | None = None,
+         executor: Any = None, device: str = "auto", engine: str = "vmap",
+         progress: bool | None = False, threads: int | None = None,
+         **model_kwargs: Any) -> TuneTrace:
     """Tune a temperature-like hyperparameter of a sweep's base point for pruning at ``density``.
+
+    ``tune(train_fn, data, hyperparameter=..., start=..., density=..., budget=...)`` tunes a
+    user's own model instead (a continuous hyperparameter, geometric steps):
+    :func:`tune_model`, which takes ``model_kwargs``.
 
     Parameters
     ----------
@@ -139,6 +145,14 @@ def tune(spec: Any, *, density: float, budget: int, start: Any = None, axis: str
         Bad input (unknown axis, density out of range, budget < 1, start not on the grid, spec
         file missing, data that cannot hold the validation split), before anything is trained.
     """
+    if callable(spec) and not isinstance(spec, (SweepSpec, str, Path)):
+        return tune_model(spec, data, density=density, budget=budget, start=start, rule=rule,
+                          probe=probe, tol=tol, device=device, engine=engine,
+                          progress=progress, **model_kwargs)
+    if data is not None or model_kwargs:
+        extra = sorted(model_kwargs) + (["data"] if data is not None else [])
+        raise SpecError(f"{', '.join(extra)}: only for tune(train_fn, data, ...) on a user's "
+                        "model; a sweep spec fixes its data and recipe")
     from . import _artifacts as art
     from .driver import _preflight, _run_stages, assemble, default_out
     from .executors import InlineExecutor
@@ -197,3 +211,143 @@ def tune(spec: Any, *, density: float, budget: int, start: Any = None, axis: str
         if own:
             executor.close()
     return TuneTrace.from_walk(walk, state["column"], axis, budget=budget, rule=rule)
+
+
+# --------------------------------------------------------------------------- a user's model
+def _positions(start: Any, hp: str, factor: float, lower: float | None, upper: float | None,
+               reach: int = 40) -> tuple[dict[int, Any], tuple[int, int]]:
+    """Values of positions ``-reach .. reach`` around ``start`` (position +1 = one step to a
+    larger value: x ``factor``, epochs and batch size rounded and changed by >= 1) inside
+    ``[lower, upper]``, and the contiguous range of positions around 0 that are allowed."""
+    from .advice import HYPERPARAMETERS, step_value
+
+    up = "hotter" if HYPERPARAMETERS[hp] == "increasing" else "colder"
+    down = "colder" if up == "hotter" else "hotter"
+    vals = {0: start}
+    for sign, d in ((1, up), (-1, down)):
+        v = start
+        for k in range(1, reach + 1):
+            nxt = step_value(v, d, hp, factor)
+            if nxt == v or not math.isfinite(float(nxt)) or nxt <= 0:
+                break
+            vals[sign * k] = v = nxt
+
+    def ok(v: Any) -> bool:
+        return (lower is None or v >= lower - 1e-12) and (upper is None or v <= upper + 1e-12)
+
+    lo = hi = 0
+    while lo - 1 in vals and ok(vals[lo - 1]):
+        lo -= 1
+    while hi + 1 in vals and ok(vals[hi + 1]):
+        hi += 1
+    return vals, (lo, hi)
+
+
+def tune_model(train_fn: Any, data: Any, *, hyperparameter: str, start: float,
+               density: float, budget: int, factor: float = 2.0, lower: float | None = None,
+               upper: float | None = None, rule: Any = None, probe: str | None = PROBE,
+               tol: float = 0.0, seeds: Any = 3, retrain: Any = None, prune: str = "magnitude",
+               device: str = "auto", cache_dir: Any = None, progress: bool | None = None,
+               loss: Any = None, engine: str = "vmap", cka_inputs: str = "train"
+               ) -> TuneTrace:
+    """Tune a continuous temperature-like hyperparameter of a user's own model.
+
+    ``train_fn(value)`` returns the dense ``nn.Module`` trained with ``hyperparameter`` =
+    ``value``; positions are ``start`` times powers of ``factor`` (epochs and batch size
+    rounded, changed by >= 1) within ``[lower, upper]``.  Each evaluated model is pruned to
+    ``density``, retrained with ``seeds`` and measured through the sweep's stages in
+    ``cache_dir`` exactly as :func:`threeregime.advise` does (retrainings of an identical model
+    are reused); the labels come from the visited values (one dense model each) with ``rule``.
+    ``data`` must carry a validation split (``data.val``: :func:`threeregime.load_data` with
+    ``DataSpec(val_size=...)``): the value returned has the lowest validation error.
+    Returns the :class:`~threeregime.tuning_trace.TuneTrace`.
+    """
+    from .advice import check_hyperparameter, check_seeds
+    from .casestudies import (
+        _checked_inputs,
+        _dense_key,
+        _measure_spec,
+        _numerics_kept,
+        _problem,
+        _store,
+    )
+    from .spec import PointSpec, check_float, spec_hash
+    from .stages import RunOptions, run_on_dense, save_dense, user_dense_key
+    from .storage import axis_meta_of, combine_points
+
+    hp = check_hyperparameter(hyperparameter)
+    if not callable(train_fn):
+        raise SpecError(f"train_fn must be a callable value -> trained model; got "
+                        f"{type(train_fn).__name__}")
+    start = start.item() if isinstance(start, np.generic) else start
+    check_float("start", start, 0.0, np.inf, lo_open=True)
+    check_float("factor", factor, 1.0, np.inf, lo_open=True)
+    check_pos_int("budget", budget)
+    density = check_density(density, "density")
+    seed_list = check_seeds(seeds)
+    for name, v in (("lower", lower), ("upper", upper)):
+        if v is not None:
+            check_float(name, v, 0.0, np.inf)
+    if (lower is not None and start < lower) or (upper is not None and start > upper):
+        raise SpecError(f"start {start:g} must lie within [lower, upper] = [{lower}, {upper}]")
+    val = getattr(data, "val", None)
+    if val is None:
+        raise SpecError("data must carry a validation split (data.val) to select on: load it "
+                        "with threeregime.load_data(DataSpec(..., val_size=N))")
+    start = int(start) if hp in ("epochs", "batch_size") else float(start)
+    values, bounds = _positions(start, hp, factor, lower, upper)
+    points: dict[int, Any] = {}
+    state: dict[str, Any] = {}
+
+    def column() -> Any:
+        order = sorted(points, key=lambda k: values[k])
+        pts = [({hp: values[k], "density": density, "dense_seed": 0}, points[k])
+               for k in order]
+        return combine_points(pts, axes={hp: [values[k] for k in order], "density": [density]},
+                              axis_meta=axis_meta_of([hp, "density"]), dense_seeds=[0],
+                              attrs={"num_classes": int(getattr(data, "num_classes", 0) or 10)})
+
+    def evaluate(k: int) -> float:
+        model = train_fn(values[k])             # once per visited value
+        splits, rt, prune_spec = _checked_inputs(model, data, density, prune, retrain, ())
+        spec = PointSpec(prune=prune_spec, retrain=rt, retrain_seeds=seed_list,
+                         measure=_measure_spec(cka_inputs, int(splits.train.x.shape[0])))
+        problem = _problem(splits, model, loss)
+        dkey = spec_hash({"advise": _dense_key(model, splits, loss),
+                          "val": user_dense_key({}, _ValOnly(val))})
+        with _numerics_kept(), _store(cache_dir) as root:
+            opts = RunOptions(device=device, engine=engine, progress=progress)
+            opts.max_members = max(opts.max_members, len(seed_list))
+            save_dense(root, dkey, model.state_dict(), problem, opts,
+                       extra={"what": "a user's model (threeregime.tune)", hp: values[k]})
+            points[k] = run_on_dense(root, dkey, spec, opts, problem=problem).load()
+        state["column"] = column()
+        ve = np.asarray(points[k]["val_error"].values, float)
+        return float(np.nanmean(ve)) if np.isfinite(ve).any() else float("nan")
+
+    def label(vis: tuple[int, ...]) -> str:
+        from .regimes import decode
+
+        col = state["column"]
+        pos = [int(np.flatnonzero(np.isclose(col[hp].values, values[k]))[0]) for k in vis]
+        reg = label_visited(col, pos, temperature=hp, rule=rule)
+        return str(decode(reg["regime"]).values.ravel()[pos[-1]])
+
+    from .advice import HYPERPARAMETERS
+
+    hotter = 1 if HYPERPARAMETERS[hp] == "increasing" else -1
+    walk = policy_walk(label, evaluate, 0, budget, hotter=hotter, bounds=bounds, probe=probe,
+                       tol=tol)
+    col = state["column"]
+    order = sorted(points, key=lambda k: values[k])
+    index = {k: i for i, k in enumerate(order)}
+    remapped = dataclasses.replace(walk, visited=tuple(index[k] for k in walk.visited),
+                                   chosen=index[walk.chosen])
+    return TuneTrace.from_walk(remapped, col, hp, budget=budget, rule=rule)
+
+
+class _ValOnly:
+    """The validation split in the shape :func:`~threeregime.stages.user_dense_key` reads."""
+
+    def __init__(self, val: Any) -> None:
+        self.train = self.test = val
