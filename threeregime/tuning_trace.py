@@ -50,6 +50,9 @@ def walk_dataset(ds: xr.Dataset, point: Mapping[str, Any], start: Any, budget: i
         raise ResultsError(f"{val} is not in the dataset; a sweep with data.val_size has "
                            "val_error")
     val_mean = cell_mean(col, val, temp)
+    if not np.isfinite(val_mean).any():
+        raise ResultsError(f"{val} is NaN in every cell of this column (no validation split); "
+                           "pass val= another variable (e.g. test error of other dense seeds)")
     hotter = 1 if col[temp].attrs.get("hotter") == "increasing" else -1
 
     def lab(vis: tuple[int, ...]) -> str:
