@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -73,7 +73,9 @@ CACHE = RUNS / "advise_cache"          # retrained models land here; reruns trai
 
 # the setting of the sweep: its data, its model, its recipes
 base = sweep.base
-data = tr.load_data(base.data)
+# with a validation split (held apart from train and test, which it leaves unchanged): the
+# tuning in section 3 selects on it, never on test error
+data = tr.load_data(dataclasses.replace(base.data, val_size=1000))
 RETRAIN = base.retrain
 print(f"data: {base.data.name}, {len(data.train.y)} train / {len(data.test.y)} test; "
       f"model: {base.model.name}; retraining: {RETRAIN.epochs} epochs, lr {RETRAIN.lr}")
@@ -137,9 +139,11 @@ print("prune:", selection.best)
 # ## 3. Tuning SAM's rho for pruning
 #
 # rho is temperature-like: a larger rho is hotter. Starting from a small rho, each step trains a
-# dense model with SAM, asks for advice at the target density, and moves rho by a factor of 2 in
-# the advised direction; the walk stops at II-B, when the retrained test error stops improving,
-# or when the budget is spent.
+# dense model with SAM, reads the regime at the target density from the values visited so far,
+# and moves rho by a factor of 2 in the advised direction (a first II-unresolved value is probed
+# one step colder). The walk stops on keep, a reversal, a validation error worse than the
+# previous value's, or when the budget is spent; the rho returned has the lowest *validation*
+# error (test error is shown, never selected on).
 
 # %%
 tuned = tr.tune_temperature(lambda rho: train_dense(DENSE_EPOCHS, sam_rho=rho), data,
@@ -148,7 +152,7 @@ tuned = tr.tune_temperature(lambda rho: train_dense(DENSE_EPOCHS, sam_rho=rho), 
 print(tuned)
 
 # %%
-[(value, a.regime, a.direction, round(100 * err, 2)) for value, a, err in tuned.history]
+tuned.dataset()
 
 # %%
 print("best rho:", tuned.best_value, "| stopped:", tuned.stopped)

@@ -380,52 +380,8 @@ def test_select_model_to_prune_ranking(monkeypatch):
 
 
 # --------------------------------------------------------------------------- case study 3
-def test_tune_temperature_walks_until_keep(monkeypatch):
-    # epochs: I at >= 40, II-A at <= 5, II-B at 10-20; test error lowest at 20
-    def fake(model, data, *, hyperparameter, value, **kw):
-        reg = "I" if value >= 40 else ("II-A" if value <= 5 else "II-B")
-        return _fake_advice(reg, 0.0, 0.9, te={80: 0.3, 40: 0.2, 20: 0.1}.get(value, 0.15))
-
-    monkeypatch.setattr(C, "advise", fake)
-    visited = []
-    res = threeregime.tune_temperature(lambda v: visited.append(v) or v, None,
-                                       hyperparameter="epochs", start=80, target_density=0.05)
-    assert visited == [80, 40, 20] and res.stopped == "II-B (keep)"
-    assert res.best_value == 20 and [h[0] for h in res.history] == [80, 40, 20]
-    assert "best 20" in str(res)
-    row = [ln for ln in str(res).splitlines() if "<- best" in ln][0]
-    assert row.split()[:3] == ["20", "II-B", "10.00%"] and res.history[-1][1].move in row
-
-
-def test_tune_temperature_direction_and_stops(monkeypatch):
-    # batch size: always Regime I -> smaller batches; the error stops improving at 16
-    errs = {256: 0.3, 128: 0.2, 64: 0.15, 32: 0.1, 16: 0.12}
-    monkeypatch.setattr(C, "advise", lambda m, d, *, value, **kw: _fake_advice(
-        "I", -0.1, 0.6, te=errs[value]))
-    res = threeregime.tune_temperature(lambda v: v, None, hyperparameter="batch_size",
-                                       start=256, target_density=0.05, budget=10)
-    assert [h[0] for h in res.history] == [256, 128, 64, 32, 16]
-    assert res.stopped == "no improvement" and res.best_value == 32
-    # lr: II-A -> colder = smaller lr; budget ends the walk
-    monkeypatch.setattr(C, "advise", lambda m, d, *, value, **kw: _fake_advice(
-        "II-A", 0.0, 0.8, te=value))
-    res = threeregime.tune_temperature(lambda v: v, None, hyperparameter="lr", start=0.4,
-                                       target_density=0.5, budget=3)
-    assert [h[0] for h in res.history] == pytest.approx([0.4, 0.2, 0.1])
-    assert res.stopped == "budget"
-    # sam_rho: I -> hotter = larger rho, then II-A -> back: a revisit stops the walk
-    monkeypatch.setattr(C, "advise", lambda m, d, *, value, **kw: _fake_advice(
-        "I" if value < 0.15 else "II-A", 0.0, 0.8, te=0.2 - value))
-    res = threeregime.tune_temperature(lambda v: v, None, hyperparameter="sam_rho", start=0.1,
-                                       target_density=0.1)
-    assert [h[0] for h in res.history] == pytest.approx([0.1, 0.2])
-    assert res.stopped == "revisit"
-    # undetermined: no advice, the walk ends
-    monkeypatch.setattr(C, "advise", lambda m, d, *, value, **kw: _fake_advice(
-        "undetermined", 0.0, 0.8))
-    res = threeregime.tune_temperature(lambda v: v, None, hyperparameter="lr", start=0.1,
-                                       target_density=0.1)
-    assert res.stopped == "undetermined" and len(res.history) == 1
+# the walk itself (threeregime.tune on a user's model, the new semantics of this name) is
+# tested in test_tuning.py
 
 
 @pytest.mark.parametrize("kw,message", [

@@ -30,7 +30,7 @@ TORCH = {"torch", "torchvision", "functorch"}
 #: the parts of the package in import order: a module imports only its own part or earlier ones
 ORDER = ["errors", "registry", "spec", "results", "analysis",                     # torch-free
          "data", "models", "pruning", "training", "metrics", "sweep",             # torch
-         "advisor", "cli", "__main__"]                                            # front ends
+         "advisor", "tuning_run", "cli", "__main__"]                           # front ends
 TORCH_FREE = ORDER[:ORDER.index("analysis") + 1]
 TORCH_HALF = ORDER[ORDER.index("data"):ORDER.index("sweep") + 1]
 #: the modules of training a metric may use (stateless helpers, not the training loop)

@@ -31,13 +31,14 @@ _LAZY = {
     "compute_masks": "pruning.masks", "fit": "training.train",
     "run_point": "sweep.driver", "run_sweep": "sweep.driver", "sweep_status": "sweep.driver",
     # advice on a model (torch) or a results Dataset (no torch)
-    "advise": "advisor", "select_model_to_prune": "advisor", "tune_temperature": "advisor",
+    "advise": "advisor", "select_model_to_prune": "advisor", "tune_temperature": "tuning_run",
+    "tune": "tuning_run",
     # results side (no torch)
     "plan_sweep": "sweep.plan", "open_sweep": "results.storage", "export": "results.storage",
     "classify": "analysis.regimes", "regimes_of": "analysis.regimes",
     "PhaseDiagram": "analysis.plotting", "plot_phase_diagrams": "analysis.plotting",
     "Advice": "analysis.advice", "Selection": "analysis.advice", "TuneResult": "analysis.advice",
-    "validate_advice": "analysis.validation",
+    "validate_advice": "analysis.validation", "TuneTrace": "analysis.tuning_trace",
 }
 
 __all__ = [*sorted(_LAZY), "__version__", "metrics"]  # noqa: PLE0605

@@ -11,7 +11,8 @@ off the finished sweep without it.
    Dataset it reads the advice off a finished sweep
    (:func:`threeregime.analysis.advice.advise_dataset`).
 2. :func:`select_model_to_prune`: which of several dense models to prune.
-3. :func:`tune_temperature`: walk a temperature-like hyperparameter by following the advice.
+3. :func:`tune_temperature`: the earlier name of ``threeregime.tune`` on a user's model
+   (:func:`threeregime.tuning_run.tune_model`; selects on validation error).
 
 No second pipeline: the user's model goes through the sweep's own stage functions
 (:mod:`threeregime.sweep.stages`) in a store laid out as any sweep directory
@@ -28,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -42,7 +42,6 @@ from .analysis.advice import (
     DEFAULTS,
     Advice,
     Selection,
-    TuneResult,
     advice_from_measurements,
     advise_dataset,
     check_density,
@@ -51,7 +50,6 @@ from .analysis.advice import (
     check_tau,
     check_value,
     make_selection,
-    step_value,
 )
 from .errors import DataError, SpecError
 from .spec.specs import (
@@ -64,8 +62,6 @@ from .spec.specs import (
     TrainSpec,
     canonical_json,
     check_choice,
-    check_float,
-    check_pos_int,
     nm_pattern,
     spec_hash,
 )
@@ -79,8 +75,7 @@ if TYPE_CHECKING:
 # torch (and the torch half) is imported inside the functions that work on a model, so that
 # advise(ds) on a results Dataset never imports it
 
-__all__ = ["advise", "select_model_to_prune", "tune_temperature", "load_checkpoint",
-           "cache_root"]
+__all__ = ["advise", "select_model_to_prune", "load_checkpoint", "cache_root"]
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -436,73 +431,3 @@ def select_model_to_prune(candidates: Mapping[Any, Any] | Sequence[Any], data: A
                                             hyperparameter=hyperparameter, seeds=seeds,
                                             **advise_kwargs))
                            for name, m in items])
-
-
-# --------------------------------------------------------------------------- case study 3
-def _test_error(adv: Advice) -> float:
-    err = adv.evidence.get("test_error_mean")
-    return math.nan if err is None else float(err)
-
-
-def tune_temperature(train_fn: Callable[[Any], Any], data: Any, *, hyperparameter: str,
-                     start: float, target_density: float, factor: float = 2.0, budget: int = 5,
-                     min_improvement: float = 0.0, **advise_kwargs: Any) -> TuneResult:
-    """Walk a temperature-like hyperparameter by following :func:`advise` (case study 3).
-
-    At each step the dense model ``train_fn(value)`` is advised; "hotter" / "colder" multiply
-    or divide the value by ``factor`` in the direction that is hotter / colder for this
-    hyperparameter (:func:`threeregime.analysis.advice.step_value`: fewer epochs, a smaller batch, a
-    larger lr, a larger rho are hotter; epochs and batch size are rounded to integers and
-    change by at least 1).  The walk stops at Regime II-B ("keep"), when the retrained test
-    error did not improve on the best so far by more than ``min_improvement``, at an
-    undetermined cell, when it would revisit a value, or when ``budget`` models have been
-    trained.
-
-    Parameters
-    ----------
-    train_fn : callable value -> trained dense model
-    data, target_density : as in :func:`advise`
-    hyperparameter : {"epochs", "batch_size", "lr", "sam_rho"}
-    start : the first value (> 0)
-    factor : multiplicative step (> 1)
-    budget : largest number of models trained (>= 1)
-    min_improvement : test-error improvement (fraction) that counts as progress
-    **advise_kwargs : passed to :func:`advise` (``seeds``, ``retrain``, ``device``, ...)
-
-    Returns
-    -------
-    TuneResult
-    """
-    hp = check_hyperparameter(hyperparameter)
-    check_float("start", start.item() if isinstance(start, np.generic) else start,
-                0.0, math.inf, lo_open=True)
-    check_float("factor", factor, 1.0, math.inf, lo_open=True)
-    check_pos_int("budget", budget)
-    check_density(target_density)
-    value: float = int(start) if hp in ("epochs", "batch_size") else float(start)
-    history: list[tuple[float, Advice, float]] = []
-    best_err = math.inf
-    stopped = "budget"
-    for _ in range(budget):
-        adv = advise(train_fn(value), data, target_density=target_density, hyperparameter=hp,
-                     value=value, **advise_kwargs)
-        err = _test_error(adv)
-        history.append((value, adv, err))
-        improved = np.isfinite(err) and err < best_err - min_improvement
-        if len(history) > 1 and not improved:
-            stopped = "no improvement"
-            break
-        if np.isfinite(err):
-            best_err = min(best_err, err)
-        if adv.direction in ("keep", "unknown"):
-            stopped = "II-B (keep)" if adv.direction == "keep" else "undetermined"
-            break
-        nxt = step_value(value, adv.direction, hp, factor)
-        if any(np.isclose(nxt, v) for v, _, _ in history):
-            stopped = "revisit"
-            break
-        value = nxt
-    finite = [h for h in history if np.isfinite(h[2])]
-    best = min(finite, key=lambda h: h[2]) if finite else history[0]
-    return TuneResult(history=history, best_value=best[0], best_advice=best[1],
-                      stopped=stopped, hyperparameter=hp)

@@ -7,6 +7,7 @@
     threeregime point POINT.yaml [-o OUT.nc]
     threeregime advise CHECKPOINT.pt --density 0.05 [--data mnist1d --model cnn1d ...]
     threeregime advise RESULTS.nc --point epochs=40 --point density=0.05
+    threeregime tune SWEEP.yaml --density 0.1 --budget 3 [--start 16] [--out DIR]
 
 Each command parses its options and calls the library with plain arguments; nothing here
 computes. User errors print one line (``error: ...``) and exit with status 2; Ctrl-C prints
@@ -36,6 +37,13 @@ directory (default $THREEREGIME_CACHE or ~/.cache/threeregime), so a second call
 same inputs trains nothing.
 A results file (.nc, or a sweep directory) is read instead: --point selects its cell, one
 AXIS=VALUE per cell axis, e.g. --point epochs=40 --point density=0.05."""
+
+_TUNE_EPILOG = """Each evaluated cell is the sweep's grid cell at that temperature and --density,
+with all its dense seeds, computed by the sweep's stages in its directory (runs/<name>):
+models of an earlier 'threeregime run' are reused, and rerunning an interrupted tune resumes
+it. The walk stops on keep, a reversal, the grid's edge, a validation error worse than the
+previous cell's, or the budget; the chosen point has the lowest validation error (the spec
+gets data.val_size when it has none; training and test data are unchanged)."""
 
 
 def _command(sub, name: str, text: str, *arguments: tuple[str, ...]) -> argparse.ArgumentParser:
@@ -133,6 +141,28 @@ def _parser() -> argparse.ArgumentParser:
                    help="store of the retrained models, a sweep directory (default "
                    "$THREEREGIME_CACHE or ~/.cache/threeregime)")
     _device(a)
+
+    t = sub.add_parser("tune", help="tune the temperature of a sweep's base point for pruning",
+                       formatter_class=fmt, epilog=_TUNE_EPILOG,
+                       description="Walk the sweep's temperature axis by the advice at each "
+                       "evaluated cell; print the walk and the point chosen by validation "
+                       "error.")
+    t.add_argument("sweep", help="sweep YAML file: its base point and temperature grid")
+    t.add_argument("--density", type=float, required=True, help="density to prune to, (0, 1]")
+    t.add_argument("--budget", type=int, required=True, help="most cells evaluated (>= 1)")
+    t.add_argument("--start", type=float, default=None,
+                   help="start value on the axis grid (default: the base point's)")
+    t.add_argument("--axis", default=None, help="temperature axis (when the spec has several)")
+    t.add_argument("--out", help="store, a sweep directory (default runs/<name>)")
+    t.add_argument("--rule", default=None, metavar="NAME", help="regime rule (default: the "
+                   "library's default rule)")
+    t.add_argument("--val-size", type=int, default=None, metavar="N",
+                   help="validation examples when the spec sets no data.val_size (1000)")
+    t.add_argument("--workers", default="1", metavar="auto|N",
+                   help="local worker processes (default 1: inline)")
+    t.add_argument("--plot", metavar="FILE.png", default=None,
+                   help="draw the walk on the visited column's phase diagram")
+    _device(t)
     return ap
 
 
@@ -295,8 +325,37 @@ def _advise(args) -> int:
     return 0
 
 
+def _tune(args) -> int:
+    from .sweep.executors import make_executor
+    from .tuning_run import tune
+
+    executor = make_executor(workers=args.workers)
+    start = args.start
+    if start is not None and float(start).is_integer():
+        start = int(start)
+    try:
+        res = tune(args.sweep, density=args.density, budget=args.budget, start=start,
+                   axis=args.axis, out=args.out, rule=args.rule, val_size=args.val_size,
+                   executor=executor, device=args.device)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished cells are saved; rerun the same command to continue",
+              file=sys.stderr)
+        return 130
+    finally:
+        executor.close()
+    print(res)
+    print(res.advise())
+    if args.plot:
+        from .analysis.plotting import save
+
+        art, _ = res.plot()
+        save(art.figure, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 _COMMANDS = {"run": _run, "status": _status, "plot": _plot, "export": _export,
-             "point": _point, "advise": _advise}
+             "point": _point, "advise": _advise, "tune": _tune}
 
 
 def main(argv: list[str] | None = None) -> int:

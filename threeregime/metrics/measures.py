@@ -35,9 +35,11 @@ from ..data.corruptions import CORRUPTIONS
 from ..registry import Registry
 from ..spec.specs import PointSpec
 from ..training.device import resolve_device
+from ..training.functional import evaluate_states
 from .robustness import corruption_error
 
-__all__ = ["MEASURES", "Measure", "MeasureInput", "register_measure", "run_measures"]
+__all__ = ["MEASURES", "Measure", "MeasureInput", "register_measure", "run_measures",
+           "val_errors"]
 
 
 @dataclass(frozen=True)
@@ -205,3 +207,29 @@ def run_measures(inp: MeasureInput, names: Sequence[str]) -> tuple[dict[str, Any
             else:
                 schema[var] = values
     return schema, extra
+
+
+def val_errors(inp: MeasureInput, dense: Mapping[str, Any], dense_template: nn.Module
+               ) -> dict[str, Any]:
+    """``val_error`` (per retrained model, its final state) and ``dense_val_error`` on the
+    point's validation split (``inp.data.val``, ``data.val_size``); an empty dict without one
+    (the point schema's NaN), NaN for a diverged model.
+
+    Evaluated by the measure stage, not when training: the split is no part of the dense and
+    retrain keys (:mod:`threeregime.sweep.plan`), so a spec with ``val_size`` reuses the models
+    of the same spec without it.  ``dense`` is the dense checkpoint (``state``, ``diverged``) and
+    ``dense_template`` its architecture (channel pruning retrains a smaller one).
+    """
+    val = getattr(inp.data, "val", None)
+    if val is None:
+        return {}
+    live = [i for i, good in enumerate(inp.ok) if good]
+    errs = np.full(inp.K, np.nan)
+    if live:
+        errs[live] = evaluate_states(inp.template, [inp.states[i] for i in live], val,
+                                     device=resolve_device(inp.device))[1]
+    dense_err = np.nan
+    if not dense["diverged"]:
+        dense_err = float(evaluate_states(dense_template, [dense["state"]], val,
+                                          device=resolve_device(inp.device))[1][0])
+    return {"val_error": errs, "dense_val_error": dense_err}

@@ -37,7 +37,10 @@ _POINT_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "test_error": (("retrain_seed",),
                    "test error of the retrained model (mean of the last 5 epochs)"),
     "train_error": (("retrain_seed",), "final train error of the retrained model"),
+    "val_error": (("retrain_seed",), "validation error of the final retrained model (NaN: "
+                  "no validation split)"),
     "dense_test_error": ((), "test error of the dense model"),
+    "dense_val_error": ((), "validation error of the dense model (NaN: no validation split)"),
     "dense_train_error": ((), "train error of the dense model"),
     "realized_density": ((), "kept fraction of prunable weights"),
     "lmc": (("pair",), "linear mode connectivity mc = m - e(t*) (train error; < 0 = barrier)"),
@@ -114,6 +117,7 @@ def make_point_dataset(*, retrain_seeds: Sequence[int], test_error: Any, train_e
                        lmc_curve: Any = None, lmc_t: Any = None, cka: Any = None,
                        cka_logits: Any = None, hessian_trace: Any = None,
                        hessian_trace_stderr: Any = None, hessian_top_eig: Any = None,
+                       val_error: Any = None, dense_val_error: float | None = None,
                        test_error_curve: Any = None, curve_epochs: Any = None,
                        extra_vars: Mapping[str, tuple] | None = None,
                        extra_attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
@@ -136,6 +140,10 @@ def make_point_dataset(*, retrain_seeds: Sequence[int], test_error: Any, train_e
     lmc_t : array-like, shape (T,), optional
         Path positions; default ``linspace(0, 1, T)``.  Without a curve, ``t`` has length 0.
     hessian_trace, hessian_trace_stderr, hessian_top_eig : array-like, shape (K,), optional
+    val_error : array-like, shape (K,), optional
+        Validation error of each final retrained model; ``None`` -> NaN (no validation split).
+    dense_val_error : float, optional
+        Validation error of the dense snapshot; ``None`` -> NaN.
     test_error_curve : array-like, shape (K, E), optional
         Test error per retraining epoch; stored with dim ``retrain_epoch`` (coords
         ``curve_epochs``, default 1..E).  Left out when ``None``.
@@ -185,7 +193,8 @@ def make_point_dataset(*, retrain_seeds: Sequence[int], test_error: Any, train_e
              "dense_test_error": dense_test_error, "dense_train_error": dense_train_error,
              "realized_density": realized_density, "lmc": lmc, "cka": cka,
              "cka_logits": cka_logits, "hessian_trace": hessian_trace,
-             "hessian_trace_stderr": hessian_trace_stderr, "hessian_top_eig": hessian_top_eig}
+             "hessian_trace_stderr": hessian_trace_stderr, "hessian_top_eig": hessian_top_eig,
+             "val_error": val_error, "dense_val_error": dense_val_error}
     data_vars: dict[str, Any] = {}
     for name, (dims, long_name) in _POINT_VARS.items():
         attrs = {"long_name": long_name, "units": "1"}

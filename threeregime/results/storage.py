@@ -31,7 +31,12 @@ test_error               retrain_seed                  1      test error (fracti
                                                               last 5 retraining epochs
 train_error              retrain_seed                  1      final train error of the retrained
                                                               model (fraction)
+val_error                retrain_seed                  1      validation error (fraction) of the
+                                                              final retrained model; NaN without
+                                                              a validation split (data.val_size)
 dense_test_error         ()                            1      test error of the dense snapshot
+dense_val_error          ()                            1      validation error of the dense
+                                                              snapshot (NaN: no split)
 dense_train_error        ()                            1      train error of the dense snapshot
 realized_density         ()                            1      kept fraction of prunable weights
 lmc                      pair                          1      mc = m - e(t*) on the train-error
@@ -81,12 +86,12 @@ normalized_test_error       1      ``test_error_mean`` minus its minimum over th
 regime                      int8   CF ``flag_values [0, 1, 2, 3, -1]``, ``flag_meanings
                                    "regime_I regime_II_A regime_II_B regime_II_unresolved
                                    undetermined"`` (added by the sweep driver with
-                                   :func:`threeregime.analysis.regimes.classify`, never by this module;
-                                   its ``rule`` attr holds the rule as JSON)
+                                   :func:`threeregime.analysis.regimes.classify`, never by this
+                                   module; its ``rule`` attr holds the rule as JSON)
 regime_confidence           1      confidence of the assigned label (see the rule)
 lmc_mean, lmc_sem,          1      the evidence the label rests on (see
-cka_mean, cka_sem,                 :mod:`threeregime.analysis.regimes`; ``regime_uncertain``, int8 0/1,
-n_valid_pairs,                     and the rule's features when a named rule labelled it)
+cka_mean, cka_sem,                 :mod:`threeregime.analysis.regimes`; ``regime_uncertain``,
+n_valid_pairs,                     int8 0/1, and the rule's features when a named rule labelled it)
 undetermined_reason
 =========================== ====== ==========================================================
 
@@ -117,8 +122,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .artifacts import atomic_write
 from ..errors import ResultsError, SpecError
+from ..spec.specs import AXES
+from .artifacts import atomic_write
 from .schema import (
     REPLICATE_DIMS,
     STATUS,
@@ -126,7 +132,6 @@ from .schema import (
     make_point_dataset,
     netcdf_attrs,
 )
-from ..spec.specs import AXES
 
 __all__ = [
     "ENGINE",
@@ -231,7 +236,8 @@ def combine_points(points: Sequence[tuple[Mapping[str, Any], xr.Dataset]],
         Global attrs (``spec_json``, ``spec_hash``, ``torch_version``, ...); ``created``,
         ``git_sha``, ``threeregime_version`` and ``schema_version`` are filled in unless given.
 
-    No regimes are classified here (the sweep driver does it, :func:`threeregime.sweep.driver.assemble`).
+    No regimes are classified here (the sweep driver does it,
+    :func:`threeregime.sweep.driver.assemble`).
 
     Returns
     -------

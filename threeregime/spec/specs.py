@@ -97,6 +97,10 @@ class DataSpec:
     root : folder of files the user provides (``cifar10``: the python-pickle batches).
     augment : apply the source's training augmentation (``cifar10``: random crop + flip).
     options : source-specific keyword arguments (e.g. ``label_noise`` for teacher_student).
+    val_size : number of validation examples, disjoint from train and test, on which retrained
+        and dense models report ``val_error`` (selection on validation, reporting on test);
+        ``None`` (default): no validation split.  Setting it leaves the train and test sets
+        unchanged (:func:`threeregime.data.load_data` says where each source takes them from).
     """
 
     name: str = "mnist1d"
@@ -106,12 +110,14 @@ class DataSpec:
     root: str | None = None
     augment: bool = False
     options: dict = field(default_factory=dict)
+    val_size: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise _err("name", self.name, "a registered data source name")
         check_pos_int("train_size", self.train_size, allow_none=True)
         check_pos_int("test_size", self.test_size, allow_none=True)
+        check_pos_int("val_size", self.val_size, allow_none=True)
         check_pos_int("seed", self.seed, minimum=0)
 
 

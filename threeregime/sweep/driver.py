@@ -393,6 +393,7 @@ def assemble(spec: SweepSpec, root: str | Path, plan: SweepPlan | None = None, *
                         dense_seeds=list(spec.dense_seeds), attrs=attrs)
     for k in cats:
         ds[k].attrs["role"] = "category"
+    _ensure_val_vars(ds)
     temps = [n for n in spec.axes if ds[n].attrs["role"] == "temperature"]
     if temps and "lmc" in ds and "cka" in ds:
         reg = classify(ds, **(classify_kw or {}))
@@ -400,6 +401,19 @@ def assemble(spec: SweepSpec, root: str | Path, plan: SweepPlan | None = None, *
             ds[name] = reg[name]
         ds.attrs.update(reg.attrs)              # regime_rule: which rule labelled the cells
     return ds
+
+
+def _ensure_val_vars(ds) -> None:
+    """``val_error`` / ``dense_val_error`` in every assembled Dataset: NaN when the points were
+    written before the validation split existed (they have no validation data anyway)."""
+    import numpy as np
+
+    from ..results.schema import _POINT_VARS
+
+    for name, like in (("val_error", "test_error"), ("dense_val_error", "dense_test_error")):
+        if name not in ds and like in ds:
+            ds[name] = ds[like].copy(data=np.full(ds[like].shape, np.nan))
+            ds[name].attrs = {"long_name": _POINT_VARS[name][1], "units": "1"}
 
 
 # --------------------------------------------------------------------------- one point

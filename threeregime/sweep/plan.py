@@ -18,10 +18,17 @@ a rerun of a finished sweep does no work::
 
 Keys belong to the stage specs (:class:`DenseJob`, :class:`RetrainJob`, :class:`PointJob`):
 
-* dense:   ``spec_hash({"data", "model", "dense" (snapshots removed), "seed"})``;
+* dense:   ``spec_hash({"data" (val_size removed), "model", "dense" (snapshots removed),
+  "seed"})``;
 * retrain: ``spec_hash({"dense": dkey, "source": epoch | "final", "prune", "retrain", "mode",
   "rewind": epoch (rewind mode) | None, "seed"})``;
-* point:   ``spec_hash({"retrain": [rkey, ...], "measure"})``.
+* point:   ``spec_hash({"retrain": [rkey, ...], "measure"})``, plus ``"val_size"`` when the
+  data has a validation split.
+
+A validation split (``data.val_size``) changes neither the training nor the test data, so it
+is left out of the dense (and hence retrain) keys: its errors are evaluated by the measure
+stage, and a spec with ``val_size`` reuses the dense and retrained models of the same spec
+without it.
 
 A dense source need not come from training: :func:`threeregime.sweep.stages.save_dense` stores a
 user's model under a key of its own (state bytes + data fingerprint) and retrain/point jobs
@@ -82,6 +89,11 @@ class Store:
 
 
 # --------------------------------------------------------------------------- stage specs
+def _training_data(p: PointSpec):
+    """The data spec as far as training sees it: the validation split left out."""
+    return dataclasses.replace(p.data, val_size=None)
+
+
 @dataclass(frozen=True)
 class DenseJob:
     """One dense run: ``spec``'s data, model, dense recipe and dense seed; snapshot ``epochs``."""
@@ -92,7 +104,7 @@ class DenseJob:
     @functools.cached_property
     def key(self) -> str:
         p = self.spec
-        return spec_hash({"data": p.data, "model": p.model,
+        return spec_hash({"data": _training_data(p), "model": p.model,
                           "dense": dataclasses.replace(p.dense, snapshots=()),
                           "seed": p.dense_seed})
 
@@ -100,7 +112,8 @@ class DenseJob:
     def group(self) -> str:
         """Dense runs in one group train together (only lr, rho and seed may differ)."""
         d = dataclasses.replace(self.spec.dense, lr=0.1, sam_rho=0.0, snapshots=())
-        return spec_hash({"data": self.spec.data, "model": self.spec.model, "dense": d})
+        return spec_hash({"data": _training_data(self.spec), "model": self.spec.model,
+                          "dense": d})
 
     def path(self, store: Store, epoch: int | None = None) -> Path:
         return store.dense(self.key, epoch)
@@ -161,7 +174,10 @@ class PointJob:
 
     @functools.cached_property
     def key(self) -> str:
-        return spec_hash({"retrain": list(self.retrain_keys), "measure": self.spec.measure})
+        key = {"retrain": list(self.retrain_keys), "measure": self.spec.measure}
+        if self.spec.data.val_size is not None:
+            key["val_size"] = self.spec.data.val_size
+        return spec_hash(key)
 
     @property
     def stage_keys(self) -> tuple[str, ...]:

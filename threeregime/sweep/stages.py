@@ -38,7 +38,7 @@ from torch import nn
 
 from ..data.sources import load_data
 from ..errors import ResultsError, SpecError
-from ..metrics.measures import MeasureInput, run_measures
+from ..metrics.measures import MeasureInput, run_measures, val_errors
 from ..models.zoo import build_model
 from ..pruning.channel import apply_plan
 from ..pruning.families import PrunedSource, prune_names, prune_source, start_state
@@ -453,8 +453,8 @@ def measure_point(root: str | Path, job: PointJob, opts: RunOptions,
             dense_train_error=dense["train_error"] if not dense["diverged"] else np.nan,
             realized_density=float(np.mean([r["realized_density"] for r in rs])),
             status="diverged" if (dense["diverged"] or not all(ok)) else "ok",
-            lmc_t=np.linspace(0, 1, T), **values, extra_vars=extra,
-            extra_attrs={"point_spec": canonical_json(p), "point_key": job.key})
+            lmc_t=np.linspace(0, 1, T), **values, **val_errors(inp, dense, pb.template),
+            extra_vars=extra, extra_attrs={"point_spec": canonical_json(p), "point_key": job.key})
         write_point(ds, out)
         return {"measured": 1}
     finally:
