@@ -49,6 +49,7 @@ import xarray as xr
 from . import rules as _rules
 from ._errors import ResultsError, SpecError
 from .spec import AXES, check_choice, check_float, check_pos_int
+from .stats import mean_sem as _mean_sem
 from .storage import REPLICATE_DIMS, STATUS
 
 __all__ = [
@@ -171,18 +172,6 @@ def _broadcast_status(ds: xr.Dataset, da: xr.DataArray) -> xr.DataArray | None:
     if not set(st.dims) <= set(da.dims):
         return None
     return st.broadcast_like(da)
-
-
-def _mean_sem(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    ok = np.isfinite(samples)
-    n = ok.sum(-1)
-    with np.errstate(all="ignore"):
-        s = np.where(ok, samples, 0.0)
-        mean = np.where(n > 0, s.sum(-1) / np.maximum(n, 1), np.nan)
-        dev = np.where(ok, samples - mean[..., None], 0.0)
-        var = (dev ** 2).sum(-1) / np.maximum(n - 1, 1)
-        sem = np.where(n >= 2, np.sqrt(var / np.maximum(n, 1)), np.nan)
-    return mean, sem, n
 
 
 def _phi_conf(distance: np.ndarray, sem: np.ndarray) -> np.ndarray:
