@@ -457,7 +457,8 @@ def _classify_legacy(ds: xr.Dataset, *, tau_lmc: float, cka_rule: str, tau_cka: 
 
 #: the variables :func:`classify` adds (and :func:`regimes_of` takes from a Dataset)
 REGIME_VARS = ("regime", "regime_confidence", "regime_uncertain", "lmc_mean", "lmc_sem",
-               "cka_mean", "cka_sem", "n_valid_pairs", "undetermined_reason")
+               "cka_mean", "cka_sem", "n_valid_pairs", "undetermined_reason", "n_used",
+               "n_collapsed")
 
 
 def regimes_of(ds: xr.Dataset, *, temperature: str | Sequence[str] | None = None,
