@@ -12,7 +12,9 @@ rule (:data:`threeregime.rules.DEFAULT_RULE`) and the statistics of :mod:`threer
   reference only, how many would fire at the one-sided 5 % t quantile with n - 1 dof;
 - **replicates excluded** as at chance on training data: dense seeds, retrained models (of the
   other dense seeds), and the cells whose statistics rest on fewer dense seeds;
-- **labels changed** against the stored labels.
+- **labels changed** against the stored labels;
+- **advice agreement** of :func:`threeregime.validation.validate_advice` (truth over dense-seed
+  means) for the default rule, beside "always keep" (a diagnostic, not the protocol's score).
 
 Usage::
 
@@ -31,6 +33,7 @@ from scipy.stats import t as student_t
 
 from threeregime.features import cell_stats
 from threeregime.rules import classify_with_rule, get_rule
+from threeregime.validation import validate_advice
 
 CORPUS = Path(__file__).resolve().parents[1] / "validation" / "corpus"
 
@@ -77,6 +80,7 @@ def setting_row(path: Path) -> dict:
         "retr_excl": int(retr.sum()) if retr is not None else 0,
         "cells_fewer": int((st["n_collapsed"] > 0).sum()),
         "changed": int((lab != old).sum()),
+        "advice": validate_advice(ds, rule=rule),
     }
 
 
@@ -85,15 +89,17 @@ def main(argv: list[str]) -> None:
     rows = [setting_row(p) for p in paths]
     head = ("| setting | Regime I cells (new / stored) | median Regime I z: new (dense seeds) "
             "/ stored (pooled) | joint step t (fires at z_step?) | columns firing: at z_step "
-            "/ at t95 | excluded: dense seeds / retrained models (cells) | labels changed |")
+            "/ at t95 | excluded: dense seeds / retrained models (cells) | labels changed | "
+            "advice agreement / always keep |")
     print(head)
-    print("|" + "---|" * 7)
+    print("|" + "---|" * 8)
     for r in rows:
         print(f"| {r['setting']} | {r['I_new']} / {r['I_old']} | {r['z_new']:.2f} / "
               f"{r['z_old']:.2f} | {r['step_t']:.2f} ({'yes' if r['fires'] else 'no'}) | "
               f"{r['cols_fire']}/{r['cols']} / {r['cols_t95']}/{r['cols']} | "
               f"{r['dense_excl']} / {r['retr_excl']} ({r['cells_fewer']}) | "
-              f"{r['changed']}/{r['cells']} |")
+              f"{r['changed']}/{r['cells']} | {r['advice']['agreement']:.2f} / "
+              f"{r['advice']['naive']['keep']:.2f} |")
     r0 = rows[0] if rows else None
     if r0:
         print(f"\nz_step = {r0['z_step']:g} (rule {get_rule().name}); t95 = one-sided 5 % t "
