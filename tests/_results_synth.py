@@ -13,6 +13,10 @@ TRUTH = np.array([[1, 1, 1, 1],
                   [2, 2, 1, 2],
                   [0, 0, 2, 2],
                   [0, 0, 2, 2]], dtype=np.int8)
+#: the labels by the paper's construction (the default rule): the LMC step between the second
+#: and third temperature is far outside the seed noise, so every Regime II cell hot of it is
+#: II-A; TRUTH's hot II-B cells (row 1) are what a CKA split without a step gives (legacy rule)
+STEP_TRUTH = np.where(np.arange(len(EPOCHS))[:, None] < 2, np.where(TRUTH == 0, 0, 1), TRUTH)
 LMC = {0: -0.10, 1: 0.0, 2: 0.0}
 CKA = {0: 0.60, 1: 0.80, 2: 0.95}
 

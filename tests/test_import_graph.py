@@ -28,7 +28,7 @@ PKG = Path(__file__).resolve().parents[1] / "threeregime"
 ROOT = PKG.parent
 TORCH = {"torch", "torchvision", "functorch"}
 #: the parts of the package in import order: a module imports only its own part or earlier ones
-ORDER = ["errors", "registry", "spec", "results", "analysis",                     # torch-free
+ORDER = ["errors", "registry", "stats", "spec", "results", "analysis",            # torch-free
          "data", "models", "pruning", "training", "metrics", "sweep",             # torch
          "advisor", "tuning_run", "cli", "__main__"]                           # front ends
 TORCH_FREE = ORDER[:ORDER.index("analysis") + 1]

@@ -148,3 +148,86 @@ def test_errors():
         linear_cka(torch.randn(5, 2), torch.randn(6, 2))
     with pytest.raises(SpecError, match="pairs must hold"):
         cka_pairs(a, [a.state_dict()], [(0, 1)], x)
+
+
+# --------------------------------------------------------------------------- stability (issue 18)
+def centred_gram_cka(x, y):
+    """float64 Gram-form reference: centre the features (two-pass), then <K, L> / (|K| |L|)."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    k, l = xc @ xc.T, yc @ yc.T
+    return float((k * l).sum() / np.sqrt((k * k).sum() * (l * l).sum()))
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 7, 33])
+def test_large_mean_offset_matches_centred_reference(batch_size):
+    x, y = feats(11, n=80)
+    ref = centred_gram_cka(x, y)
+    off_x, off_y = x + 1e6, y - 1e6  # a mean 1e6 away from the spread of ~1
+    assert linear_cka(off_x, off_y, batch_size=batch_size) == pytest.approx(ref, rel=1e-9)
+    assert linear_cka(off_x, off_y, debiased=True, batch_size=batch_size) == pytest.approx(
+        linear_cka(x, y, debiased=True), rel=1e-6)
+    assert gram_cka(off_x, off_y) == pytest.approx(ref, rel=1e-9)
+
+
+def near_chance_softmax(seed, n=300, classes=10, spread=1e-6):
+    """Softmax of a model at chance: every row ~1/C, varying in the 6th decimal."""
+    g = np.random.default_rng(seed)
+    logits = spread * g.standard_normal((n, classes))
+    z = np.exp(logits - logits.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_near_constant_outputs_match_reference_and_stay_below_one(batch_size):
+    for seed in range(5):
+        a = near_chance_softmax(seed)
+        b = 0.5 * a + 0.5 * near_chance_softmax(seed + 100)
+        ref = centred_gram_cka(a, b)
+        v = linear_cka(a, b, batch_size=batch_size)
+        assert v == pytest.approx(ref, rel=1e-6, abs=1e-9)
+        assert 0.0 <= v <= 1.0 + 1e-12
+        assert linear_cka(a, a, batch_size=batch_size) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_constant_outputs_give_nan_and_one_warning():
+    from threeregime.errors import ThreeRegimeWarning
+
+    x = np.full((30, 10), 0.1)
+    y = np.random.default_rng(0).random((30, 10))
+    for f in (lambda: linear_cka(x, y), lambda: linear_cka(x, y, batch_size=4),
+              lambda: linear_cka(y, x, debiased=True), lambda: gram_cka(x, y),
+              lambda: gram_cka(x, y, kernel="rbf")):
+        with pytest.warns(ThreeRegimeWarning, match="constant outputs") as rec:
+            assert np.isnan(f())
+        assert len(rec) == 1
+
+    class Const(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = nn.Parameter(torch.zeros(4))
+
+        def forward(self, x):
+            return self.b.expand(len(x), 4)
+
+    with pytest.warns(ThreeRegimeWarning, match="softmax, logits") as rec:
+        r = cka(Const(), Net(0), torch.randn(20, 6), batch_size=8)
+    assert len(rec) == 1 and np.isnan(r.softmax) and np.isnan(r.logits)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(3, 50), p=st.integers(1, 8),
+       q=st.integers(1, 8), log_offset=st.floats(-3, 7), log_scale=st.floats(-8, 3),
+       batch=st.sampled_from([None, 1, 5]))
+def test_value_in_unit_interval_for_any_input(seed, n, p, q, log_offset, log_scale, batch):
+    g = np.random.default_rng(seed)
+    x = 10.0 ** log_offset + 10.0 ** log_scale * g.standard_normal((n, p))
+    y = x[:, :1] * g.standard_normal(q) + 10.0 ** log_scale * g.standard_normal((n, q))
+    import warnings
+
+    with warnings.catch_warnings():  # a draw can be constant at float64 resolution
+        warnings.simplefilter("ignore")
+        v = linear_cka(x, y, batch_size=batch)
+    if not np.isnan(v):
+        assert -1e-12 <= v <= 1.0 + 1e-12

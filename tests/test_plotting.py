@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import xarray as xr
-from _results_synth import DENSITY, EPOCHS, TRUTH, synthetic_sweep
+from _results_synth import DENSITY, EPOCHS, STEP_TRUTH, synthetic_sweep
 
 from threeregime import PhaseDiagram, ResultsError, SpecError
 from threeregime.analysis.plotting import (
@@ -39,7 +39,7 @@ def test_from_dataset_computes_table_in_display_order():
     assert pd.x_values.tolist() == DENSITY
     assert pd.y_values.tolist() == EPOCHS          # epochs: hotter = fewer -> 5 on top
     np.testing.assert_allclose(pd.values, ds["test_error_mean"].values)
-    np.testing.assert_array_equal(pd.regime, TRUTH)
+    np.testing.assert_array_equal(pd.regime, STEP_TRUTH)   # the default rule's labels
     assert pd.x_label == "fraction of prunable weights kept"
     assert pd.y_label == "dense training epochs (snapshot)"      # units "epoch" not repeated
     assert pd.title == "synthetic"
@@ -49,7 +49,7 @@ def test_hotter_up_for_both_directions_and_unsorted_coords():
     ds = synthetic_sweep(0).isel(epochs=[2, 0, 3, 1], density=[3, 0, 2, 1])
     pd = PhaseDiagram.from_dataset(ds, var="lmc")
     assert pd.y_values.tolist() == [5, 10, 20, 40] and pd.x_values.tolist() == DENSITY
-    np.testing.assert_array_equal(pd.regime, TRUTH)
+    np.testing.assert_array_equal(pd.regime, STEP_TRUTH)
     art = pd.plot()
     assert _ytick_at(art.ax, 0) == "5"             # the top row is the hottest
     assert art.ax.get_ylim()[0] > art.ax.get_ylim()[1]   # row 0 drawn at the top
@@ -69,21 +69,23 @@ def test_plot_artists_boundaries_regions_labels():
     art = ds.threeregime.plot("test_error")
     assert isinstance(art, PhaseDiagramArtists)
     segs = art.boundaries.get_segments()
-    assert len(segs) == 10 == len(boundary_segments(TRUTH))
+    assert len(segs) == len(boundary_segments(STEP_TRUTH)) == 6
     # every cell carries its regime in words, in display order (row-major)
     names = {0: "I", 1: "II-A", 2: "II-B"}
     assert [t.get_text().split("\n")[0] for t in art.region_labels] == [
-        names[c] for c in TRUTH.ravel()]
+        names[c] for c in STEP_TRUTH.ravel()]
     assert len(art.annotations) == 16
     assert art.annotations[0].get_text() == f"{100 * ds['test_error_mean'].values[0, 0]:.1f}%"
     assert art.ax.get_xlabel().startswith("fraction of prunable weights kept")
     assert art.ax.get_ylabel() == "dense training epochs (snapshot; hotter \u2191)"
     assert [t.get_text() for t in art.ax.get_xticklabels()] == ["0.05", "0.1", "0.2", "0.5"]
-    assert art.hatches == [] and art.uncertain == []
+    # measured noise: a null cell whose t lies within 1 of the threshold is uncertain
+    assert art.hatches == [] and len(art.uncertain) == int(
+        classify(ds)["regime_uncertain"].sum())
     assert art.colorbar is not None
     assert art.key is not None and "Regimes by rule paper_step" in art.key.get_text()
     # solid between Regime I and II, dashed inside Regime II
-    kinds = [k for _, k in boundary_segments(TRUTH, kinds=True)]
+    kinds = [k for _, k in boundary_segments(STEP_TRUTH, kinds=True)]
     styles = art.boundaries.get_linestyles()
     assert kinds.count("I") > 0 and kinds.count("II") > 0
     assert [ls[1] is None for ls in styles] == [k == "I" for k in kinds]
@@ -94,6 +96,8 @@ def test_cells_read_at_a_glance():
     are short; fonts readable; the y label names its unit once."""
     ds = synthetic_sweep(3, skip={(40, 0.5, s) for s in (0, 1, 2)})
     ds["cka"].loc[{"density": 0.2}] = 0.95 + 0.0 * ds["cka"].loc[{"density": 0.2}]
+    # no barrier at all in that column (with seed noise a null cell's t can pass the threshold)
+    ds["lmc"].loc[{"density": 0.2}] = 0.0 * ds["lmc"].loc[{"density": 0.2}]
     ds["test_error"].loc[{"epochs": 40, "density": 0.05}] = 0.88
     ds["train_error"].loc[{"epochs": 40, "density": 0.05}] = 0.86
     reg = classify(ds)
@@ -104,7 +108,8 @@ def test_cells_read_at_a_glance():
             for t in art.region_labels}
     row = {e: i for i, e in enumerate(d.y_values)}
     col = {x: j for j, x in enumerate(d.x_values)}
-    assert text[row[5], col[0.2]] == "unresolved"
+    # the LMC step is significant: hot of it II-A, cold of it unresolved (flat CKA)
+    assert text[row[40], col[0.2]] == "unresolved" and text[row[5], col[0.2]] == "II-A"
     assert text[row[10], col[0.1]].endswith("\nuncertain")
     assert text[row[40], col[0.05]] == "near chance"
     assert text[row[40], col[0.5]] == "not run"
@@ -148,7 +153,7 @@ def test_regime_panel_and_explicit_regimes():
     assert art.boundaries is None and art.region_labels == []
     art = PhaseDiagram.from_dataset(ds.threeregime.classify(), var="regime").plot()
     texts = [t.get_text().split("\n")[0] for t in art.annotations]
-    assert texts.count("I") == 4 and texts.count("II-A") == 5
+    assert texts.count("I") == 4 and texts.count("II-A") == 8   # STEP_TRUTH
     assert [t.get_text() for t in art.colorbar.ax.get_yticklabels()] == [
         "undetermined", "I", "II-A", "II-B", "unresolved"]
 
@@ -159,7 +164,7 @@ def test_four_panels_and_save(tmp_path):
     assert [a.diagram.var for a in arts] == ["test_error", "normalized_test_error", "lmc", "cka"]
     assert fig._suptitle.get_text() == "synthetic"
     assert arts[0].key is arts[3].key and "unresolved" in arts[0].key.get_text()
-    assert all(len(a.boundaries.get_segments()) == 10 for a in arts)
+    assert all(len(a.boundaries.get_segments()) == 6 for a in arts)   # STEP_TRUTH
     for suffix in (".png", ".pdf"):
         p = save(fig, tmp_path / "out" / f"pd{suffix}")
         assert p.is_file() and p.stat().st_size > 0
@@ -298,9 +303,11 @@ def test_hatched_cells_keep_their_numbers_readable_and_the_legend_explains():
                       "uncertain (dense seeds disagree)", "undetermined", "not run"]
     assert art.key is art.legend.get_title() and "II-B: connected" in art.key.get_text()
     assert "hatched" not in art.key.get_text()
-    fig, arts = plot_phase_diagrams(synthetic_sweep(0, classify=True))
+    clean = synthetic_sweep(0, classify=True)
+    fig, arts = plot_phase_diagrams(clean)
+    flagged = ["uncertain (dense seeds disagree)"] if clean["regime_uncertain"].any() else []
     assert [t.get_text() for t in arts[0].legend.get_texts()] == [
-        "boundary Regime I | II", "boundary II-A | II-B"]
+        "boundary Regime I | II", "boundary II-A | II-B", *flagged]
 
 
 def test_value_text_has_no_negative_zero():
@@ -338,3 +345,18 @@ def test_connected_lmc_panel_keeps_a_small_symmetric_range():
     art = PhaseDiagram.from_dataset(ds, var="lmc").plot()
     m = float(np.abs(art.diagram.values).max())
     assert art.image.norm.vmin == pytest.approx(-m) and art.image.norm.vmax == pytest.approx(m)
+
+
+def test_cells_with_replicates_at_chance_show_how_many_dense_seeds_remain():
+    """Issue 18: a dense seed at chance is left out of its cell, and the plot says so."""
+    ds = synthetic_sweep(4, dense_seeds=(0, 1, 2, 3))
+    at = {"epochs": 40, "density": 0.05, "dense_seed": 3}
+    for v in ("dense_train_error", "train_error", "test_error"):
+        ds[v].loc[at] = 0.9
+    art = PhaseDiagram.from_dataset(ds, var="lmc").plot()
+    d = art.diagram
+    assert [t.get_text() for t in art.excluded] == ["n=3"]
+    i, j = list(d.y_values).index(40), list(d.x_values).index(0.05)
+    assert art.excluded[0].get_position() == pytest.approx((j + 0.46, i - 0.44))
+    clean = PhaseDiagram.from_dataset(synthetic_sweep(4), var="lmc").plot()
+    assert clean.excluded == []

@@ -260,7 +260,15 @@ def test_regimes_of_takes_the_datasets_own_or_classifies():
 def test_default_rule_flags_and_uncertainty():
     ds = synthetic_sweep(1)
     out = classify(ds)
-    np.testing.assert_array_equal(_labels(out), TRUTH)
+    # the LMC step of 0.1 between the second and third temperature stands out of the seed
+    # noise (0.003): its t over dense seeds passes z_step, so by the paper's construction the
+    # Regime II cells hot of it are II-A (before issue 18 the step's z was computed against the
+    # paper's reading error 0.01 and missed it)
+    assert float(out["step_z"].max()) > RULES[DEFAULT_RULE].thresholds["z_step"]
+    np.testing.assert_array_equal(_labels(out), np.where(np.arange(4)[:, None] < 2, 1, TRUTH))
+    # without a step the Regime II cells split at each column's CKA change point: TRUTH
+    no_step = RULES[DEFAULT_RULE].replace(thresholds={"z_step": 1e9})
+    np.testing.assert_array_equal(_labels(classify(ds, rule=no_step)), TRUTH)
     assert out["regime"].attrs["flag_values"].tolist() == FLAG_VALUES.tolist() == [0, 1, 2, 3, -1]
     assert out["regime"].attrs["flag_meanings"].split()[3] == "regime_II_unresolved"
     assert out["regime_uncertain"].dtype == np.int8

@@ -208,7 +208,10 @@ def test_confidence_comes_from_dense_seeds():
     n_e, n_s = 4, 3
     lmc = np.zeros((n_e, 1, n_s, 3))
     lmc[2:, :, :, :] = -0.3
-    lmc[1, :, 0, :] = -0.3  # one dense seed sees a barrier at the second temperature
+    # at the second temperature two dense seeds see a barrier, the third hardly: the mean is
+    # significant over dense seeds (t = -2.6 on 2 dof), the third seed alone is not
+    lmc[1, :, :2, :] = -0.3
+    lmc[1, :, 2, :] = -0.05
     cka = np.full((n_e, 1, n_s, 3), 0.95)
     te = np.full((n_e, 1, n_s, 3), 0.1)
     rule = Rule("t", "level", {"z_barrier": 2.0, "barrier_chance": 0.0, "z_cka": 2.0})
@@ -281,13 +284,17 @@ def test_paper_table_regions_held_out():
         labels[i] = label_names(out["regime"].transpose("density", "epochs").values[i])
     regions = (labels == drawn).mean()
     one_two = ((labels == "I") == (drawn == "I")).mean()
+    # the goals of issue 18 (90 % of the drawn regions, 95 % I vs II on unseen columns), not
+    # bounds read off the observed figures
     assert regions >= 0.90 and one_two >= 0.95
     assert fitted.scores["held_out_accuracy"] == pytest.approx(regions)
     truth = table_directions(t).values
     adv = score_directions(advice_of(labels), truth)
     ref = score_directions(advice_of(drawn), truth)
     assert adv["n"] == 70 and ref["naive"]["keep"]["k"] == 69
-    assert adv["accuracy"] <= ref["accuracy"] + 0.05 and adv["accuracy"] >= 0.2
+    # a rule that reproduces the drawing advises as the drawing does: within 5 points of the
+    # drawn regions' own advice on either side (the bound is the reference, not the result)
+    assert abs(adv["accuracy"] - ref["accuracy"]) <= 0.05
     shipped = get_rule("paper_step")
     assert shipped.scores["paper_table_regions"] == pytest.approx(regions)
 

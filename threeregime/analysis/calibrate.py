@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import SpecError
+from ..stats import unit_means
 from .features import REPLICATE_DIMS, Grid, temperature_dim
 from .rules import NAMES, Rule, _features_of, _label_grid, advice_of
 
@@ -128,14 +129,24 @@ def table_directions(ds: xr.Dataset, *, margin: float = 0.01, var: str = "test_e
 def measured_directions(ds: xr.Dataset, *, alpha: float = 0.05, test: str = "t",
                         temperature: str | None = None) -> xr.DataArray:
     """Right move at each cell of a sweep: a neighbouring temperature whose retrained test error
-    is lower by a paired test over (dense seed, retrain seed) blocks at level ``alpha``."""
+    is lower by a paired test over dense seeds at level ``alpha``.
+
+    The blocks are the dense seeds (the independent unit, :mod:`threeregime.stats`): retrain
+    seeds are averaged within a dense seed first, so the t-test has ``n_dense - 1`` degrees of
+    freedom (before issue 18 it paired (dense seed x retrain seed) blocks as if independent).
+    Without a ``dense_seed`` dim the remaining replicates are the blocks."""
     temp = temperature_dim(ds, "test_error", temperature)
     te = ds["test_error"]
     if "status" in ds:
         te = te.where(ds["status"].broadcast_like(te) == 0)
     cell = [d for d in te.dims if d not in REPLICATE_DIMS]
     g = Grid(ds, cell, temp)
-    blocks = g.grid(te, [d for d in te.dims if d in REPLICATE_DIMS])
+    rep = [d for d in te.dims if d in REPLICATE_DIMS]
+    unit = [d for d in rep if d == "dense_seed"]
+    nested = [d for d in rep if d != "dense_seed"] if unit else []
+    blocks = g.grid(te, [*unit, *nested] if unit else rep)
+    if unit:  # (n_col, n_temp, n_dense, *nested) -> dense-seed means
+        blocks = unit_means(blocks, tuple(range(3, blocks.ndim)))
     blocks = blocks.reshape(g.n_col, g.n_temp, -1)
 
     def fn(j: int, jj: int):

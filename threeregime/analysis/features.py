@@ -4,24 +4,30 @@ Torch-free (numpy / xarray / scipy).  Two steps:
 
 1. :func:`cell_stats` reduces a results Dataset (dims: one temperature axis, load axes, and the
    replicate dims ``dense_seed`` / ``pair`` / ``retrain_seed``) to cell means and standard
-   errors: ``lmc_mean``/``lmc_sem`` over (dense seed, pair), ``cka_mean``/``cka_sem``,
-   ``test_error_mean``/``test_error_sem`` over (dense seed, retrain seed), ``train_error_mean``,
-   ``n_valid_pairs`` and a status ``reason``.  A means-only Dataset (no replicate dims, e.g. the
-   paper's table via :func:`read_table`) passes its values through, with ``<var>_sem`` when
-   present.
+   errors over the independent unit, the dense seed (:mod:`threeregime.stats`): pairs and
+   retrain seeds are averaged within a dense seed first, replicates at chance on their training
+   data are left out before that (``n_collapsed``), and ``lmc_mean``/``lmc_sem``,
+   ``cka_mean``/``cka_sem``, ``test_error_mean``/``test_error_sem``, ``train_error_mean`` are
+   taken over the ``n_used`` dense-seed means; ``lmc_unit``/``cka_unit`` keep those means,
+   ``n_valid_pairs`` and ``*_sem_pooled`` (over dense seed x pair) are diagnostics, ``reason``
+   the status.  A means-only Dataset (no replicate dims, e.g. the paper's table via
+   :func:`read_table`) passes its values through, with ``<var>_sem`` when present.
 2. :func:`features` adds the evidence a rule reads, every one free of the setting's scale:
 
    ======================= ==============================================================
    feature                 meaning
    ======================= ==============================================================
-   ``lmc_z``               barrier against its own noise: lmc_mean / max(sem, floor)
+   ``lmc_z``               barrier against its noise: lmc_mean / lmc_noise, the noise being
+                           the standard error over dense seeds floored by the column's
+                           seed-to-seed spread (a t statistic where the cell's own binds)
    ``lmc_rel_chance``      barrier as a fraction of the chance error 1 - 1/num_classes
    ``lmc_rel_error``       barrier relative to the retrained models' test error
    ``cka_rel_max``         CKA minus its column's maximum (determined cells)
    ``cka_pos``             position of CKA within its column's [min, max]
    ``headroom_lost``       (test error - column best) / (chance - column best)
    ``step_cold``           1 on the cold side of the LMC change point along temperature
-   ``step_z``              significance of that change point (hot mean - cold mean over its se)
+   ``step_z``              significance of that change point: t over dense seeds of each
+                           seed's hot mean - cold mean (means-only: over the cells' se)
    ======================= ==============================================================
 
 The change point (:func:`change_point`) is the split of a temperature-ordered sequence into a
@@ -43,14 +49,18 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DataError, ResultsError, SpecError, did_you_mean
+from ..stats import mean_sem, one_sample_t, pooled_sem, unit_means
 
 __all__ = ["REPLICATE_DIMS", "Grid", "cell_index", "cell_stats", "change_point", "features",
            "read_table", "replicate_mean", "temperature_dim"]
 
 REPLICATE_DIMS = ("dense_seed", "pair", "retrain_seed")
+#: the reading errors of the paper's table (Zhou et al. 2023, Figure 2): the noise of a
+#: means-only table that brings no ``<var>_sem`` of its own (nothing to measure it from)
+TABLE_NOISE = {"lmc": 0.01, "test_error": 0.01, "cka": 0.002}
 _STATUS_OK, _STATUS_DIVERGED, _STATUS_MISSING = 0, 1, 3
 #: ``reason`` codes written by :func:`cell_stats` (same as the regime ``undetermined_reason``)
-REASON_NOT_COMPUTED, REASON_FAILED, REASON_TOO_FEW = 1, 2, 3
+REASON_NOT_COMPUTED, REASON_FAILED, REASON_TOO_FEW, REASON_NEAR_CHANCE = 1, 2, 3, 5
 
 
 def temperature_dim(ds: xr.Dataset, var: str, temperature: str | None = None) -> str:
@@ -141,7 +151,7 @@ def read_table(path: str | Path, *, temperature: str = "epochs", load: str = "de
     ``noise`` (default: the paper table's reading errors ``lmc`` 0.01, ``test_error`` 0.01,
     ``cka`` 0.002) becomes ``<var>_sem``.
     """
-    noise = {"lmc": 0.01, "test_error": 0.01, "cka": 0.002} if noise is None else noise
+    noise = dict(TABLE_NOISE) if noise is None else noise
     p = Path(path)
     if not p.is_file():
         raise DataError(f"table path must be an existing CSV file; got {str(p)!r}")
@@ -177,36 +187,137 @@ def read_table(path: str | Path, *, temperature: str = "epochs", load: str = "de
 
 
 # --------------------------------------------------------------------------- statistics
-def _mean_sem(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, standard error and count over the last axis, ignoring NaN."""
-    ok = np.isfinite(a)
-    n = ok.sum(-1)
-    with np.errstate(all="ignore"):
-        mean = np.where(n > 0, np.where(ok, a, 0.0).sum(-1) / np.maximum(n, 1), np.nan)
-        dev = np.where(ok, a - mean[..., None], 0.0)
-        sd = np.sqrt((dev ** 2).sum(-1) / np.maximum(n - 1, 1))
-        sem = np.where(n >= 2, sd / np.sqrt(np.maximum(n, 1)), np.nan)
-    return mean, sem, n
+_UNIT = "dense_seed"
 
 
-def _reps(ds: xr.Dataset, name: str, cell: list[str], ok_only: bool) -> np.ndarray | None:
-    """(*cell, n_replicates) samples of ``name`` with non-ok points masked."""
+def _chance(ds: xr.Dataset) -> float:
+    return 1.0 - 1.0 / int(ds.attrs.get("num_classes", 10))
+
+
+def _collapsed_masks(ds: xr.Dataset, chance_fraction: float | None
+                     ) -> tuple[xr.DataArray | None, xr.DataArray | None]:
+    """(dense seeds at chance, retrained models at chance) as boolean DataArrays (or None).
+
+    A dense model (``dense_train_error``) or a retrained model (``train_error``) whose train
+    error is at least ``chance_fraction`` x chance error learnt nothing: its outputs are (near)
+    constant, its LMC and CKA are not measurements of the regime.
+    """
+    if chance_fraction is None:
+        return None, None
+    lim = chance_fraction * _chance(ds)
+    dense = ds["dense_train_error"] >= lim if "dense_train_error" in ds else None
+    retrained = ds["train_error"] >= lim if ("train_error" in ds
+                                             and "retrain_seed" in ds["train_error"].dims) else None
+    return dense, retrained
+
+
+def _pair_mask(ds: xr.DataArray | xr.Dataset, retrained: xr.DataArray) -> xr.DataArray | None:
+    """Pairs with a member at chance (``pair_a``/``pair_b`` hold retrain seed values).
+
+    Without those coordinates (or with values that are not retrain seeds) every pair of a dense
+    seed with a retrained model at chance is left out."""
+    if "retrain_seed" not in retrained.dims:
+        return None
+    seeds = list(np.asarray(retrained["retrain_seed"].values))
+    try:
+        ia = [seeds.index(v) for v in np.asarray(ds["pair_a"].values)]
+        ib = [seeds.index(v) for v in np.asarray(ds["pair_b"].values)]
+    except (KeyError, ValueError):
+        return retrained.any("retrain_seed")
+    ra = retrained.isel(retrain_seed=xr.DataArray(ia, dims="pair")).drop_vars(
+        "retrain_seed", errors="ignore")
+    rb = retrained.isel(retrain_seed=xr.DataArray(ib, dims="pair")).drop_vars(
+        "retrain_seed", errors="ignore")
+    return ra | rb
+
+
+def _units(ds: xr.Dataset, name: str, cell: list[str], ok_only: bool,
+           dense_out: xr.DataArray | None, retrained_out: xr.DataArray | None
+           ) -> np.ndarray | None:
+    """(*cell, n_units) dense-seed means of ``name``: non-ok points and collapsed replicates
+    masked, replicates nested in a dense seed (pairs, retrain seeds) averaged first.  Without a
+    ``dense_seed`` dim each remaining replicate is its own unit."""
     if name not in ds or not set(cell) <= set(ds[name].dims):
         return None
     da = ds[name]
     if "status" in ds and set(ds["status"].dims) <= set(da.dims):
         st = ds["status"].broadcast_like(da)
         da = da.where(st == _STATUS_OK) if ok_only else da.where(st <= _STATUS_DIVERGED)
+    if dense_out is not None and set(dense_out.dims) <= set(da.dims):
+        da = da.where(~dense_out)
+    if retrained_out is not None:
+        if set(retrained_out.dims) <= set(da.dims):
+            da = da.where(~retrained_out)
+        elif "pair" in da.dims:
+            pm = _pair_mask(ds, retrained_out)
+            if pm is not None and set(pm.dims) <= set(da.dims):
+                da = da.where(~pm)
+    rep = [d for d in da.dims if d not in cell]
+    nested = [d for d in rep if d != _UNIT]
+    unit = [d for d in rep if d == _UNIT]
+    if not unit:  # no dense seed dim: the replicates are the units
+        vals = np.asarray(da.transpose(*cell, *rep).values, dtype=np.float64)
+        return vals.reshape(vals.shape[:len(cell)] + (-1,))
+    vals = np.asarray(da.transpose(*cell, *unit, *nested).values, dtype=np.float64)
+    return unit_means(vals, tuple(range(len(cell) + 1, vals.ndim)))
+
+
+def _pooled_reps(ds: xr.Dataset, name: str, cell: list[str]) -> np.ndarray | None:
+    """(*cell, n_replicates) samples with non-ok points masked (the pooled diagnostic)."""
+    if name not in ds or not set(cell) <= set(ds[name].dims):
+        return None
+    da = ds[name]
+    if "status" in ds and set(ds["status"].dims) <= set(da.dims):
+        da = da.where(ds["status"].broadcast_like(da) == _STATUS_OK)
     rep = [d for d in da.dims if d not in cell]
     vals = np.asarray(da.transpose(*cell, *rep).values, dtype=np.float64)
     return vals.reshape(vals.shape[:len(cell)] + (-1,))
 
 
-def cell_stats(ds: xr.Dataset, *, temperature: str | None = None) -> xr.Dataset:
-    """Cell means and standard errors of LMC, CKA and test/train error (see module doc).
+def _attrs(long_name: str, units: str = "1") -> dict:
+    return {"long_name": long_name, "units": units}
 
-    Works for results Datasets with replicate dims and for means-only Datasets; the output is
-    over the cell dims (the dims of ``lmc`` other than replicate dims).
+
+#: long_name / units of the :func:`cell_stats` variables (the schema: storage module docs)
+CELL_ATTRS = {
+    "lmc_mean": _attrs("mean linear mode connectivity over dense seeds (pairs averaged first)"),
+    "lmc_sem": _attrs("standard error of lmc_mean over dense-seed means (n_used - 1 dof)"),
+    "cka_mean": _attrs("mean CKA over dense seeds (pairs averaged first)"),
+    "cka_sem": _attrs("standard error of cka_mean over dense-seed means (n_used - 1 dof)"),
+    "test_error_mean": _attrs("mean test error over dense seeds (retrain seeds averaged "
+                              "first)"),
+    "test_error_sem": _attrs("standard error of test_error_mean over dense-seed means"),
+    "train_error_mean": _attrs("mean train error over the dense seeds used"),
+    "n_used": _attrs("dense seeds used (finite LMC and CKA, not at chance)", "count"),
+    "n_collapsed": _attrs("replicates excluded as at chance on training data (dense models "
+                          "plus retrained models)", "count"),
+    "n_valid_pairs": _attrs("(dense seed, pair) samples used; diagnostic", "count"),
+    "lmc_sem_pooled": _attrs("diagnostic only: standard error of the LMC pooled over (dense "
+                             "seed x pair), ignoring the nesting; no rule reads it"),
+    "cka_sem_pooled": _attrs("diagnostic only: standard error of the CKA pooled over (dense "
+                             "seed x pair); no rule reads it"),
+    "lmc_unit": _attrs("LMC of each dense seed (its pairs averaged); NaN = excluded"),
+    "cka_unit": _attrs("CKA of each dense seed (its pairs averaged); NaN = excluded"),
+    "reason": _attrs("why the cell is undetermined before any rule (0 = not)"),
+}
+
+
+def cell_stats(ds: xr.Dataset, *, temperature: str | None = None,
+               chance_fraction: float | None = 0.9) -> xr.Dataset:
+    """Cell means and standard errors over dense seeds of LMC, CKA and test error.
+
+    Every replicate nested in a dense seed (seed pairs, retrain seeds) is averaged first; means
+    and standard errors are then taken over the dense-seed means (:mod:`threeregime.stats`).
+    Before any statistic, a dense seed whose dense model is at chance on its training data
+    (``dense_train_error >= chance_fraction x chance``) and a retrained model at chance
+    (``train_error``; with it every pair it belongs to) are left out, per replicate, and
+    counted in ``n_collapsed``; ``n_used`` counts the dense seeds left.  A cell with none left
+    for this reason gets ``reason`` near_chance.  ``chance_fraction=None`` keeps everything.
+
+    Works for results Datasets with replicate dims and for means-only Datasets (their
+    ``<var>_sem`` pass through, else the reading errors :data:`TABLE_NOISE`; ``n_used`` 1).
+    The output is over the cell dims (the dims of ``lmc`` other than replicate dims) plus
+    ``dense_seed`` for ``lmc_unit``/``cka_unit``; long_name/units in :data:`CELL_ATTRS`.
     """
     src_l = "lmc" if "lmc" in ds else "lmc_mean"
     src_c = "cka" if "cka" in ds else "cka_mean"
@@ -215,33 +326,68 @@ def cell_stats(ds: xr.Dataset, *, temperature: str | None = None) -> xr.Dataset:
                            f"{', '.join(map(str, ds.data_vars)) or 'none'}")
     temp = temperature_dim(ds, src_l, temperature)
     cell = [str(d) for d in ds[src_l].dims if d not in REPLICATE_DIMS]
-    lmc, cka = _reps(ds, src_l, cell, True), _reps(ds, src_c, cell, True)
-    both = np.isfinite(lmc) & np.isfinite(cka)
-    lmc_m, lmc_s, n = _mean_sem(np.where(both, lmc, np.nan))
-    cka_m, cka_s, _ = _mean_sem(np.where(both, cka, np.nan))
-    te = _reps(ds, "test_error" if "test_error" in ds else "test_error_mean", cell, False)
-    tr = _reps(ds, "train_error", cell, False)
-    te_m, te_s, _ = _mean_sem(te) if te is not None else (np.full(lmc_m.shape, np.nan),) * 3
-    tr_m = _mean_sem(tr)[0] if tr is not None else np.full(lmc_m.shape, np.nan)
     means_only = not any(d in REPLICATE_DIMS for d in ds[src_l].dims)
-    if means_only:
+    dense_out, retrained_out = _collapsed_masks(ds, chance_fraction)
+    # one sample per (dense seed, pair) with finite LMC and CKA, collapsed replicates masked
+    lmc_da, cka_da = xr.broadcast(ds[src_l], ds[src_c])
+    both = np.isfinite(lmc_da) & np.isfinite(cka_da)
+    joint = ds.assign({src_l: lmc_da.where(both), src_c: cka_da.where(both)})
+    lmc_u = _units(joint, src_l, cell, True, dense_out, retrained_out)
+    cka_u = _units(joint, src_c, cell, True, dense_out, retrained_out)
+    lmc_m, lmc_s, n = mean_sem(lmc_u)
+    cka_m, cka_s, _ = mean_sem(cka_u)
+    te = _units(ds, "test_error" if "test_error" in ds else "test_error_mean", cell, False,
+                dense_out, retrained_out)
+    tr = _units(ds, "train_error", cell, False, dense_out, retrained_out)
+    nan = np.full(lmc_m.shape, np.nan)
+    te_m, te_s, _ = mean_sem(te) if te is not None else (nan, nan, None)
+    tr_m = mean_sem(tr)[0] if tr is not None else nan
+    pooled_l = _pooled_reps(joint, src_l, cell)
+    pooled_c = _pooled_reps(joint, src_c, cell)
+    _, lmc_sp, n_pairs = mean_sem(pooled_l)
+    _, cka_sp, _ = mean_sem(pooled_c)
+    n_coll = np.zeros(lmc_m.shape, dtype=np.int64)
+    if retrained_out is not None and dense_out is not None:  # count each replicate once
+        retrained_out = retrained_out & ~dense_out
+    for mask in (dense_out, retrained_out):
+        if mask is not None and set(cell) <= set(mask.dims):
+            m = mask
+            if "status" in ds and set(ds["status"].dims) <= set(m.dims):
+                m = m & (ds["status"].broadcast_like(m) <= _STATUS_DIVERGED)
+            rep = [d for d in m.dims if d not in cell]
+            n_coll += np.asarray(m.transpose(*cell, *rep).values).reshape(
+                lmc_m.shape + (-1,)).sum(-1)
+    if means_only:  # the table's own noise, else its reading error (TABLE_NOISE)
         for name, target in (("lmc_sem", lmc_s), ("cka_sem", cka_s),
                              ("test_error_sem", te_s)):
             if name in ds:
                 target[...] = ds[name].transpose(*cell).values
+            else:
+                target[...] = TABLE_NOISE[name[:-4]]
         n = np.where(np.isfinite(lmc_m), 1, 0)
+        n_pairs = n
     reason = np.zeros(lmc_m.shape, dtype=np.int8)
     if "status" in ds and set(ds["status"].dims) >= set(cell):
         raw = ds["status"].astype(float)      # read unmasked: status 3 = not computed
-        st = _reps(xr.Dataset({"s": raw}), "s", cell, False)
+        st = _pooled_reps(xr.Dataset({"s": raw}), "s", cell)
         reason[~(st == _STATUS_OK).any(-1)] = REASON_FAILED
         reason[(st == _STATUS_MISSING).all(-1)] = REASON_NOT_COMPUTED
+    reason[(reason == 0) & (n < 1) & (n_coll > 0)] = REASON_NEAR_CHANCE
     reason[(reason == 0) & ((n < 1) | ~np.isfinite(lmc_m))] = REASON_TOO_FEW
     coords = {k: v for k, v in ds.coords.items() if v.dims and set(v.dims) <= set(cell)}
-    out = xr.Dataset({k: (cell, v) for k, v in (
+    data = {k: (cell, v) for k, v in (
         ("lmc_mean", lmc_m), ("lmc_sem", lmc_s), ("cka_mean", cka_m), ("cka_sem", cka_s),
         ("test_error_mean", te_m), ("test_error_sem", te_s), ("train_error_mean", tr_m),
-        ("n_valid_pairs", n.astype(np.int64)), ("reason", reason))}, coords=coords)
+        ("n_used", n.astype(np.int64)), ("n_collapsed", n_coll),
+        ("n_valid_pairs", np.asarray(n_pairs).astype(np.int64)),
+        ("lmc_sem_pooled", lmc_sp), ("cka_sem_pooled", cka_sp), ("reason", reason))}
+    if not means_only and _UNIT in ds[src_l].dims:
+        data["lmc_unit"] = ((*cell, _UNIT), lmc_u)
+        data["cka_unit"] = ((*cell, _UNIT), cka_u)
+        coords[_UNIT] = ds[_UNIT]
+    out = xr.Dataset(data, coords=coords)
+    for k in out.data_vars:
+        out[k].attrs.update(CELL_ATTRS.get(k, {}))
     out.attrs.update({"temperature": temp, "num_classes": int(ds.attrs.get("num_classes", 10))})
     return out
 
@@ -269,17 +415,22 @@ def replicate_mean(da: xr.DataArray, ds: xr.Dataset, keep: Sequence[str]) -> xr.
 
 
 # --------------------------------------------------------------------------- change point
-def change_point(x: np.ndarray, se: np.ndarray, *, scope: str = "joint") -> tuple[np.ndarray,
-                                                                                  np.ndarray]:
+def change_point(x: np.ndarray, se: np.ndarray, *, scope: str = "joint",
+                 units: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Two-level fit of (n_col, n_temp) values ordered hot -> cold.
 
     Returns ``(k, z)`` per column: ``k`` = number of cells on the hot side of the best split
-    (0 = no split with a lower cold side), ``z`` = (hot mean - cold mean) / its standard error
-    (from the per-cell ``se``; NaN cells are ignored).  ``scope="joint"``: one split for all
-    columns, chosen by the summed squared step significance ``z^2`` (for equal per-cell noise
-    ``sigma`` this is the least-squares gain ``n_h n_c / n ((mean_h - mean_c) / sigma)^2``);
-    its ``z`` is the largest column ``z`` at that split (the event is significant for the grid
-    when one column shows it).
+    (0 = no split with a lower cold side), ``z`` = the significance of hot mean - cold mean.
+    The split is chosen on the cell means: ``scope="joint"``: one split for all columns, by the
+    summed squared step significance ``z^2`` (for equal per-cell noise ``sigma`` this is the
+    least-squares gain ``n_h n_c / n ((mean_h - mean_c) / sigma)^2``); its ``z`` is the largest
+    column ``z`` at that split (the event is significant for the grid when one column shows it).
+
+    ``units`` (n_col, n_temp, n_units): the values of each independent unit (dense seed).  Then
+    the ``z`` at the chosen split is the one-sample t statistic over units of the unit's own
+    step (its hot-side mean minus its cold-side mean), with ``n_units - 1`` degrees of freedom.
+    Without units it is the step over its standard error from the per-cell ``se`` (NaN cells
+    ignored), as for a means-only table whose ``se`` is a reading error.
     """
     n_col, n_t = x.shape
     gains = np.zeros((n_col, n_t))
@@ -294,6 +445,10 @@ def change_point(x: np.ndarray, se: np.ndarray, *, scope: str = "joint") -> tupl
                  + np.nanmean(np.where(np.isfinite(c), se[:, k:] ** 2, np.nan), 1) / nc)
             z = d / np.sqrt(v)
             g = np.where(d > 0, z ** 2, 0.0)  # = n_h n_c / n (d / sigma)^2 for equal noise
+            if units is not None:  # t over units of each unit's own step
+                step = (unit_means(units[:, :k], (1,)) - unit_means(units[:, k:], (1,)))
+                m, sem, _ = mean_sem(step)  # (n_col,)
+                z = one_sample_t(m, sem)
         ok = (nh > 0) & (nc > 0) & np.isfinite(z)
         gains[:, k] = np.where(ok, g, 0.0)
         zs[:, k] = np.where(ok, z, 0.0)
@@ -307,9 +462,20 @@ def change_point(x: np.ndarray, se: np.ndarray, *, scope: str = "joint") -> tupl
 
 
 # --------------------------------------------------------------------------- features
-def features(stats: xr.Dataset, *, lmc_floor: float = 0.01, cka_floor: float = 0.002,
-             scope: str = "joint", num_classes: int | None = None) -> xr.Dataset:
-    """Add the scale-aware features of the module docstring to a :func:`cell_stats` Dataset."""
+def features(stats: xr.Dataset, *, lmc_floor: float = 0.0, cka_floor: float = 0.0,
+             scope: str = "joint", num_classes: int | None = None, noise: str = "column",
+             unit_sd: tuple[xr.DataArray, xr.DataArray] | None = None) -> xr.Dataset:
+    """Add the scale-aware features of the module docstring to a :func:`cell_stats` Dataset.
+
+    Noise (``lmc_noise``, ``cka_noise``: the denominators of ``lmc_z`` and of the CKA tests) is
+    the cell's standard error over dense seeds, floored by the standard error its column's
+    seed-to-seed spread implies (:func:`threeregime.stats.pooled_sem` over the determined cells
+    of the column; ``noise="cell"``: no such floor), and by the constants ``lmc_floor`` /
+    ``cka_floor`` (default 0: none; a means-only table brings its own ``<var>_sem``).  Where the
+    cell's own standard error binds, ``lmc_z`` is the one-sample t statistic over dense seeds.
+    ``unit_sd``: the (lmc, cka) standard deviation of ONE dense seed measured on the full sweep,
+    used to label a single dense seed alone (the rule's confidence).
+    """
     g = Grid(stats, list(stats["lmc_mean"].dims), stats.attrs["temperature"])
     C = num_classes or int(stats.attrs.get("num_classes", 10))
     chance = 1.0 - 1.0 / C
@@ -317,8 +483,21 @@ def features(stats: xr.Dataset, *, lmc_floor: float = 0.01, cka_floor: float = 0
     lmc = np.where(det, g.grid(stats["lmc_mean"]), np.nan)
     cka = np.where(det, g.grid(stats["cka_mean"]), np.nan)
     te = g.grid(stats["test_error_mean"])
-    lse = np.fmax(g.grid(stats["lmc_sem"]), lmc_floor)
-    cse = np.fmax(g.grid(stats["cka_sem"]), cka_floor)
+    units = None
+    if unit_sd is not None:
+        lse, cse = g.grid(unit_sd[0]), g.grid(unit_sd[1])
+    else:
+        lse, cse = g.grid(stats["lmc_sem"]), g.grid(stats["cka_sem"])
+        if "lmc_unit" in stats:
+            units = np.where(det[..., None], g.grid(stats["lmc_unit"], extra=(_UNIT,)), np.nan)
+            if noise in ("column", "grid"):
+                cu = np.where(det[..., None], g.grid(stats["cka_unit"], extra=(_UNIT,)),
+                              np.nan)
+                within = 1 if noise == "column" else (0, 1)
+                lse = np.fmax(lse, pooled_sem(units, within))
+                cse = np.fmax(cse, pooled_sem(cu, within))
+    lse = np.fmax(lse, lmc_floor) if lmc_floor > 0 else lse
+    cse = np.fmax(cse, cka_floor) if cka_floor > 0 else cse
     with np.errstate(all="ignore"):
         tdet = np.where(det, te, np.nan)
         best = np.nanmin(np.where(np.isfinite(tdet), tdet, np.inf), 1, keepdims=True)
@@ -333,15 +512,23 @@ def features(stats: xr.Dataset, *, lmc_floor: float = 0.01, cka_floor: float = 0
             "cka_pos": np.where(cmax > cmin, (cka - cmin) / (cmax - cmin), np.nan),
             "headroom_lost": (te - best) / (chance - best),
         }
-    ks, zs = change_point(lmc, lse, scope=scope)
+    ks, zs = change_point(lmc, lse, scope=scope, units=units)
     idx = np.arange(g.n_temp)[None, :]
     feats["step_cold"] = np.where(ks[:, None] > 0, (idx >= ks[:, None]).astype(float), 0.0)
     feats["step_z"] = np.broadcast_to(zs[:, None], lmc.shape).copy()
     out = stats.copy()
     for name, a in feats.items():
         out[name] = g.back(np.asarray(a, dtype=np.float64), name)
-    out["lmc_noise"] = g.back(lse, "lmc_noise")
-    out["cka_noise"] = g.back(cse, "cka_noise")
+    out["lmc_noise"] = g.back(lse, "lmc_noise", _attrs(
+        "noise of lmc_mean: its standard error over dense seeds, floored by its column's "
+        "seed-to-seed spread"))
+    out["cka_noise"] = g.back(cse, "cka_noise", _attrs(
+        "noise of cka_mean: its standard error over dense seeds, floored by its column's "
+        "seed-to-seed spread"))
+    out["lmc_z"].attrs.update(_attrs("lmc_mean / lmc_noise: t statistic over dense seeds "
+                                     "where the cell's own standard error binds"))
+    out["step_z"].attrs.update(_attrs("t statistic over dense seeds of the LMC step at the "
+                                      "change point (hot minus cold)"))
     out.attrs.update({"num_classes": C, "lmc_floor": lmc_floor, "cka_floor": cka_floor,
-                      "step_scope": scope})
+                      "step_scope": scope, "noise": noise})
     return out

@@ -101,6 +101,8 @@ class PhaseDiagramArtists:
     key: Any = None                                     # the regime key (Text) or None
     legend: Any = None                                  # lines and hatches (Legend) or None
     no_data: Any = None                                 # "no data: ..." (Text) when all NaN
+    excluded: list = field(default_factory=list)        # "n=k" (Text) where replicates at
+                                                        # chance were left out (k dense seeds)
 
 
 @dataclass
@@ -130,6 +132,8 @@ class PhaseDiagram:
     uncertain: np.ndarray | None = None
     rule: str = ""
     colorbar_label: str = ""
+    n_used: np.ndarray | None = None        # dense seeds each cell's statistics rest on
+    n_collapsed: np.ndarray | None = None   # replicates at chance left out of each cell
 
     @classmethod
     def from_dataset(cls, ds: xr.Dataset, x: str | None = None, y: str | None = None,
@@ -200,6 +204,8 @@ class PhaseDiagram:
                    regime=table("regime", np.int8), reason=table("undetermined_reason", np.int8),
                    confidence=table("regime_confidence", np.float64), title=sweep_name(ds),
                    uncertain=table("regime_uncertain", bool), rule=rule_name(reg),
+                   n_used=table("n_used", np.float64),
+                   n_collapsed=table("n_collapsed", np.float64),
                    colorbar_label=colorbar_label(var, ds[var].attrs if var in ds else da.attrs))
 
     # ------------------------------------------------------------------ drawing
@@ -319,6 +325,13 @@ class PhaseDiagram:
                 unc_patches.append(ax.add_patch(Rectangle(
                     (j - 0.5, i - 0.5), 1, 1, fill=False, hatch="\\\\",
                     edgecolor=(0.3, 0.3, 0.3, 0.35), linewidth=0, zorder=2)))
+        excluded = []
+        if self.n_collapsed is not None and self.n_used is not None:
+            # replicates at chance were left out: how many dense seeds the cell rests on
+            for i, j in zip(*np.nonzero(np.nan_to_num(self.n_collapsed) > 0)):
+                excluded.append(ax.text(j + 0.46, i - 0.44, f"n={int(self.n_used[i, j])}",
+                                        ha="right", va="top", fontsize=8, style="italic",
+                                        zorder=5, color="0.15"))
         key_art = legend = None
         if key and has_reg:
             key_art, legend = _key(fig, self, lines is not None, 1.3 * nx + 3.0, 8.5)
@@ -328,7 +341,7 @@ class PhaseDiagram:
                                    annotations=annotations, boundaries=lines,
                                    region_labels=region_texts, hatches=hatches, diagram=self,
                                    uncertain=unc_patches, key=key_art, legend=legend,
-                                   no_data=no_data)
+                                   no_data=no_data, excluded=excluded)
 
 
 def _key(fig: Any, diagram: PhaseDiagram, lines: bool, width_in: float, size: float

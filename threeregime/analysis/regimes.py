@@ -50,6 +50,7 @@ import xarray as xr
 from ..errors import ResultsError, SpecError
 from ..results.storage import REPLICATE_DIMS, STATUS
 from ..spec.specs import AXES, check_choice, check_float, check_pos_int
+from ..stats import mean_sem as _mean_sem
 from . import rules as _rules
 
 __all__ = [
@@ -172,18 +173,6 @@ def _broadcast_status(ds: xr.Dataset, da: xr.DataArray) -> xr.DataArray | None:
     if not set(st.dims) <= set(da.dims):
         return None
     return st.broadcast_like(da)
-
-
-def _mean_sem(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    ok = np.isfinite(samples)
-    n = ok.sum(-1)
-    with np.errstate(all="ignore"):
-        s = np.where(ok, samples, 0.0)
-        mean = np.where(n > 0, s.sum(-1) / np.maximum(n, 1), np.nan)
-        dev = np.where(ok, samples - mean[..., None], 0.0)
-        var = (dev ** 2).sum(-1) / np.maximum(n - 1, 1)
-        sem = np.where(n >= 2, np.sqrt(var / np.maximum(n, 1)), np.nan)
-    return mean, sem, n
 
 
 def _phi_conf(distance: np.ndarray, sem: np.ndarray) -> np.ndarray:
@@ -469,7 +458,8 @@ def _classify_legacy(ds: xr.Dataset, *, tau_lmc: float, cka_rule: str, tau_cka: 
 
 #: the variables :func:`classify` adds (and :func:`regimes_of` takes from a Dataset)
 REGIME_VARS = ("regime", "regime_confidence", "regime_uncertain", "lmc_mean", "lmc_sem",
-               "cka_mean", "cka_sem", "n_valid_pairs", "undetermined_reason")
+               "cka_mean", "cka_sem", "n_valid_pairs", "undetermined_reason", "n_used",
+               "n_collapsed")
 
 
 def regimes_of(ds: xr.Dataset, *, temperature: str | Sequence[str] | None = None,

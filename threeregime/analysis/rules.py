@@ -33,9 +33,20 @@ change point of its column as above.
 >= ``chance_fraction`` x chance) or *collapsed* (``headroom_lost > collapse_frac``): such cells
 are never II-B.
 
-Confidence.  With two or more dense seeds the rule is re-applied to each dense seed alone;
-``regime_confidence`` = the fraction of dense seeds giving the pooled label; ``regime_uncertain``
-= 1 where a dense seed disagrees or the barrier is within one standard error of ``z_barrier``.
+Statistics (issue 18, :mod:`threeregime.stats`).  Every z a rule decides on is computed over
+dense-seed means (pairs and retrain seeds averaged within a dense seed first; a dense or
+retrained model at chance on its training data left out before, counted in ``n_collapsed``):
+``lmc_z`` is the barrier over its noise, the standard error over dense seeds floored by its
+load column's seed-to-seed spread (``settings.noise``; the t statistic where the cell's own
+standard error binds); ``step_z`` is the t over dense seeds of the LMC step.  The thresholds
+are on that scale (z over dense seeds); the shipped ones were fitted before issue 18 on the
+paper's table, whose noise is its reading error, and are not yet refitted.
+
+Confidence.  With two or more dense seeds the rule is re-applied to each dense seed alone (its
+barrier against the spread of one dense seed measured on the whole sweep; the change point kept
+from all seeds); ``regime_confidence`` = the fraction of dense seeds giving the pooled label;
+``regime_uncertain`` = 1 where a dense seed disagrees or the barrier is within one standard
+error of ``z_barrier``.
 """
 from __future__ import annotations
 
@@ -48,6 +59,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import SpecError, did_you_mean
+from ..stats import mean_sem, one_sample_t
 from .features import Grid, cell_stats, features
 
 __all__ = ["DEFAULT_RULE", "FAMILIES", "FLAG_MEANINGS", "FLAG_VALUES", "REASONS", "RULES",
@@ -67,10 +79,16 @@ FAMILIES: dict[str, tuple[str, ...]] = {"step": ("z_barrier", "z_step", "z_cka")
                                         "level": ("z_barrier", "barrier_chance", "z_cka"),
                                         "legacy": ("tau_lmc", "min_cka_spread",
                                                    "collapse_margin")}
-SETTINGS: dict[str, Any] = {"lmc_floor": 0.01, "cka_floor": 0.002, "scope": "joint",
-                            "unresolved_side": "cold", "collapse_frac": 0.5,
+#: fixed settings.  The noise of a cell is measured in the sweep (its standard error over dense
+#: seeds, floored by its column's seed-to-seed spread: ``noise="column"``); ``lmc_floor`` /
+#: ``cka_floor`` are optional constant floors on top (0: none; they were the reading errors of
+#: the paper's figure, 0.01 / 0.002, before issue 18).  ``chance_fraction``: a dense or
+#: retrained model with train error >= this fraction of chance is left out per replicate.
+SETTINGS: dict[str, Any] = {"lmc_floor": 0.0, "cka_floor": 0.0, "noise": "column",
+                            "scope": "joint", "unresolved_side": "cold", "collapse_frac": 0.5,
                             "chance_fraction": 0.9}
-_CHOICES = {"scope": ("joint", "column"), "unresolved_side": ("cold", "both")}
+_CHOICES = {"scope": ("joint", "column"), "unresolved_side": ("cold", "both"),
+            "noise": ("column", "grid", "cell")}
 _FEATURES = {"step": ("lmc_z", "step_cold", "step_z", "cka_mean", "cka_noise", "headroom_lost"),
              "level": ("lmc_z", "lmc_rel_chance", "cka_mean", "cka_noise", "headroom_lost"),
              "legacy": ("lmc_mean", "cka_mean", "test_error_mean")}
@@ -216,8 +234,10 @@ def _split_by_cka(cka: np.ndarray, cse: np.ndarray, two: np.ndarray) -> np.ndarr
         h, c = idx[:j], idx[j:]
         d = cka[c].mean() - cka[h].mean()
         se = np.sqrt((cse[h] ** 2).mean() / h.size + (cse[c] ** 2).mean() / c.size)
-        if d / se > best_z:
-            best, best_z = int(idx[j]), d / se
+        with np.errstate(divide="ignore", invalid="ignore"):  # no seed spread: +-inf or NaN
+            z = d / se
+        if z > best_z:
+            best, best_z = int(idx[j]), z
     return best
 
 
@@ -278,7 +298,8 @@ def _label_grid(f: xr.Dataset, rule: Rule) -> tuple[np.ndarray, np.ndarray, Grid
         d = cka[cold_two].mean() - cka[hot_two].mean()
         se = np.sqrt((cse[hot_two] ** 2).mean() / hot_two.sum()
                      + (cse[cold_two] ** 2).mean() / cold_two.sum())
-        cka_z[i] = d / se
+        with np.errstate(divide="ignore", invalid="ignore"):  # no seed spread: +-inf or NaN
+            cka_z[i] = d / se
         if d > th["z_cka"] * se:
             lab[i][hot_two], lab[i][cold_two] = REGIME_II_A, REGIME_II_B
         else:
@@ -288,10 +309,12 @@ def _label_grid(f: xr.Dataset, rule: Rule) -> tuple[np.ndarray, np.ndarray, Grid
     return lab, reason, g, cka_z
 
 
-def _features_of(ds: xr.Dataset, rule: Rule, temperature: str | None) -> xr.Dataset:
+def _features_of(ds: xr.Dataset, rule: Rule, temperature: str | None,
+                 unit_sd: tuple | None = None) -> xr.Dataset:
     st = rule.settings
-    return features(cell_stats(ds, temperature=temperature), lmc_floor=st["lmc_floor"],
-                    cka_floor=st["cka_floor"], scope=st["scope"])
+    stats = cell_stats(ds, temperature=temperature, chance_fraction=st["chance_fraction"])
+    return features(stats, lmc_floor=st["lmc_floor"], cka_floor=st["cka_floor"],
+                    scope=st["scope"], noise=st["noise"], unit_sd=unit_sd)
 
 
 def classify_with_rule(ds: xr.Dataset, rule: Rule | str | None = None, *,
@@ -324,7 +347,13 @@ def classify_with_rule(ds: xr.Dataset, rule: Rule | str | None = None, *,
     agree = np.full(lab.shape, np.nan)
     flips = np.zeros(lab.shape, dtype=bool)
     if len(seeds) >= 2:
-        per = [_label_grid(_features_of(ds.isel(dense_seed=[j]), rule, temperature), rule)[0]
+        # one dense seed alone, against the spread of ONE seed measured on the whole sweep; the
+        # change point is an event of the grid, tested over all dense seeds: kept as it is
+        root_n = np.sqrt(f["n_used"].where(f["n_used"] > 0))
+        unit_sd = (f["lmc_noise"] * root_n, f["cka_noise"] * root_n)
+        step = {k: f[k] for k in ("step_z", "step_cold")}
+        per = [_label_grid(_features_of(ds.isel(dense_seed=[j]), rule, temperature,
+                                        unit_sd).assign(step), rule)[0]
                for j in range(len(seeds))]
         same = np.stack([p == lab for p in per])
         agree = same.mean(0)
@@ -346,9 +375,10 @@ def classify_with_rule(ds: xr.Dataset, rule: Rule | str | None = None, *,
         "long_name": "why the regime is undetermined", "units": "1",
         "flag_values": np.array(list(REASONS.values()), np.int8),
         "flag_meanings": " ".join(REASONS)}).astype(np.int8)
-    for k in ("lmc_mean", "lmc_sem", "cka_mean", "cka_sem", "n_valid_pairs", "test_error_mean",
-              *rule.features):
-        if k not in out:
+    for k in ("lmc_mean", "lmc_sem", "cka_mean", "cka_sem", "n_valid_pairs", "n_used",
+              "n_collapsed", "lmc_sem_pooled", "cka_sem_pooled", "lmc_noise",
+              "test_error_mean", *rule.features):
+        if k not in out and k in f:
             out[k] = f[k]
     out.attrs["regime_rule"] = rule.to_json()
     return out
@@ -377,14 +407,16 @@ def classify_cell_with_rule(lmc: Any, *, lmc_sem: float | None = None,
                       f"{' and chance' if rule.family == 'level' else ''}; II-A vs II-B "
                       "unresolved without a column", "n_valid_pairs": int(x.size),
            "cka_mean": float(c.mean()) if cka is not None and c.size else None,
-           "cka_sem": float(c.std(ddof=1) / np.sqrt(c.size)) if c.size > 1 else float("nan")}
+           "cka_sem": float(mean_sem(c)[1]) if c.size else float("nan")}
     if x.size == 0:
         return {**out, "regime": "undetermined", "advice": None, "reason": "too_few_valid_pairs",
                 "lmc_mean": float("nan"), "lmc_z": float("nan"), "lmc_sem": float("nan")}
     m = float(x.mean())
-    sem = lmc_sem if lmc_sem is not None else (float(x.std(ddof=1) / np.sqrt(x.size))
-                                               if x.size > 1 else 0.0)
-    z = m / max(sem, rule.settings["lmc_floor"])
+    sem = lmc_sem if lmc_sem is not None else float(mean_sem(x)[1])
+    noise = max(sem, rule.settings["lmc_floor"]) if np.isfinite(sem) else rule.settings[
+        "lmc_floor"]
+    # one model: its seed pairs are the replicates; no spread (one pair) -> no z, no Regime I
+    z = float(one_sample_t(m, noise))
     out["lmc_sem"] = sem
     if train_error is not None and train_error >= rule.settings["chance_fraction"] * chance:
         return {**out, "regime": "undetermined", "advice": None, "reason": "near_chance",

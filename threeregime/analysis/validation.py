@@ -18,6 +18,7 @@ import xarray as xr
 
 from ..errors import SpecError
 from ..spec.specs import check_choice
+from ..stats import mean_sem, unit_means
 from .advice import DEFAULTS, DIRECTIONS, HYPERPARAMETERS, check_tau
 from .regimes import REGIMES, classify, find_dims
 from .rules import RULES
@@ -29,16 +30,18 @@ def _true_directions(ds: xr.Dataset, temp: str, z: float, margin: float | None
                      ) -> tuple[np.ndarray, dict]:
     """Per cell (temperature x load columns): the direction that lowers the test error."""
     te = ds["test_error"]
-    rep = [d for d in te.dims if d in ("dense_seed", "retrain_seed")]
-    mean = te.mean(rep, skipna=True)
-    n = te.notnull().sum(rep)
-    sem = te.std(rep, skipna=True, ddof=1) / np.sqrt(n.where(n > 0))
     cell, _, _ = find_dims(ds, "test_error")
     others = [d for d in cell if d != temp]
-    mean = mean.transpose(temp, *others)
-    sem = sem.transpose(temp, *others)
-    m = mean.values.reshape(mean.shape[0], -1)
-    s = sem.values.reshape(sem.shape[0], -1)
+    # dense seeds are the unit: retrain seeds averaged within one first (threeregime.stats)
+    unit = [d for d in te.dims if d == "dense_seed"]
+    nested = [d for d in te.dims if d in ("retrain_seed",)]
+    vals = np.asarray(te.transpose(temp, *others, *unit, *nested).values, dtype=np.float64)
+    per_unit = unit_means(vals, tuple(range(len(cell) + len(unit), vals.ndim)))
+    if not unit:  # no dense seed dim: one unit per cell
+        per_unit = per_unit[..., None]
+    mean, sem, _ = mean_sem(per_unit)  # over dense seeds
+    m = mean.reshape(mean.shape[0], -1)
+    s = sem.reshape(sem.shape[0], -1)
     tv = np.asarray(ds[temp].values, dtype=float)
     hotter_inc = (ds[temp].attrs.get("hotter") or HYPERPARAMETERS.get(temp)) == "increasing"
     truth = np.full(m.shape, "unknown", dtype=object)
@@ -68,7 +71,8 @@ def validate_advice(ds: xr.Dataset, *, z: float = 1.0, margin: float | None = No
     For every cell the *true* direction is read off its load column (all cells sharing the
     load values): ``keep`` when the cell's mean retrained test error is within a noise margin
     of the column's best (``z`` standard errors of the difference, the standard errors over
-    dense and retraining seeds; or a fixed ``margin``), else ``hotter`` / ``colder`` towards
+    dense-seed means, retrain seeds averaged within a dense seed first; or a fixed
+    ``margin``), else ``hotter`` / ``colder`` towards
     the column's best temperature.  The *advised* direction comes from the cell's regime.
     The naive rules "always hotter", "always colder" and "always keep" are scored alike.
 

@@ -5,9 +5,12 @@ Linear CKA (Kornblith et al., ICML 2019), feature form with column centring:
 Y (n x q) of two models on the same n inputs.  It equals the Gram form
 ``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with ``K = X X^T``, ``L = Y Y^T`` and
 ``HSIC(K, L) = tr(K H L H)`` (H the centring matrix) exactly, at cost O(n (p^2 + q^2 + pq))
-instead of O(n^2 (p + q)).  Here it is *streamed*: the sums ``X^T X``, ``Y^T Y``, ``X^T Y`` and
-the column sums are accumulated in float64 batch by batch, so n can be a whole training set;
-centring is applied at the end (``Xc^T Yc = X^T Y - n mx my^T``).
+instead of O(n^2 (p + q)).  Here it is *streamed*: the means and the centred co-moments
+``Xc^T Xc``, ``Yc^T Yc``, ``Xc^T Yc`` are accumulated in float64 batch by batch (each batch
+centred on its own mean, batches merged by the update of Chan et al. 1979), so n can be a whole
+training set and a large common offset (softmax outputs near 1/C) costs no precision.  The value
+lies in [0, 1] up to rounding; constant outputs (a model at chance) give NaN with one
+:class:`ThreeRegimeWarning` per call.
 
 Debiased variant (``debiased=True``): the unbiased HSIC estimator of Song et al. (2012), as
 used for CKA by Nguyen et al. (ICLR 2021),
@@ -25,6 +28,7 @@ Zhou et al. (2023) compare retrained sparse models by the linear CKA of their so
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -32,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import SpecError, did_you_mean
+from ..errors import SpecError, ThreeRegimeWarning, did_you_mean
 from ..training.device import target_device
 from ..training.functional import ensemble_forward, split_state, stack_states
 from ._common import iter_inputs, named_state
@@ -93,13 +97,37 @@ class CKAPairsResult:
 
 
 # --------------------------------------------------------------------------- streamed sums
+def _batch_comoments(x: Tensor, y: Tensor):
+    """Means and centred co-moments of one batch, two-pass (mean first, then centred sums)."""
+    mx, my = x.mean(0), y.mean(0)  # (p,), (q,)
+    xc, yc = x - mx, y - my  # (B, p), (B, q)
+    return mx, my, xc.T @ xc, yc.T @ yc, xc.T @ yc
+
+
 class _Moments:
-    """Streamed float64 sums of one feature pair (X: n x p, Y: n x q)."""
+    """Streamed float64 moments of one feature pair (X: n x p, Y: n x q).
+
+    The plain estimator keeps means and *centred* co-moments ``Xc^T Xc``, ``Yc^T Yc``,
+    ``Xc^T Yc``: each batch is centred on its own mean (two passes over the batch) and batches
+    are merged with the pairwise update of Chan, Golub & LeVeque (1979),
+    ``C = C_a + C_b + (n_a n_b / n) d_x d_y^T`` with ``d = mean_b - mean_a``.  Nothing is ever
+    formed as a raw sum ``X^T X`` minus ``n mx mx^T``, whose cancellation lost every digit on
+    near-constant outputs with a large mean (softmax of a model at chance) and produced CKA
+    values above 1.  The merged matrices stay the Gram matrices of one stacked matrix, so the
+    Cauchy-Schwarz bound CKA <= 1 holds up to rounding (~1e-15).
+
+    The debiased estimator is invariant to shifting either feature set by a constant vector,
+    so its raw sums are taken on features shifted by the first batch's mean (the "shifted data"
+    algorithm), which removes the large common offset before anything is squared.
+    """
 
     def __init__(self, debiased: bool):
         self.debiased = debiased
         self.n = 0
-        self.xx = self.yy = self.xy = self.sx = self.sy = None
+        self.mx = self.my = None  # running means (p,), (q,)
+        self.cxx = self.cyy = self.cxy = None  # centred co-moments
+        self.xx = self.yy = self.xy = self.sx = self.sy = None  # debiased: shifted raw sums
+        self.shift_x = self.shift_y = None
         # debiased extras: sums of x_i ||x_i||^2, x_i ||y_i||^2, ... and scalar sums
         self.x_nx = self.x_ny = self.y_nx = self.y_ny = None
         self.nx = self.ny = self.nx2 = self.ny2 = self.nxny = 0.0
@@ -107,48 +135,84 @@ class _Moments:
     def add(self, x: Tensor, y: Tensor) -> None:
         x = x.reshape(len(x), -1).double()  # (B, p)
         y = y.reshape(len(y), -1).double()  # (B, q)
+        if len(x) == 0:
+            return
+        if self.debiased:
+            self._add_debiased(x, y)
+            return
+        bx, by, bxx, byy, bxy = _batch_comoments(x, y)
+        nb = len(x)
+        if self.mx is None:
+            self.n, self.mx, self.my = nb, bx, by
+            self.cxx, self.cyy, self.cxy = bxx, byy, bxy
+            return
+        n = self.n + nb
+        dx, dy = bx - self.mx, by - self.my  # (p,), (q,)
+        w = self.n * nb / n
+        self.cxx = self.cxx + bxx + w * torch.outer(dx, dx)
+        self.cyy = self.cyy + byy + w * torch.outer(dy, dy)
+        self.cxy = self.cxy + bxy + w * torch.outer(dx, dy)
+        self.mx = self.mx + dx * (nb / n)
+        self.my = self.my + dy * (nb / n)
+        self.n = n
+
+    def _add_debiased(self, x: Tensor, y: Tensor) -> None:
         if self.xx is None:
             p, q = x.shape[1], y.shape[1]
             z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=x.device)
             self.xx, self.yy, self.xy = z(p, p), z(q, q), z(p, q)
             self.sx, self.sy = z(p), z(q)
-            if self.debiased:
-                self.x_nx, self.x_ny, self.y_nx, self.y_ny = z(p), z(p), z(q), z(q)
+            self.x_nx, self.x_ny, self.y_nx, self.y_ny = z(p), z(p), z(q), z(q)
+            self.shift_x, self.shift_y = x.mean(0), y.mean(0)
+        x = x - self.shift_x  # (B, p); the debiased HSIC does not see a constant shift
+        y = y - self.shift_y  # (B, q)
         self.n += len(x)
         self.xx += x.T @ x
         self.yy += y.T @ y
         self.xy += x.T @ y
         self.sx += x.sum(0)
         self.sy += y.sum(0)
+        nx, ny = (x * x).sum(1), (y * y).sum(1)  # (B,) squared norms = Gram diagonals
+        self.x_nx += x.T @ nx
+        self.x_ny += x.T @ ny
+        self.y_nx += y.T @ nx
+        self.y_ny += y.T @ ny
+        self.nx += float(nx.sum())
+        self.ny += float(ny.sum())
+        self.nx2 += float((nx * nx).sum())
+        self.ny2 += float((ny * ny).sum())
+        self.nxny += float((nx * ny).sum())
+
+    def constant(self) -> bool:
+        """True when X or Y is constant over the inputs (up to float64 resolution)."""
         if self.debiased:
-            nx, ny = (x * x).sum(1), (y * y).sum(1)  # (B,) squared norms = Gram diagonals
-            self.x_nx += x.T @ nx
-            self.x_ny += x.T @ ny
-            self.y_nx += y.T @ nx
-            self.y_ny += y.T @ ny
-            self.nx += float(nx.sum())
-            self.ny += float(ny.sum())
-            self.nx2 += float((nx * nx).sum())
-            self.ny2 += float((ny * ny).sum())
-            self.nxny += float((nx * ny).sum())
+            n = self.n
+            pairs = ((self.xx, self.sx, self.shift_x), (self.yy, self.sy, self.shift_y))
+            traces = [(float(torch.trace(a)) - float(s @ s) / n, sh) for a, s, sh in pairs]
+        else:
+            traces = [(float(torch.trace(self.cxx)), self.mx),
+                      (float(torch.trace(self.cyy)), self.my)]
+        for tr, mean in traces:
+            spread = math.sqrt(max(tr, 0.0) / self.n)  # root mean squared deviation
+            if spread <= _CONSTANT_RTOL * float(mean.abs().max()) or tr <= 0:
+                return True
+        return False
 
     def cka(self) -> float:
+        """The CKA, or NaN for a constant X or Y (the caller warns once)."""
         if self.n < 2:
             raise SpecError(f"CKA needs at least 2 inputs; got {self.n}")
+        if self.debiased and self.n < 4:
+            raise SpecError(f"debiased CKA needs at least 4 inputs; got {self.n}")
+        if self.constant():
+            return math.nan
         if self.debiased:
             return self._cka_debiased()
-        n = self.n
-        mx, my = self.sx / n, self.sy / n
-        cxx = self.xx - n * torch.outer(mx, mx)  # Xc^T Xc, (p, p)
-        cyy = self.yy - n * torch.outer(my, my)
-        cxy = self.xy - n * torch.outer(mx, my)
-        den = torch.linalg.matrix_norm(cxx) * torch.linalg.matrix_norm(cyy)
-        return float((cxy * cxy).sum() / den) if den > 0 else math.nan
+        den = torch.linalg.matrix_norm(self.cxx) * torch.linalg.matrix_norm(self.cyy)
+        return float((self.cxy * self.cxy).sum() / den) if den > 0 else math.nan
 
     def _cka_debiased(self) -> float:
         n = self.n
-        if n < 4:
-            raise SpecError(f"debiased CKA needs at least 4 inputs; got {n}")
 
         def hsic(ab_fro, sa, sb, a_nb, b_na, na, nb, nanb, ab_cross):
             # tr(K~ L~) = ||A^T B||_F^2 - sum_i |a_i|^2 |b_i|^2
@@ -173,6 +237,19 @@ class _Moments:
         return hxy / den if den > 0 else math.nan
 
 
+# Features whose root-mean-square deviation from their mean is below this fraction of the
+# mean's largest entry are constant: the spread is at float64 resolution, CKA is undefined.
+_CONSTANT_RTOL = 1e-12
+
+
+def _warn_constant(what: Sequence[str]) -> None:
+    """One warning for all the CKAs of a call that came out NaN on constant outputs."""
+    if what:
+        warnings.warn(f"CKA is undefined (NaN) for constant outputs: {', '.join(what)}; a "
+                      "model at chance gives the same output for every input",
+                      ThreeRegimeWarning, stacklevel=3)
+
+
 # --------------------------------------------------------------------------- Gram form
 def _center_gram(k: Tensor) -> Tensor:
     return k - k.mean(0, keepdim=True) - k.mean(1, keepdim=True) + k.mean()
@@ -195,6 +272,9 @@ def _hsic_gram(k: Tensor, l: Tensor, debiased: bool) -> float:
 def _gram(x: Tensor, kernel: str, rbf_sigma: float) -> Tensor:
     x = x.reshape(len(x), -1).double()
     if kernel == "linear":
+        # H X X^T H = Xc Xc^T, and the debiased HSIC ignores a constant shift: centring the
+        # features first keeps a large common offset out of the products
+        x = x - x.mean(0)
         return x @ x.T
     d2 = torch.cdist(x, x).pow(2)  # (n, n)
     med = torch.median(d2[~torch.eye(len(x), dtype=torch.bool, device=x.device)]).sqrt()
@@ -202,15 +282,28 @@ def _gram(x: Tensor, kernel: str, rbf_sigma: float) -> Tensor:
     return torch.exp(-d2 / (2 * sigma * sigma))
 
 
+def _is_constant(x: Tensor) -> bool:
+    """Same test as :meth:`_Moments.constant`, on a whole feature matrix."""
+    x = x.reshape(len(x), -1).double()
+    mean = x.mean(0)
+    spread = float((x - mean).pow(2).sum(1).mean().sqrt())
+    return spread == 0 or spread <= _CONSTANT_RTOL * float(mean.abs().max())
+
+
 def gram_cka(x, y, *, kernel: str = "linear", debiased: bool = False,
              rbf_sigma: float = 1.0) -> float:
     """CKA in Gram form, ``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))``: O(n^2) time and memory.
 
     The reference for the feature form (linear kernel) and the only form for ``"rbf"``.
+    Linear features are centred before the Gram matrix is formed.  Constant ``x`` or ``y``:
+    NaN and one :class:`ThreeRegimeWarning`.
     """
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     if len(x) != len(y):
         raise SpecError(f"x and y must have the same number of rows; got {len(x)} and {len(y)}")
+    if _is_constant(x) or _is_constant(y):
+        _warn_constant(["x" if _is_constant(x) else "y"])
+        return math.nan
     k, l = _gram(x, kernel, rbf_sigma), _gram(y, kernel, rbf_sigma)  # (n, n) each
     if debiased:
         hkl, hkk, hll = (_hsic_gram(k, l, True), _hsic_gram(k, k, True),
@@ -229,6 +322,9 @@ def linear_cka(x, y, *, debiased: bool = False, batch_size: int | None = None) -
     float64, optionally the debiased HSIC estimator (Nguyen et al. 2021).  Cost O(n (p+q)^2),
     memory O((p+q)^2).  Invariant to orthogonal transforms and isotropic scaling of either
     argument; the plain estimator is biased upwards for n not >> p, q (debiased is not).
+    Centred moments (two-pass per batch, Chan et al. merge across batches): the plain value is
+    in [0, 1] up to rounding for any input; constant ``x`` or ``y`` gives NaN and one
+    :class:`ThreeRegimeWarning`.
 
     Parameters
     ----------
@@ -243,7 +339,10 @@ def linear_cka(x, y, *, debiased: bool = False, batch_size: int | None = None) -
     step = len(x) if batch_size is None else max(1, int(batch_size))
     for i in range(0, len(x), step):
         mom.add(x[i:i + step], y[i:i + step])
-    return mom.cka()
+    value = mom.cka()
+    if math.isnan(value):
+        _warn_constant(["x or y"])
+    return value
 
 
 # --------------------------------------------------------------------------- model level
@@ -341,8 +440,11 @@ def cka(model_a: nn.Module, model_b: nn.Module, inputs, *, batch_size: int = 100
     if kernel == "linear":
         vals = {k: mom[k].cka() for k in keys}
     else:
-        vals = {k: gram_cka(torch.cat(feats[k][0]), torch.cat(feats[k][1]), kernel="rbf",
-                            debiased=debiased, rbf_sigma=rbf_sigma) for k in keys}
+        with warnings.catch_warnings():  # warned once below, for all outputs together
+            warnings.simplefilter("ignore", ThreeRegimeWarning)
+            vals = {k: gram_cka(torch.cat(feats[k][0]), torch.cat(feats[k][1]), kernel="rbf",
+                                debiased=debiased, rbf_sigma=rbf_sigma) for k in keys}
+    _warn_constant([k for k in keys if math.isnan(vals[k])])
     return CKAResult(softmax=vals["softmax"], logits=vals["logits"],
                      layers={k: vals[k] for k in layers}, n=n, kernel=kernel,
                      debiased=debiased)
@@ -387,7 +489,9 @@ def cka_pairs(model: nn.Module, states: Sequence[Mapping[str, Tensor]],
             for m, (i, j) in zip(moms[kind], pairs):
                 m.add(f[int(i)], f[int(j)])
         n += len(x)
+    out = {kind: np.array([m.cka() for m in moms[kind]]) for kind in moms}  # (P,) each
+    _warn_constant([f"{kind} of pair {tuple(int(q) for q in p)}" for kind in out
+                    for p, v in zip(pairs, out[kind]) if math.isnan(v)])
     return CKAPairsResult(pairs=[tuple(int(q) for q in p) for p in pairs],
-                          softmax=np.array([m.cka() for m in moms["softmax"]]),
-                          logits=np.array([m.cka() for m in moms["logits"]]), n=n,
+                          softmax=out["softmax"], logits=out["logits"], n=n,
                           debiased=debiased)

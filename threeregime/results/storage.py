@@ -79,7 +79,8 @@ Added variables (dims = the swept axes):
 =========================== ====== ==========================================================
 variable                    units  meaning
 =========================== ====== ==========================================================
-test_error_mean             1      cell mean test error over dense seeds and retrain seeds
+test_error_mean             1      cell mean test error over dense seeds (retrain seeds
+                                   averaged within a dense seed first)
 normalized_test_error       1      ``test_error_mean`` minus its minimum over the temperature
                                    axes in the same load column (0 = best temperature;
                                    :func:`normalized_test_error`, the one place it is computed)
@@ -93,9 +94,28 @@ lmc_mean, lmc_sem,          1      the evidence the label rests on (see
 cka_mean, cka_sem,                 :mod:`threeregime.analysis.regimes`; ``regime_uncertain``,
 n_valid_pairs,                     int8 0/1, and the rule's features when a named rule labelled it)
 undetermined_reason
+n_used                      count  dense seeds the statistics of the cell rest on (named rules)
+n_collapsed                 count  replicates left out as at chance on training data: dense
+                                   models, plus retrained models of the other dense seeds
+lmc_sem_pooled,             1      DIAGNOSTIC ONLY: standard errors pooled over (dense seed x
+cka_sem_pooled                     pair), ignoring the nesting; no rule, advice or validation
+                                   decides on them
 =========================== ====== ==========================================================
 
 The regime variables are added only when the sweep has a temperature axis and LMC/CKA data.
+
+Which statistics decide (issue 18, :mod:`threeregime.stats`).  The dense seed is the unit:
+what a named rule, the advice or a validation decides on is computed over dense-seed means
+(pairs and retrain seeds averaged within a dense seed first), with ``n_used - 1`` degrees of
+freedom: ``lmc_mean``/``lmc_sem``, ``cka_mean``/``cka_sem``, ``test_error_mean``, ``lmc_z``
+(``lmc_mean`` over ``lmc_noise``: ``lmc_sem`` floored by the seed-to-seed spread of its load
+column; the one-sample t statistic where its own standard error binds), ``cka_noise``,
+``step_z`` (t over dense seeds of the LMC step at the change point), and the truth of
+:func:`threeregime.calibrate.measured_directions` / :func:`threeregime.validation.
+validate_advice`.  Before any of them, a dense seed whose dense model is at chance on its
+training data and a retrained model at chance (with the pairs it is in) are left out; the
+legacy rule (``rule="legacy"``) is kept bit for bit and does neither.  ``n_valid_pairs`` and
+the ``*_pooled`` variables are diagnostics.
 
 Global attrs: ``schema_version`` (:data:`SCHEMA_VERSION`, an int raised whenever this schema
 changes incompatibly; files without it are version 1), ``spec_json``, ``spec_hash``,
@@ -124,6 +144,7 @@ import xarray as xr
 
 from ..errors import ResultsError, SpecError
 from ..spec.specs import AXES
+from ..stats import mean_sem, unit_means
 from .artifacts import atomic_write
 from .schema import (
     REPLICATE_DIMS,
@@ -327,14 +348,14 @@ def combine_points(points: Sequence[tuple[Mapping[str, Any], xr.Dataset]],
     base_attrs.update(dict(attrs or {}))
     out = xr.Dataset(data_vars, coords=coords, attrs=netcdf_attrs(base_attrs))
 
-    # cell summaries over replicates (missing/failed points are NaN already)
+    # cell summaries over dense seeds, retrain seeds averaged within one first (the dense seed
+    # is the unit, threeregime.stats); missing/failed points are NaN already
     te = out["test_error"].where(out["status"] <= STATUS["diverged"])
-    with np.errstate(all="ignore"):
-        vals = te.values.reshape(shape[:-1] + (-1,))
-        counts = np.isfinite(vals).sum(-1)
-        mean = np.where(counts > 0, np.nansum(vals, -1) / np.maximum(counts, 1), np.nan)
+    vals = te.transpose(*names, "dense_seed", ...).values.reshape(shape + (-1,))
+    mean = mean_sem(unit_means(vals, (vals.ndim - 1,)))[0]
     out["test_error_mean"] = (tuple(names), mean, {
-        "long_name": "cell mean test error over dense and retraining seeds", "units": "1"})
+        "long_name": "cell mean test error over dense seeds (retrain seeds averaged first)",
+        "units": "1"})
     out["normalized_test_error"] = normalized_test_error(out)
     return out
 
