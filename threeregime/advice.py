@@ -212,8 +212,15 @@ class Advice:
             lines.append("  uncertain: the label flips across dense seeds or sits within one "
                          "standard error of its threshold")
         te = ev.get("test_error_mean")
+        errs = []
         if te is not None and np.isfinite(te):
-            lines.append(f"  retrained test error {100 * te:.2f} %")
+            errs.append(f"retrained test error {100 * te:.2f} %")
+        dte, dtr = _f(ev.get("dense_test_error")), _f(ev.get("dense_train_error"))
+        if np.isfinite(dte):
+            errs.append(f"dense model: test error {100 * dte:.2f} %, train error "
+                        f"{100 * dtr:.2f} %")
+        if errs:
+            lines.append("  " + "; ".join(errs))
         reason = ev.get("undetermined_reason")
         if self.regime == "undetermined" and reason:
             lines.append(f"  undetermined: {reason}")

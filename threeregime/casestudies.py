@@ -188,6 +188,46 @@ def _checked_inputs(model: Any, data: Any, density: float | None, prune: str,
     return splits, retrain, prune_spec
 
 
+def _checked_rule(rule: Any) -> Any:
+    """``rule`` as given if it is None, a Rule or a shipped rule's name (else the one-line
+    error of :func:`threeregime.rules.get_rule`, naming the known rules)."""
+    from .rules import Rule, get_rule
+
+    if rule is None or isinstance(rule, Rule):
+        return rule
+    if isinstance(rule, str):
+        get_rule(rule)
+        return rule
+    raise SpecError(f"rule must be a threeregime.rules.Rule, a rule name or None; got "
+                    f"{type(rule).__name__}")
+
+
+def _dense_errors(model: nn.Module, splits: Any, device: str) -> dict[str, float]:
+    """The dense model's own train and test error (no write), and a ThreeRegimeWarning,
+    before any retraining, when its train error is at chance level (at least
+    ``chance_fraction`` 0.9 of chance, as the collapse check of
+    :func:`threeregime.regimes.classify`): an untrained model, or one given the wrong data,
+    gets advice about noise."""
+    import warnings
+
+    from ._errors import ThreeRegimeWarning
+    from .regimes import DEFAULTS as REGIME_DEFAULTS
+    from .train import evaluate
+
+    _, tr = evaluate(model, None, splits.train, device=device)
+    _, te = evaluate(model, None, splits.test, device=device)
+    out = {"dense_train_error": float(tr[0]), "dense_test_error": float(te[0])}
+    k = getattr(splits, "num_classes", None) or int(torch.unique(splits.train.y).numel())
+    chance = 1.0 - 1.0 / max(int(k), 2)
+    if out["dense_train_error"] >= REGIME_DEFAULTS["chance_fraction"] * chance:
+        warnings.warn(f"the dense model is at chance level: train error "
+                      f"{100 * out['dense_train_error']:.1f} %, test error "
+                      f"{100 * out['dense_test_error']:.1f} % (chance {100 * chance:.1f} % for "
+                      f"{k} classes); its advice describes an untrained model: check that it "
+                      "is trained, and on this data", ThreeRegimeWarning, stacklevel=3)
+    return out
+
+
 def _measure_spec(cka_inputs: str, n_train: int) -> MeasureSpec:
     """LMC and CKA as the paper measures them: CKA on the first min(6400, n) training inputs
     (``cka_inputs="train"``, the default of :func:`advise`) or on the test inputs."""
@@ -289,6 +329,7 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
     hp = check_hyperparameter(hyperparameter)
     value = check_value(value)
     seed_list = check_seeds(seeds)
+    rule = _checked_rule(rule)                  # an unknown name fails before any training
     if rule is not None and (tau_lmc is not None or tau_cka is not None):
         raise SpecError("tau_lmc / tau_cka are thresholds of the legacy rule; got them with "
                         f"rule={getattr(rule, 'name', rule)!r}")
@@ -301,8 +342,9 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
     spec = PointSpec(prune=prune_spec, retrain=retrain, retrain_seeds=seed_list,
                      measure=_measure_spec(cka_inputs, int(splits.train.x.shape[0])))
     problem = _problem(splits, model_or_ds, loss)
+    opts = RunOptions(device=device, engine=engine, progress=progress)   # validates device
+    dense_errors = _dense_errors(model_or_ds, splits, opts.device)   # warns at chance level
     with _numerics_kept(), _store(cache_dir) as root:
-        opts = RunOptions(device=device, engine=engine, progress=progress)
         # all K retrainings in one ensemble, whatever K: a member's last bits depend on the
         # ensemble it trains in, and advise has always trained the K seeds together
         opts.max_members = max(opts.max_members, len(seed_list))
@@ -317,7 +359,7 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
         tau_lmc=tau_lmc, tau_cka=tau_cka, regime_rule=rule,
         evidence={"pairs": [list(p) for p in pairs], "seeds": list(seed_list),
                   "density": density, "realized_density": float(realized),
-                  "from_cache": bool(from_cache)},
+                  "from_cache": bool(from_cache), **dense_errors},
         rule={"retrain": json.loads(canonical_json(retrain)), "prune": prune})
 
 

@@ -15,6 +15,7 @@ what was saved and exits with 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import warnings
@@ -46,8 +47,8 @@ def _command(sub, name: str, text: str, *arguments: tuple[str, ...]) -> argparse
     return cmd
 
 
-def _device(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+def _device(cmd: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    cmd.add_argument("--device", default=default, help="auto (default), cpu, cuda, cuda:N")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,11 +103,11 @@ def _parser() -> argparse.ArgumentParser:
                        "colder (II-A) or keep (II-B).")
     a.add_argument("checkpoint", help="a saved state_dict (.pt) of a zoo model, or a sweep "
                    "results file (.nc) / sweep directory with --point")
-    a.add_argument("--data", default="mnist1d", help="data source the model was trained on "
+    a.add_argument("--data", default=None, help="data source the model was trained on "
                    "(default mnist1d)")
-    a.add_argument("--model", default="cnn1d", help="zoo architecture (default cnn1d)")
+    a.add_argument("--model", default=None, help="zoo architecture (default cnn1d)")
     a.add_argument("--batchnorm", action="store_true", help="the model has BatchNorm")
-    a.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1)")
+    a.add_argument("--width", type=float, default=None, help="width multiplier (default 1)")
     a.add_argument("--density", type=float,
                    help="target density in (0, 1]: fraction of prunable weights kept "
                    "(required for a checkpoint)")
@@ -115,15 +116,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="default: epochs for a checkpoint, the temperature axis for a .nc")
     a.add_argument("--value", type=float, help="the value the model was trained with "
                    "(reported only)")
-    a.add_argument("--seeds", type=int, default=3, help="retraining seeds (>= 2; default 3)")
+    a.add_argument("--seeds", type=int, default=None, help="retraining seeds (>= 2; default 3)")
     a.add_argument("--epochs", type=int, default=None,
                    help="retraining epochs (default 40; fewer: a quicker, noisier answer)")
     a.add_argument("--point", action="append", default=[], metavar="AXIS=VALUE",
                    help="a cell coordinate of a results file (repeat for every cell axis)")
-    a.add_argument("--prune", default="magnitude", metavar="METHOD",
+    a.add_argument("--prune", default=None, metavar="METHOD",
                    help="pruning method: magnitude (default), global, lamp, random, nm_N_M "
                    "(e.g. nm_2_4: N:M sparse retraining), channel (structured)")
-    a.add_argument("--cka-inputs", default="train", choices=["train", "test"],
+    a.add_argument("--cka-inputs", default=None, choices=["train", "test"],
                    help="inputs of CKA: train (default, as the paper: the first 6400 "
                    "training inputs) or test")
     a.add_argument("--rule", default=None, metavar="NAME",
@@ -132,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--cache-dir", metavar="DIR", default=None,
                    help="store of the retrained models, a sweep directory (default "
                    "$THREEREGIME_CACHE or ~/.cache/threeregime)")
-    _device(a)
+    _device(a, default=None)     # (None: "auto"; only a checkpoint uses it)
     return ap
 
 
@@ -225,11 +226,12 @@ def _open(path: str):
 
 def _plot(args) -> int:
     from .plotting import PhaseDiagram, plot_phase_diagrams, save
+    from .storage import check_output_path
 
-    ds = _open(args.results)
     res = Path(args.results)
     default = (res / "results.png") if res.is_dir() else res.with_suffix(".png")
-    out = Path(args.output) if args.output else default
+    out = check_output_path(args.output or default, (".png", ".pdf", ".svg"), "--output")
+    ds = _open(args.results)
     if args.var:
         import matplotlib.pyplot as plt
 
@@ -243,8 +245,9 @@ def _plot(args) -> int:
 
 
 def _export(args) -> int:
-    from .storage import export
+    from .storage import check_output_path, export
 
+    check_output_path(args.output)
     ds = _open(args.sweep)
     path = export(ds, args.output)
     print(f"wrote {path}")
@@ -253,8 +256,10 @@ def _export(args) -> int:
 
 def _point(args) -> int:
     from .driver import run_point
-    from .storage import write_dataset
+    from .storage import check_output_path, write_dataset
 
+    if args.output:
+        check_output_path(args.output, name="--output")
     ds = run_point(args.point, device=args.device)
     cols = ["test_error", "lmc", "cka"]
     for c in cols:
@@ -266,12 +271,44 @@ def _point(args) -> int:
     return 0
 
 
-def _advise(args) -> int:
-    path = Path(args.checkpoint)
-    if path.suffix == ".nc" or path.is_dir():
-        from .advice import advise_dataset, parse_point
+#: advise options that only a checkpoint uses, and their defaults (None in the parser, so that
+#: one given with a results file is told apart from its default)
+_CHECKPOINT_ONLY = {"data": "mnist1d", "model": "cnn1d", "width": 1.0, "density": None,
+                    "value": None, "seeds": 3, "epochs": None, "prune": "magnitude",
+                    "cka_inputs": "train", "cache_dir": None, "device": "auto"}
 
-        adv = advise_dataset(_open(args.checkpoint), parse_point(args.point),
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """The library's warnings printed at once as ``warning: ...`` lines on stderr (not turned
+    into errors, not with a source line)."""
+    def show(message, category, *rest, **kw):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ThreeRegimeWarning)
+        warnings.showwarning = show
+        yield
+
+
+def _advise(args) -> int:
+    from .advice import check_density, parse_point
+    from .rules import get_rule
+
+    path = Path(args.checkpoint)
+    if args.rule is not None:
+        get_rule(args.rule)                      # an unknown rule: before any work
+    point = parse_point(args.point)
+    if path.suffix == ".nc" or path.is_dir():
+        from .advice import advise_dataset
+
+        given = [k for k in _CHECKPOINT_ONLY if getattr(args, k) is not None]
+        given += ["batchnorm"] if args.batchnorm else []
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise SpecError(f"{flag} is only used with a checkpoint; a results file's cell is "
+                            "chosen with --point AXIS=VALUE (e.g. --point density=0.05)")
+        adv = advise_dataset(_open(args.checkpoint), point,
                              hyperparameter=args.hyperparameter, rule=args.rule)
     else:
         from .casestudies import advise, load_checkpoint
@@ -280,17 +317,22 @@ def _advise(args) -> int:
         if args.point:
             raise SpecError(f"--point is only used with a results .nc file; got a checkpoint "
                             f"{path.name}")
+        for k, default in _CHECKPOINT_ONLY.items():
+            if getattr(args, k) is None:
+                setattr(args, k, default)
         if args.density is None:
             raise SpecError("--density must be given for a checkpoint (a number in (0, 1]); "
                             "got none")
+        check_density(args.density)
+        retrain = TrainSpec(epochs=args.epochs) if args.epochs is not None else None
         model, data = load_checkpoint(path, data=args.data, model=args.model,
                                       width=args.width, batchnorm=args.batchnorm)
-        adv = advise(model, data, target_density=args.density,
-                     hyperparameter=args.hyperparameter or "epochs", value=args.value,
-                     seeds=args.seeds,
-                     retrain=TrainSpec(epochs=args.epochs) if args.epochs else None,
-                     cache_dir=args.cache_dir, prune=args.prune, rule=args.rule,
-                     cka_inputs=args.cka_inputs, device=args.device)
+        with _warnings_as_lines():
+            adv = advise(model, data, target_density=args.density,
+                         hyperparameter=args.hyperparameter or "epochs", value=args.value,
+                         seeds=args.seeds, retrain=retrain, cache_dir=args.cache_dir,
+                         prune=args.prune, rule=args.rule, cka_inputs=args.cka_inputs,
+                         device=args.device)
     print(adv)
     return 0
 

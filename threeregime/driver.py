@@ -117,6 +117,9 @@ def _resolve(spec_or_dir, out) -> tuple[SweepSpec, Path]:
             raise ResultsError(f"{p} is not a sweep directory (no sweep.json); run "
                                "`threeregime run SWEEP.yaml --out DIR` first")
         return from_dict(SweepSpec, art.read_json(meta)["spec"]), p
+    if not p.exists() and p.suffix.lower() not in (".yaml", ".yml"):
+        raise ResultsError(f"{p}: no such sweep directory; give a sweep directory or a sweep "
+                           "YAML file")
     spec = load_yaml(p, kind="sweep")
     return spec, Path(out) if out is not None else default_out(spec)
 
