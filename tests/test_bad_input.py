@@ -628,3 +628,21 @@ def test_advise_warns_about_a_chance_level_dense_model(untrained_checkpoint, tmp
                                  cache_dir=tmp_path / "c")
     assert adv.evidence["dense_train_error"] == pytest.approx(float(m[1]) / 100, abs=1e-3)
     assert adv.evidence["dense_test_error"] == pytest.approx(float(m[2]) / 100, abs=1e-3)
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (["--threads", "0"], "--threads must be an integer >= 1; got 0"),
+    (["--threads", "-2"], "--threads must be an integer >= 1; got -2"),
+    (["--memory-budget", "-1"], "--memory-budget must be a number of GiB > 0; got -1"),
+    (["--slurm-timeout", "0"], "--slurm-timeout must be an integer >= 1 (minutes); got 0")])
+def test_run_numeric_options_before_any_work(tmp_path, capsys, option, message):
+    f = tmp_path / "s.yaml"
+    f.write_text(BASE)
+    assert run_inline(str(f), "--out", str(tmp_path / "o"), *option) == 2
+    assert _one_line(capsys.readouterr().err) == f"error: {message}"
+    assert not (tmp_path / "o").exists()
+    from threeregime.driver import run_sweep
+
+    with pytest.raises(SpecError, match=r"^threads must be an integer >= 1 or null; got 0$"):
+        run_sweep(f, tmp_path / "o", threads=0, progress=False)
+    assert not (tmp_path / "o").exists()

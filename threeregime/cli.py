@@ -142,6 +142,15 @@ def _run(args) -> int:
     from .executors import make_executor
     from .spec import load_yaml
 
+    for flag, v, ok, allowed in (
+            ("--threads", args.threads, args.threads is None or args.threads >= 1,
+             "an integer >= 1"),
+            ("--memory-budget", args.memory_budget,
+             args.memory_budget is None or args.memory_budget > 0, "a number of GiB > 0"),
+            ("--slurm-timeout", args.slurm_timeout, args.slurm_timeout >= 1,
+             "an integer >= 1 (minutes)")):
+        if not ok:
+            raise SpecError(f"{flag} must be {allowed}; got {v:g}")
     spec = load_yaml(args.sweep, kind="sweep")
     out = Path(args.out) if args.out else default_out(spec)
     slurm = None
