@@ -27,6 +27,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from ._errors import DataError, SpecError
+from ._errors import DataError, SpecError, ThreeRegimeWarning
 from ._torchio import load_torch
 from .advice import (
     DEFAULTS,
@@ -57,6 +58,8 @@ from .data import as_splits, load_data
 from .families import check_family, prune_names
 from .models import build_model
 from .plan import Store, point_job, retrain_jobs
+from .regimes import DEFAULTS as REGIME_DEFAULTS
+from .rules import check_rule
 from .spec import (
     CKA_INPUTS,
     DataSpec,
@@ -73,6 +76,7 @@ from .spec import (
     spec_hash,
 )
 from .stages import Problem, RunOptions, run_on_dense, save_dense, user_dense_key
+from .train import own_errors
 
 __all__ = ["advise", "select_model_to_prune", "tune_temperature", "load_checkpoint",
            "cache_root"]
@@ -188,44 +192,16 @@ def _checked_inputs(model: Any, data: Any, density: float | None, prune: str,
     return splits, retrain, prune_spec
 
 
-def _checked_rule(rule: Any) -> Any:
-    """``rule`` as given if it is None, a Rule or a shipped rule's name (else the one-line
-    error of :func:`threeregime.rules.get_rule`, naming the known rules)."""
-    from .rules import Rule, get_rule
-
-    if rule is None or isinstance(rule, Rule):
-        return rule
-    if isinstance(rule, str):
-        get_rule(rule)
-        return rule
-    raise SpecError(f"rule must be a threeregime.rules.Rule, a rule name or None; got "
-                    f"{type(rule).__name__}")
-
-
 def _dense_errors(model: nn.Module, splits: Any, device: str) -> dict[str, float]:
-    """The dense model's own train and test error (no write), and a ThreeRegimeWarning,
-    before any retraining, when its train error is at chance level (at least
-    ``chance_fraction`` 0.9 of chance, as the collapse check of
-    :func:`threeregime.regimes.classify`): an untrained model, or one given the wrong data,
-    gets advice about noise."""
-    import warnings
-
-    from ._errors import ThreeRegimeWarning
-    from .regimes import DEFAULTS as REGIME_DEFAULTS
-    from .train import evaluate
-
-    _, tr = evaluate(model, None, splits.train, device=device)
-    _, te = evaluate(model, None, splits.test, device=device)
-    out = {"dense_train_error": float(tr[0]), "dense_test_error": float(te[0])}
-    k = getattr(splits, "num_classes", None) or int(torch.unique(splits.train.y).numel())
-    chance = 1.0 - 1.0 / max(int(k), 2)
-    if out["dense_train_error"] >= REGIME_DEFAULTS["chance_fraction"] * chance:
-        warnings.warn(f"the dense model is at chance level: train error "
-                      f"{100 * out['dense_train_error']:.1f} %, test error "
-                      f"{100 * out['dense_test_error']:.1f} % (chance {100 * chance:.1f} % for "
-                      f"{k} classes); its advice describes an untrained model: check that it "
-                      "is trained, and on this data", ThreeRegimeWarning, stacklevel=3)
-    return out
+    """The dense model's own train and test error, and a warning before any retraining when it
+    is at chance level (untrained, or given the wrong data: its advice is about noise)."""
+    tr, te, chance, k = own_errors(model, splits, device=device)
+    if tr >= REGIME_DEFAULTS["chance_fraction"] * chance:   # as classify's collapse check
+        warnings.warn(f"the dense model is at chance level: train error {100 * tr:.1f} %, "
+                      f"test error {100 * te:.1f} % (chance {100 * chance:.1f} % for {k} "
+                      "classes); its advice describes an untrained model: check that it is "
+                      "trained, and on this data", ThreeRegimeWarning, stacklevel=3)
+    return {"dense_train_error": tr, "dense_test_error": te}
 
 
 def _measure_spec(cka_inputs: str, n_train: int) -> MeasureSpec:
@@ -329,7 +305,7 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
     hp = check_hyperparameter(hyperparameter)
     value = check_value(value)
     seed_list = check_seeds(seeds)
-    rule = _checked_rule(rule)                  # an unknown name fails before any training
+    rule = check_rule(rule)                     # an unknown name fails before any training
     if rule is not None and (tau_lmc is not None or tau_cka is not None):
         raise SpecError("tau_lmc / tau_cka are thresholds of the legacy rule; got them with "
                         f"rule={getattr(rule, 'name', rule)!r}")

@@ -8,9 +8,14 @@
     threeregime advise CHECKPOINT.pt --density 0.05 [--data mnist1d --model cnn1d ...]
     threeregime advise RESULTS.nc --point epochs=40 --point density=0.05
 
+    threeregime table RESULTS.nc|DIR [--rule NAME]
+    threeregime plan SWEEP.yaml [--out DIR] [--workers auto|N]
+
 Each command parses its options and calls the library with plain arguments; nothing here
 computes. User errors print one line (``error: ...``) and exit with status 2; Ctrl-C prints
-what was saved and exits with 130.
+what was saved and exits with 130 (:data:`_EXIT_CODES`, shown by ``--help``).  When stderr is
+not a terminal (a Slurm log), ``run`` and ``point`` report progress as ``logging`` lines
+(INFO, from the package's module loggers) instead of progress bars.
 """
 from __future__ import annotations
 
@@ -22,6 +27,14 @@ import warnings
 from pathlib import Path
 
 from ._errors import SpecError, ThreeRegimeError, ThreeRegimeWarning
+
+_EXIT_CODES = """exit status:
+  0    success
+  1    run: the sweep finished, but some stage tasks failed (recorded under DIR/failed;
+       rerun to retry them)
+  2    a user error, reported in one line "error: ..." before any work (bad spec, option,
+       file or folder)
+  130  interrupted (Ctrl-C); what was saved is kept, the same command continues"""
 
 _RUN_EPILOG = """By default one worker process runs per CPU core, one torch thread each
 (on a CPU, small models train 10-20x faster per thread that way than with several threads
@@ -52,11 +65,15 @@ def _device(cmd: argparse.ArgumentParser, default: str | None = "auto") -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    fmt = argparse.RawDescriptionHelpFormatter
     ap = argparse.ArgumentParser(prog="threeregime", description="Three-regime model of "
                                  "network pruning: sweeps, regimes, phase diagrams, advice.",
-                                 epilog="'threeregime COMMAND --help' shows a command's options.")
+                                 epilog="'threeregime COMMAND --help' shows a command's "
+                                 f"options.\n\n{_EXIT_CODES}", formatter_class=fmt)
+    ap.add_argument("--version", action="version", version=f"threeregime {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    fmt = argparse.RawDescriptionHelpFormatter
 
     r = sub.add_parser("run", help="run or resume a sweep", epilog=_RUN_EPILOG,
                        formatter_class=fmt, description="Run or resume a sweep; print its "
@@ -95,6 +112,27 @@ def _parser() -> argparse.ArgumentParser:
              ("sweep", "sweep directory"), ("output", "output .nc path"))
     _device(_command(sub, "point", "run one point end to end", ("point", "point YAML file"),
                      ("-o", "--output", "write the point Dataset to this .nc file")))
+
+    t = _command(sub, "table", "the phase diagram cell by cell as a Markdown table",
+                 ("results", "results .nc file or sweep directory"))
+    t.add_argument("--rule", default=None, metavar="NAME", help="classify with this rule "
+                   "(threeregime.rules.RULES; default: the file's own regimes)")
+    pl = sub.add_parser("plan", help="what a sweep would train, and roughly how long",
+                        description="Count the dense models, retrainings and measured points "
+                        "of a sweep (and how many --out holds already) and estimate the time "
+                        "from a short calibration run on this machine. Trains nothing, "
+                        "writes nothing.")
+    pl.add_argument("sweep", help="sweep YAML file")
+    pl.add_argument("--out", help="sweep directory whose finished stages count as cached")
+    pl.add_argument("--workers", default="auto", metavar="auto|N",
+                    help="worker processes of the run (default auto: one per CPU core)")
+    pl.add_argument("--threads", type=int, default=None,
+                    help="torch threads per process (default 1 on CPU)")
+    pl.add_argument("--engine", default="vmap", choices=["vmap", "loop"],
+                    help="training engine of the run (default vmap)")
+    pl.add_argument("--no-calibrate", action="store_true",
+                    help="counts only: build no model, time nothing")
+    _device(pl)
 
     a = sub.add_parser("advise", help="which way to move a temperature-like hyperparameter",
                        epilog=_ADVISE_EPILOG, formatter_class=fmt,
@@ -234,8 +272,8 @@ def _open(path: str):
 
 
 def _plot(args) -> int:
+    from ._paths import check_output_path
     from .plotting import PhaseDiagram, plot_phase_diagrams, save
-    from .storage import check_output_path
 
     res = Path(args.results)
     default = (res / "results.png") if res.is_dir() else res.with_suffix(".png")
@@ -254,7 +292,8 @@ def _plot(args) -> int:
 
 
 def _export(args) -> int:
-    from .storage import check_output_path, export
+    from ._paths import check_output_path
+    from .storage import export
 
     check_output_path(args.output)
     ds = _open(args.sweep)
@@ -264,8 +303,9 @@ def _export(args) -> int:
 
 
 def _point(args) -> int:
+    from ._paths import check_output_path
     from .driver import run_point
-    from .storage import check_output_path, write_dataset
+    from .storage import write_dataset
 
     if args.output:
         check_output_path(args.output, name="--output")
@@ -346,8 +386,61 @@ def _advise(args) -> int:
     return 0
 
 
+def _table(args) -> int:
+    from .rules import get_rule
+    from .tables import results_table
+
+    if args.rule is not None:
+        get_rule(args.rule)
+    print(results_table(_open(args.results), rule=args.rule))
+    return 0
+
+
+def _plan(args) -> int:
+    from .estimate import plan_report
+    from .executors import resolve_workers
+    from .spec import load_yaml
+
+    workers = resolve_workers(args.workers)
+    if args.threads is not None and args.threads < 1:
+        raise SpecError(f"--threads must be an integer >= 1; got {args.threads}")
+    if args.out is not None and not Path(args.out).is_dir():
+        raise SpecError(f"--out {args.out}: no such sweep directory (nothing is cached)")
+    spec = load_yaml(args.sweep, kind="sweep")
+    print(plan_report(spec, args.out, workers=workers, device=args.device,
+                      threads=args.threads, engine=args.engine,
+                      calibrate=not args.no_calibrate))
+    return 0
+
+
 _COMMANDS = {"run": _run, "status": _status, "plot": _plot, "export": _export,
-             "point": _point, "advise": _advise}
+             "point": _point, "advise": _advise, "table": _table, "plan": _plan}
+
+
+@contextlib.contextmanager
+def _progress_log(args):
+    """INFO lines of the package's loggers on stderr while a ``run`` or ``point`` works, when
+    stderr is not a terminal (a Slurm log has no progress bars) and ``--quiet`` is not given;
+    nothing is configured otherwise."""
+    import logging
+
+    on = (args.cmd in ("run", "point") and not getattr(args, "quiet", False)
+          and not sys.stderr.isatty())
+    if not on:
+        yield
+        return
+    log = logging.getLogger("threeregime")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s",
+                                           "%Y-%m-%d %H:%M:%S"))
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -356,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     # a second Ctrl-C while cleaning up still stops promptly
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return _COMMANDS[args.cmd](args)
+        with _progress_log(args):
+            return _COMMANDS[args.cmd](args)
     except ThreeRegimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

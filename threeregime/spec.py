@@ -41,6 +41,7 @@ from .spec_io import (
     read_yaml,
     same_value,
     spec_hash,
+    spec_kind,
     to_dict,
 )
 from .spec_io import field_error as _err
@@ -482,27 +483,12 @@ class SweepSpec:
 _KINDS: dict[str, type] = {"sweep": SweepSpec, "point": PointSpec}
 
 
-def _guess_kind(raw: dict) -> str:
-    """``"sweep"`` when more top-level keys are (or nearly are) sweep fields than point fields,
-    else ``"point"``: a sweep whose ``axes`` is misspelt (``axis:``) is still judged a sweep,
-    so its error says "did you mean 'axes'" as the command line's does."""
-    def score(cls: type) -> int:
-        names = [f.name for f in dataclasses.fields(cls)]
-        return sum(str(k) in names or bool(did_you_mean(str(k), names)) for k in raw)
-
-    return "sweep" if score(SweepSpec) > score(PointSpec) else "point"
-
-
 def load_yaml(path: str | Path, kind: str | None = None) -> Any:
-    """Read a sweep (``kind="sweep"``) or point spec (``"point"``) from YAML; errors name the
-    file.  ``kind=None`` guesses it from the top-level keys (:func:`_guess_kind`)."""
-    if kind is not None and kind not in _KINDS:
-        raise SpecError(f"kind must be one of {', '.join(_KINDS)} or None; got {kind!r}"
-                        f"{did_you_mean(str(kind), _KINDS)}")
+    """Read a sweep or point spec (``kind``; None: guessed by :func:`spec_kind`) from YAML."""
     p = Path(path)
     raw = read_yaml(p)
-    if kind is None:
-        kind = _guess_kind(raw)
+    kind = spec_kind(raw, kind, {k: [f.name for f in dataclasses.fields(c)]
+                                 for k, c in _KINDS.items()})
     if kind == "sweep" and "axes" not in raw and "base" not in raw and set(raw) <= {
             f.name for f in dataclasses.fields(PointSpec)}:
         raise SpecError(f"{p}: is a point spec (no axes); run it with `threeregime point {p}`, "

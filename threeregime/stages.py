@@ -82,7 +82,6 @@ class RunOptions:
         if self.max_members is None:
             self.max_members = MAX_MEMBERS_CUDA if dev.type == "cuda" else MAX_MEMBERS
         check_pos_int("max_members", self.max_members)
-        check_pos_int("threads", self.threads, allow_none=True)
         if self.memory_budget is None:
             self.memory_budget = _default_budget(dev)
         if isinstance(self.memory_budget, bool) or not isinstance(

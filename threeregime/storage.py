@@ -119,6 +119,7 @@ import xarray as xr
 
 from ._artifacts import atomic_write
 from ._errors import ResultsError, SpecError
+from ._paths import check_output_path, looks_like_netcdf
 from ._schema import (
     REPLICATE_DIMS,
     STATUS,
@@ -439,53 +440,10 @@ def open_sweep(path: str | os.PathLike) -> xr.Dataset:
         path = target
     elif not path.exists():
         raise ResultsError(f"{path}: no such results file or sweep folder")
-    elif not _looks_like_netcdf(path):
+    elif not looks_like_netcdf(path):
         raise ResultsError(f"{path}: not a netCDF results file (no netCDF or HDF5 signature); "
                            "give a results .nc file or a sweep folder")
     return read_point(path)
-
-
-#: how netCDF files begin: classic (CDF 1, 2, 5) or netCDF-4 / HDF5, whose signature may sit
-#: after a user block of 512, 1024, 2048 ... bytes
-_CDF_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-
-
-def _looks_like_netcdf(path: Path) -> bool:
-    """Whether ``path`` starts as a netCDF file does (a user's own file, a script or a PNG does
-    not; a truncated results file does, and is reported as corrupt by :func:`read_point`)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if head[:4] in _CDF_MAGIC or head == _HDF5_MAGIC:
-                return True
-            offset = 512
-            while offset < 1 << 20:
-                f.seek(offset)
-                if f.read(8) == _HDF5_MAGIC:
-                    return True
-                offset *= 2
-    except OSError:
-        return True             # unreadable: read_point reports it
-    return False
-
-
-def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] | None = None,
-                      name: str = "output") -> Path:
-    """``path`` as a file to write: its folder existing (nothing is created) and, when
-    ``suffixes`` are given, its suffix one of them; else a one-line SpecError.  Called before
-    any work."""
-    p = Path(path)
-    if suffixes is not None and p.suffix.lower() not in suffixes:
-        raise SpecError(f"{name} {p} must end in {' or '.join(suffixes)}; got "
-                        f"{p.suffix or '(no suffix)'!r}")
-    if p.is_dir():
-        raise SpecError(f"{name} {p} is a directory; give a file path inside it")
-    parent = p.parent
-    if not parent.is_dir():
-        raise SpecError(f"{name} {p}: directory {parent} does not exist; create it first or "
-                        "choose another path")
-    return p
 
 
 _EXPORT_FORMATS = ("netcdf",)
