@@ -26,8 +26,8 @@ PKG = Path(__file__).resolve().parents[1] / "threeregime"
 TORCH = {"torch", "torchvision", "functorch"}
 #: the torch-free half, by layer: a module imports only modules of a lower layer
 LAYERS = {"_errors": 0, "_registry": 1, "_artifacts": 1, "spec_io": 1, "_schema": 1, "_paths": 1,
-          "spec": 2,
-          "plan": 3, "storage": 3, "features": 3, "rules": 3.5, "regimes": 4, "calibrate": 4.5,
+          "spec": 2, "plan": 3, "storage": 3, "features": 3, "rules": 3.5, "regimes": 4,
+          "_advice_text": 4.2, "calibrate": 4.5,
           "advice": 5, "_plot_text": 5.5, "validation": 6, "plotting": 6, "tables": 6,
           "accessor": 7, "__init__": 8}
 #: front ends that may use both halves
