@@ -351,6 +351,7 @@ def test_plan_counts_cached_work_and_estimates(tiny_result, tiny_spec, tmp_path,
     assert fresh.counts == {"dense": (1, 0), "retrain": (8, 0), "measure": (4, 0)}
     assert len(fresh.seconds_per_step) == 2 and all(
         0 < s < 10 for s in fresh.seconds_per_step.values())
+    assert fresh.stage_seconds["start-up"] > 0          # the data was made and timed
     expected = sum(fresh.stage_seconds.values())
     assert 0 < fresh.estimate_s == pytest.approx(expected)
     assert cli.main(["plan", str(spec_file), "--out", str(work), "--workers", "2",

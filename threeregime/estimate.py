@@ -7,13 +7,18 @@ distinct (data, model, batch size, SAM) of the spec are timed on this machine, a
 of as many members as the run trains at once, with the run's device, threads and engine
 (:func:`time_steps`), and scaled by the steps left; measurements are counted as forward passes
 at a third of a training step's cost per example; each stage's work is divided over the
-workers it can keep busy.  Not counted: worker start-up (seconds per worker), making or
-loading the data, pruning and N:M / channel specifics.
+workers it can keep busy.  Start-up is added: the run's process and (with workers) a pool
+worker each import the stages (timed in a fresh interpreter) and make the data (timed).  Not
+counted: reading and writing checkpoints and results, pruning, N:M / channel specifics; so a
+tiny sweep, where these dominate, takes longer than estimated.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,8 +75,7 @@ class PlanReport:
         if math.isfinite(self.estimate_s):
             per = ", ".join(f"{k} {_duration(v)}" for k, v in self.stage_seconds.items())
             lines.append(f"  estimate: about {_duration(self.estimate_s)} on {self.workers} "
-                         f"worker(s) ({per}) plus start-up; a rough estimate scaled from the "
-                         "calibration")
+                         f"worker(s) ({per}); a rough estimate scaled from the calibration")
         return "\n".join(lines)
 
 
@@ -145,10 +149,14 @@ def plan_report(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
                   "measure": (len(plan.points), len(plan.points) - len(points))}
     data_of: dict[str, Any] = {}
 
+    data_s = [0.0]                              # time to make / load the data, measured
+
     def data(p):
         key = canonical_json(p.data)
         if key not in data_of:
+            t0 = time.perf_counter()
             data_of[key] = load_data(p.data)
+            data_s[0] += time.perf_counter() - t0
         return data_of[key]
 
     work: dict[str, list] = {"dense": [], "retrain": [], "measure": []}
@@ -196,9 +204,22 @@ def plan_report(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
             seconds[stage] += (amount * per_step / batch / 3 if stage == "measure"
                                else amount * per_step)
     rep.seconds_per_step = timed
-    rep.stage_seconds = {k: v / max(1, min(workers, tasks[k])) for k, v in seconds.items()}
+    # start-up: the run's process, and with workers a pool worker too, imports the package and
+    # torch (timed in a fresh interpreter) and makes the data (timed above)
+    rep.stage_seconds = {"start-up": (_import_seconds() + data_s[0]) * (2 if workers > 1 else 1)}
+    rep.stage_seconds.update({k: v / max(1, min(workers, tasks[k])) for k, v in seconds.items()})
     rep.estimate_s = sum(rep.stage_seconds.values())
     return rep
+
+
+def _import_seconds() -> float:
+    """Wall seconds a fresh interpreter takes to import the stages (torch included), as a
+    spawned pool worker does before its first task."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import threeregime.stages"], env=env, check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
 
 
 def _n(d: Any) -> int:
