@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 from scipy.stats import t as student_t
+
 from threeregime.analysis.features import cell_stats
 from threeregime.analysis.rules import classify_with_rule, get_rule
 from threeregime.analysis.validation import validate_advice

@@ -3,7 +3,8 @@
     python benchmarks/demo_table.py validation/corpus/demo_epochs.nc
     python benchmarks/demo_table.py results/quick.nc --compare validation/quick_seeds4567.nc
 
-Each cell: the regime under the default rule (``?`` = uncertain: the label flips across dense
+The table is :func:`threeregime.analysis.tables.results_table` (also ``threeregime table FILE`` and
+``ds.threeregime.table()``).  Each cell: the regime under the default rule (``?`` = uncertain: the label flips across dense
 seeds or the barrier is within one standard error of its threshold), the retrained test error
 (mean over dense x retraining seeds, the column's best in bold), mc in % of the train error
 (negative = barrier) and softmax CKA, both means over dense seeds.  ``--compare`` prints how
@@ -18,8 +19,8 @@ import numpy as np
 
 import threeregime as tr
 from threeregime.analysis.regimes import decode
-
-RESOLVED = ("I", "II-A", "II-B")
+from threeregime.analysis.rules import DEFAULT_RULE
+from threeregime.analysis.tables import RESOLVED, results_table
 
 
 def _labelled(path: str):
@@ -29,30 +30,8 @@ def _labelled(path: str):
 
 
 def table(path: str) -> str:
-    ds, c, names = _labelled(path)
-    t = "epochs" if "epochs" in c["regime"].dims else c["regime"].dims[0]
-    load = [d for d in c["regime"].dims if d != t][0]
-    te = c["test_error_mean"]
-    rows = list(ds[t].values)
-    if ds[t].attrs.get("hotter") == "increasing":
-        rows = rows[::-1]
-    cols = list(ds[load].values)
-    out = [f"| {t} \\ {load} | " + " | ".join(f"{v:g}" for v in cols) + " |",
-           "|---" * (len(cols) + 1) + "|"]
-    for i, r in enumerate(rows):
-        tag = " (hottest)" if i == 0 else " (coldest)" if i == len(rows) - 1 else ""
-        cells = []
-        for v in cols:
-            at = {t: r, load: v}
-            lab = str(names.sel(at).values)
-            unsure = "?" if int(c["regime_uncertain"].sel(at)) and lab in RESOLVED else ""
-            e = float(te.sel(at))
-            best = np.isclose(e, float(te.sel({load: v}).min()))
-            err = f"**{100 * e:.1f} %**" if best else f"{100 * e:.1f} %"
-            cells.append(f"{lab}{unsure}: {err} / {100 * float(c['lmc_mean'].sel(at)):.1f} / "
-                         f"{float(c['cka_mean'].sel(at)):.3f}")
-        out.append(f"| {r:g}{tag} | " + " | ".join(cells) + " |")
-    return "\n".join(out)
+    """The table of :func:`threeregime.analysis.tables.results_table`, labelled by the default rule."""
+    return results_table(tr.open_sweep(path).load(), rule=DEFAULT_RULE)
 
 
 def compare(a: str, b: str) -> str:

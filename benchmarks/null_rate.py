@@ -18,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _results_synth import synthetic_sweep  # noqa: E402
+
 from threeregime.analysis.rules import classify_with_rule, get_rule  # noqa: E402
 
 

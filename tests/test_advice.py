@@ -314,3 +314,67 @@ def test_advice_beats_naive_rules_on_quick_sweep():
     # hid it.  A magnitude criterion belongs to the recalibration (issue 18 item 6).
     adv = advise_dataset(ds, {"epochs": 5, "density": 0.5})
     assert adv.regime == "I" and adv.evidence["lmc_mean"] > -0.01
+
+
+# --------------------------------------------------------------------------- the display
+# (issue 20): column, neighbours with intervals, dense error, two confidences named apart
+def test_confidence_text_names_its_kind_with_sensible_digits():
+    from threeregime.analysis.advice_text import confidence_text
+
+    assert confidence_text(0.9999999998682632, "probability") == "probability > 0.999"
+    assert confidence_text(0.934, "probability") == "probability 0.93"
+    assert confidence_text(1e-6, "probability") == "probability < 0.001"
+    assert confidence_text(0.75, "seed agreement", 4) == "3/4 dense seeds agree"
+    assert confidence_text(math.nan, "seed agreement") == "no seed agreement with one model"
+
+
+def test_sweep_advice_shows_column_neighbours_best_and_dense_error():
+    from scipy import stats
+
+    ds = synthetic_sweep(0)
+    adv = advise_dataset(ds, {"epochs": 20, "density": 0.05})
+    ev = adv.evidence
+    assert adv.confidence_kind == "seed agreement" and ev["n_dense_seeds"] == 3
+    col = ds["test_error"].sel(density=0.05)                   # (epochs, dense, retrain)
+    means = col.mean(["dense_seed", "retrain_seed"])
+    assert ev["best_value"] == float(means.idxmin("epochs"))
+    assert ev["best_test_error"] == pytest.approx(float(means.min()))
+    for row in ev["column"]:                                   # every value, from the data
+        v = col.sel(epochs=row["value"]).values.ravel()
+        lo, hi = stats.t.interval(0.95, v.size - 1, loc=v.mean(), scale=stats.sem(v))
+        assert row["test_error"] == pytest.approx(v.mean())
+        assert row["ci95"] == pytest.approx((hi - lo) / 2) and row["n"] == v.size
+    assert ev["dense_test_error"] == pytest.approx(
+        float(ds["dense_test_error"].sel(epochs=20, density=0.05).mean()))
+    text = str(adv)
+    assert text.splitlines()[0].endswith(f"regime {adv.regime}, "
+                                         f"{round(3 * adv.confidence)}/3 dense seeds agree)")
+    line = next(ln for ln in text.splitlines() if ln.startswith("  test error by epochs"))
+    here = ev["column"][[r["value"] for r in ev["column"]].index(20.0)]
+    assert (f"20 (here): {100 * here['test_error']:.1f} +/- {100 * here['ci95']:.1f} %"
+            in line)
+    assert "10: " in line and "40: " in line and "5: " not in line.split(";")[0]
+    assert line.endswith(f"best epochs in the column: {ev['best_value']:g} "
+                         f"({100 * ev['best_test_error']:.1f} %)")
+    assert f"dense model: test error {100 * ev['dense_test_error']:.2f} %" in text
+    legacy = advise_dataset(ds, {"epochs": 20, "density": 0.05}, rule="legacy")
+    assert legacy.confidence_kind == "probability"
+    assert "probability" in str(legacy).splitlines()[0]
+
+
+def test_advice_to_dict_frame_and_html():
+    import json
+
+    adv = advise_dataset(synthetic_sweep(0), {"epochs": 20, "density": 0.05})
+    d = adv.to_dict()
+    back = json.loads(json.dumps(d))
+    assert back["regime"] == adv.regime and back["evidence"]["lmc"] == adv.evidence["lmc"]
+    assert Advice(**back) == Advice(**d)                       # plain values, same fields
+    frame = adv.to_frame()
+    assert frame.shape[0] == 1
+    row = frame.iloc[0]
+    assert row["move"] == adv.move and row["confidence_kind"] == "seed agreement"
+    assert row["best_value"] == adv.evidence["best_value"] and row["rule"] == DEFAULT_RULE
+    html = adv._repr_html_()
+    assert html.startswith("<div class='threeregime-advice'><strong>Advice: ")
+    assert html.count("<tr>") == len(str(adv).splitlines()) - 1

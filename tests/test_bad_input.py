@@ -450,3 +450,199 @@ def test_output_directory_cannot_be_created(tmp_path, monkeypatch, capsys):
 def test_catalogue_size():
     # 43 spec files + 5 registry-level specs + 11 results/disk cases above
     assert len(SPEC_CASES) + len(RUNTIME_CASES) >= 30
+
+
+# --------------------------------------------------------------------------- every CLI path,
+# before any work (issue 20): one line, nothing created
+@pytest.fixture
+def untrained_checkpoint(tmp_path):
+    """A full-width cnn1d, never trained (chance level on MNIST-1D), saved as a state dict."""
+    torch = pytest.importorskip("torch")
+    from threeregime.data.sources import load_data
+    from threeregime.models.zoo import build_model
+    from threeregime.spec.specs import DataSpec, ModelSpec
+
+    data = load_data(DataSpec(name="mnist1d"))
+    m = build_model(ModelSpec(name="cnn1d"), data.input_shape, data.num_classes, seed=0)
+    ck = tmp_path / "model.pt"
+    torch.save(m.state_dict(), ck)
+    return ck
+
+
+def _no_stages(monkeypatch):
+    """Fail the test if advise gets as far as retraining."""
+    from threeregime import advisor as C
+
+    def never(*a, **k):
+        raise AssertionError("advise retrained before rejecting its arguments")
+    monkeypatch.setattr(C, "_run_stages", never)
+
+
+def test_advise_unknown_rule_before_any_training(untrained_checkpoint, tmp_path, capsys,
+                                                 monkeypatch):
+    from threeregime.analysis.rules import RULES
+
+    _no_stages(monkeypatch)
+    cache = tmp_path / "cache"
+    before = _hashes(tmp_path)
+    assert main(["advise", str(untrained_checkpoint), "--density", "0.05", "--rule", "paper",
+                 "--cache-dir", str(cache)]) == 2
+    assert _one_line(capsys.readouterr().err) == (
+        f"error: rule must be one of {', '.join(RULES)}; got 'paper' (did you mean "
+        "'paper_step'?)")
+    assert not cache.exists() and _hashes(tmp_path) == before
+    # the library function too, before it evaluates or stores anything
+    import threeregime
+    from threeregime.advisor import load_checkpoint
+
+    model, data = load_checkpoint(untrained_checkpoint)
+    with pytest.raises(SpecError, match=r"^rule must be one of .*; got 'paper' \(did you mean "):
+        threeregime.advise(model, data, target_density=0.05, hyperparameter="epochs",
+                           rule="paper", cache_dir=cache)
+    assert not cache.exists()
+
+
+def test_plot_a_file_that_is_not_netcdf(tmp_path, capsys):
+    notes = tmp_path / "notes.py"
+    notes.write_text("print('my own script')\n")
+    before = _hashes(tmp_path)
+    assert main(["plot", str(notes)]) == 2
+    assert _one_line(capsys.readouterr().err) == (
+        f"error: {notes}: not a netCDF results file (no netCDF or HDF5 signature); give a "
+        "results .nc file or a sweep folder")
+    assert _hashes(tmp_path) == before                 # no notes.png, the script untouched
+    import threeregime
+
+    with pytest.raises(ResultsError, match="not a netCDF results file"):
+        threeregime.open_sweep(notes)
+
+
+def _results(tmp_path) -> Path:
+    from _results_synth import synthetic_sweep
+
+    from threeregime.results.storage import write_dataset
+
+    return write_dataset(synthetic_sweep(0), tmp_path / "x.nc")
+
+
+def test_export_into_a_missing_folder(tmp_path, capsys):
+    src = _results(tmp_path)
+    target = tmp_path / "no" / "such" / "dir" / "out.nc"
+    assert main(["export", str(src), str(target)]) == 2
+    assert _one_line(capsys.readouterr().err) == (
+        f"error: output {target}: directory {target.parent} does not exist; create it first "
+        "or choose another path")
+    assert not (tmp_path / "no").exists()
+    import threeregime
+
+    with pytest.raises(SpecError, match=rf"^path {target}: directory .* does not exist"):
+        threeregime.results.storage.export(threeregime.open_sweep(src), target)
+    assert not (tmp_path / "no").exists()
+
+
+def test_plot_and_point_outputs_checked_before_work(tmp_path, capsys):
+    src = _results(tmp_path)
+    before = _hashes(tmp_path)
+    assert main(["plot", str(src), "-o", str(tmp_path / "fig.txt")]) == 2
+    assert _one_line(capsys.readouterr().err) == (
+        f"error: --output {tmp_path / 'fig.txt'} must end in .png or .pdf or .svg; got '.txt'")
+    assert main(["plot", str(src), "-o", str(tmp_path / "new" / "fig.png")]) == 2
+    assert _one_line(capsys.readouterr().err).startswith(
+        f"error: --output {tmp_path / 'new' / 'fig.png'}: directory {tmp_path / 'new'} does "
+        "not exist")
+    point = tmp_path / "p.yaml"
+    point.write_text("data: {name: mnist1d}\nretrain_seeds: [0, 1]\n")
+    before = _hashes(tmp_path)
+    assert main(["point", str(point), "-o", str(tmp_path / "new" / "p.nc")]) == 2
+    assert _one_line(capsys.readouterr().err).startswith(
+        f"error: --output {tmp_path / 'new' / 'p.nc'}: directory {tmp_path / 'new'} does not "
+        "exist")
+    assert _hashes(tmp_path) == before and not (tmp_path / "new").exists()
+
+
+def test_advise_checkpoint_options_with_a_results_file(tmp_path, capsys):
+    src = _results(tmp_path)
+    assert main(["advise", str(src), "--point", "epochs=20", "--density", "0.05"]) == 2
+    assert _one_line(capsys.readouterr().err) == (
+        "error: --density is only used with a checkpoint; a results file's cell is chosen with "
+        "--point AXIS=VALUE (e.g. --point density=0.05)")
+
+
+def test_load_yaml_misspelt_axes_says_did_you_mean_as_the_cli(tmp_path, capsys):
+    f = tmp_path / "s.yaml"
+    f.write_text(BASE.replace("axes:", "axis:"))
+    with pytest.raises(SpecError) as info:
+        load_yaml(f)                                    # kind guessed: a sweep
+    expected = (f"{f}: axis: unknown key (did you mean 'axes'?); allowed: axes, base, "
+                "dense_seeds, description, name")
+    assert str(info.value) == expected
+    assert run_inline(str(f), "--out", str(tmp_path / "o"), "--quiet") == 2
+    assert _one_line(capsys.readouterr().err) == f"error: {expected}"
+    assert not (tmp_path / "o").exists()
+    # a point spec is still judged a point spec
+    p = tmp_path / "p.yaml"
+    p.write_text("data: {name: mnist1d}\nretrain_seed: [0, 1]\n")
+    with pytest.raises(SpecError, match=r"retrain_seed: unknown key \(did you mean "
+                                        r"'retrain_seeds'\?\)"):
+        load_yaml(p)
+    with pytest.raises(SpecError, match=r"kind must be one of sweep, point; got "
+                                        r"'swep' \(did you mean 'sweep'\?\)"):
+        load_yaml(f, kind="swep")
+
+
+def test_status_of_a_missing_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["status", "runs/nothere"]) == 2
+    assert _one_line(capsys.readouterr().err) == (
+        "error: runs/nothere: no such sweep directory; give a sweep directory or a sweep YAML "
+        "file")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_advise_warns_about_a_chance_level_dense_model(untrained_checkpoint, tmp_path, capsys,
+                                                       monkeypatch):
+    from threeregime import advisor as C
+
+    def fake(root, dkey, spec, problem, opts):        # measurements, without retraining
+        k = len(spec.retrain_seeds)
+        return ({"lmc": [-0.1] * (k * (k - 1) // 2), "cka": [0.6] * (k * (k - 1) // 2),
+                 "test_error": [0.5] * k, "train_error": [0.4] * k}, spec.prune.density, False)
+    monkeypatch.setattr(C, "_run_stages", fake)
+    assert main(["advise", str(untrained_checkpoint), "--density", "0.05", "--cache-dir",
+                 str(tmp_path / "c")]) == 0
+    captured = capsys.readouterr()
+    warning = _one_line(captured.err)
+    m = re.fullmatch(r"warning: the dense model is at chance level: train error (\d+\.\d) %, test "
+                     r"error (\d+\.\d) % \(chance 90\.0 % for 10 classes\); its advice describes "
+                     r"an untrained model: check that it is trained, and on this data", warning)
+    assert m and float(m[1]) >= 81.0, warning             # >= 0.9 x chance
+    # ... and the Advice shows the dense model's own error
+    assert re.search(r"dense model: test error \d+\.\d\d %, train error \d+\.\d\d %",
+                     captured.out), captured.out
+    import threeregime
+    from threeregime.advisor import load_checkpoint
+
+    model, data = load_checkpoint(untrained_checkpoint)
+    with pytest.warns(ThreeRegimeWarning, match="the dense model is at chance level"):
+        adv = threeregime.advise(model, data, target_density=0.05, hyperparameter="epochs",
+                                 cache_dir=tmp_path / "c")
+    assert adv.evidence["dense_train_error"] == pytest.approx(float(m[1]) / 100, abs=1e-3)
+    assert adv.evidence["dense_test_error"] == pytest.approx(float(m[2]) / 100, abs=1e-3)
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (["--threads", "0"], "--threads must be an integer >= 1; got 0"),
+    (["--threads", "-2"], "--threads must be an integer >= 1; got -2"),
+    (["--memory-budget", "-1"], "--memory-budget must be a number of GiB > 0; got -1"),
+    (["--slurm-timeout", "0"], "--slurm-timeout must be an integer >= 1 (minutes); got 0")])
+def test_run_numeric_options_before_any_work(tmp_path, capsys, option, message):
+    f = tmp_path / "s.yaml"
+    f.write_text(BASE)
+    assert run_inline(str(f), "--out", str(tmp_path / "o"), *option) == 2
+    assert _one_line(capsys.readouterr().err) == f"error: {message}"
+    assert not (tmp_path / "o").exists()
+    from threeregime.sweep.driver import run_sweep
+
+    with pytest.raises(SpecError, match=r"^threads must be an integer >= 1 or null; got 0$"):
+        run_sweep(f, tmp_path / "o", threads=0, progress=False)
+    assert not (tmp_path / "o").exists()

@@ -9,9 +9,9 @@ import pytest
 import scipy.stats
 import xarray as xr
 from _results_synth import TRUTH, synthetic_sweep
+
 from threeregime.analysis.features import cell_stats
 from threeregime.analysis.rules import classify_with_rule, get_rule
-
 from threeregime.stats import mean_sem, pooled_sem, t_interval, unit_means
 
 CORPUS = Path(__file__).resolve().parents[1] / "validation" / "corpus"

@@ -201,6 +201,7 @@ def test_axis_attrs_let_a_reader_do_without_the_package(tmp_path):
 
 def test_export_open_round_trip_identical(tmp_path):
     ds = _classified(skip={(5, 0.05, 0)})
+    (tmp_path / "sweep").mkdir()             # export creates no folder (issue 20)
     path = export(ds, tmp_path / "sweep" / "results.nc")
     assert path == tmp_path / "sweep" / "results.nc"
     for target in (path, tmp_path / "sweep"):
@@ -275,9 +276,12 @@ def test_corrupt_and_missing_files(tmp_path):
     with pytest.raises(ResultsError, match=r"p\.nc: corrupt or unreadable results file .*"
                                            r"delete it to recompute"):
         read_point(path)
-    (tmp_path / "junk.nc").write_text("not netcdf")
-    with pytest.raises(ResultsError, match="delete it to recompute"):
+    (tmp_path / "junk.nc").write_text("not netcdf")  # a user's own file: not told to delete it
+    with pytest.raises(ResultsError, match=r"junk\.nc: not a netCDF results file \(no netCDF or "
+                                           r"HDF5 signature\); give a results \.nc file"):
         open_sweep(tmp_path / "junk.nc")
+    with pytest.raises(ResultsError, match="delete it to recompute"):
+        open_sweep(path)                                # a truncated results file is
     with pytest.raises(ResultsError, match="results file not found"):
         read_point(tmp_path / "nope.nc")
     with pytest.raises(ResultsError, match="no such results file or sweep folder"):

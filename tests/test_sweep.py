@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import numpy as np
 import pytest
@@ -253,3 +254,111 @@ def test_memory_budget_sizes_the_ensembles(tiny_spec):
     assert sizes(tight) == [3, 3, 2]
     with pytest.raises(threeregime.SpecError, match="memory_budget must be a positive"):
         RunOptions(memory_budget=0)
+
+
+# --------------------------------------------------------------------------- issue 20: version,
+# exit codes, progress logging, table, plan
+def test_cli_version_and_exit_codes_in_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"threeregime {threeregime.__version__}"
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    assert "exit status:" in text
+    for code in ("0 ", "1 ", "2 ", "130"):
+        assert f"\n  {code}" in text, code
+
+
+def _copy_without_a_point(tiny_result, tiny_spec, tmp_path):
+    import shutil
+
+    out, _ = tiny_result
+    work = tmp_path / "work"
+    shutil.copytree(out, work)
+    plan_sweep(tiny_spec).points[0].path(Store(work)).unlink()
+    spec_file = tmp_path / "tiny.yaml"
+    threeregime.dump_yaml(tiny_spec, spec_file)
+    return spec_file, work
+
+
+def test_cli_run_logs_progress_when_stderr_is_not_a_terminal(tiny_result, tiny_spec, tmp_path,
+                                                              capsys, monkeypatch):
+    spec_file, work = _copy_without_a_point(tiny_result, tiny_spec, tmp_path)
+    args = ["run", str(spec_file), "--out", str(work), "--workers", "1", "--device", "cpu"]
+    assert cli.main(args) == 0                       # capsys' stderr is not a terminal
+    err = capsys.readouterr().err
+    assert "threeregime.sweep.driver INFO sweep 'tiny' in " in err and "3 already done" in err
+    assert "threeregime.sweep.driver INFO measure: 1/1 task(s) done" in err
+    assert "INFO sweep 'tiny': results written to" in err
+    import logging
+
+    assert not logging.getLogger("threeregime").handlers      # removed after the command
+    plan_sweep(tiny_spec).points[0].path(Store(work)).unlink()
+    assert cli.main([*args, "--quiet"]) == 0         # --quiet: no progress of any kind
+    assert "INFO" not in capsys.readouterr().err
+    plan_sweep(tiny_spec).points[0].path(Store(work)).unlink()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert cli.main(args) == 0                       # a terminal: bars, no log lines
+    assert "INFO" not in capsys.readouterr().err
+
+
+def test_table_cli_and_accessor(tiny_result, tmp_path, capsys):
+    from threeregime.analysis.regimes import decode
+
+    out, _ = tiny_result
+    ds = threeregime.open_sweep(out)
+    assert cli.main(["table", str(out)]) == 0
+    text = capsys.readouterr().out.strip()
+    assert text == ds.threeregime.table()
+    lines = text.splitlines()
+    assert lines[0] == "| epochs \\ density | 0.2 | 0.6 |" and lines[1] == "|---|---|---|"
+    names = decode(ds["regime"])
+    te = ds["test_error_mean"]
+    rows = lines[2:]
+    assert [r.split(" |")[0] for r in rows] == ["| 1 (hottest)", "| 2 (coldest)"]
+    for row, ep in zip(rows, [1, 2]):                # every cell from the Dataset itself
+        cells = [c.strip() for c in row.strip("|").split("|")[1:]]
+        for cell, d in zip(cells, [0.2, 0.6]):
+            at = {"epochs": ep, "density": d}
+            label, rest = cell.split(": ", 1)
+            assert label.rstrip("?") == str(names.sel(at).values)
+            err, mc, cka = (x.strip() for x in rest.split(" / "))
+            best = float(te.sel(at)) == float(te.sel(density=d).min())
+            assert err == (f"**{100 * float(te.sel(at)):.1f} %**" if best
+                           else f"{100 * float(te.sel(at)):.1f} %")
+            assert mc == f"{100 * float(ds['lmc_mean'].sel(at)):.1f}"
+            assert cka == f"{float(ds['cka_mean'].sel(at)):.3f}"
+    assert cli.main(["table", str(out), "--rule", "paper"]) == 2
+    assert "rule must be one of" in capsys.readouterr().err
+
+
+def test_plan_counts_cached_work_and_estimates(tiny_result, tiny_spec, tmp_path, capsys):
+    from threeregime.sweep.estimate import plan_report
+
+    spec_file, work = _copy_without_a_point(tiny_result, tiny_spec, tmp_path)
+    before = sorted(p for p in work.rglob("*"))
+    rep = plan_report(spec_file, work, workers=2, device="cpu")
+    assert rep.counts == {"dense": (1, 1), "retrain": (8, 8), "measure": (4, 3)}
+    assert rep.steps["dense"] == 0 and rep.steps["retrain"] == 0
+    # one point left: 1 pair x 3 LMC points x (128 train + 64 test) + 2 models x 192 examples
+    assert rep.steps["measure"] == 1 * 3 * 192 + 2 * 192
+    assert sorted(p for p in work.rglob("*")) == before        # nothing written
+    fresh = plan_report(tiny_spec, None, workers=1, device="cpu")
+    # dense: 2 epochs x 128 // 32 steps; retrain: 8 models x 1 epoch x 4 steps
+    assert fresh.steps["dense"] == 2 * 4 and fresh.steps["retrain"] == 8 * 4
+    assert fresh.counts == {"dense": (1, 0), "retrain": (8, 0), "measure": (4, 0)}
+    assert len(fresh.seconds_per_step) == 2 and all(
+        0 < s < 10 for s in fresh.seconds_per_step.values())
+    assert fresh.stage_seconds["start-up"] > 0          # the data was made and timed
+    expected = sum(fresh.stage_seconds.values())
+    assert 0 < fresh.estimate_s == pytest.approx(expected)
+    assert cli.main(["plan", str(spec_file), "--out", str(work), "--workers", "2",
+                     "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "retrainings          8, 8 cached; 0 optimizer steps left" in text
+    assert "measured points      4, 3 cached" in text
+    assert "estimate: about" in text and "a rough estimate" in text
+    assert cli.main(["plan", str(spec_file), "--out", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --out {tmp_path / 'none'}: no such")

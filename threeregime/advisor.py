@@ -31,6 +31,7 @@ import itertools
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +52,9 @@ from .analysis.advice import (
     check_value,
     make_selection,
 )
-from .errors import DataError, SpecError
+from .analysis.regimes import DEFAULTS as REGIME_DEFAULTS
+from .analysis.rules import check_rule
+from .errors import DataError, SpecError, ThreeRegimeWarning
 from .spec.specs import (
     CKA_INPUTS,
     DataSpec,
@@ -200,6 +203,20 @@ def _checked_inputs(model: Any, data: Any, density: float | None, prune: str,
     return splits, retrain, prune_spec
 
 
+def _dense_errors(model: nn.Module, splits: Any, device: str) -> dict[str, float]:
+    """The dense model's own train and test error, and a warning before any retraining when it
+    is at chance level (untrained, or given the wrong data: its advice is about noise)."""
+    from .training.train import own_errors
+
+    tr, te, chance, k = own_errors(model, splits, device=device)
+    if tr >= REGIME_DEFAULTS["chance_fraction"] * chance:   # as classify's collapse check
+        warnings.warn(f"the dense model is at chance level: train error {100 * tr:.1f} %, "
+                      f"test error {100 * te:.1f} % (chance {100 * chance:.1f} % for {k} "
+                      "classes); its advice describes an untrained model: check that it is "
+                      "trained, and on this data", ThreeRegimeWarning, stacklevel=3)
+    return {"dense_train_error": tr, "dense_test_error": te}
+
+
 def _measure_spec(cka_inputs: str, n_train: int) -> MeasureSpec:
     """LMC and CKA as the paper measures them: CKA on the first min(6400, n) training inputs
     (``cka_inputs="train"``, the default of :func:`advise`) or on the test inputs."""
@@ -305,6 +322,7 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
     hp = check_hyperparameter(hyperparameter)
     value = check_value(value)
     seed_list = check_seeds(seeds)
+    rule = check_rule(rule)                     # an unknown name fails before any training
     if rule is not None and (tau_lmc is not None or tau_cka is not None):
         raise SpecError("tau_lmc / tau_cka are thresholds of the legacy rule; got them with "
                         f"rule={getattr(rule, 'name', rule)!r}")
@@ -317,8 +335,9 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
     spec = PointSpec(prune=prune_spec, retrain=retrain, retrain_seeds=seed_list,
                      measure=_measure_spec(cka_inputs, int(splits.train.x.shape[0])))
     problem = _problem(splits, model_or_ds, loss)
+    opts = RunOptions(device=device, engine=engine, progress=progress)   # validates device
+    dense_errors = _dense_errors(model_or_ds, splits, opts.device)   # warns at chance level
     with _numerics_kept(), _store(cache_dir) as root:
-        opts = RunOptions(device=device, engine=engine, progress=progress)
         # all K retrainings in one ensemble, whatever K: a member's last bits depend on the
         # ensemble it trains in, and advise has always trained the K seeds together
         opts.max_members = max(opts.max_members, len(seed_list))
@@ -333,7 +352,7 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
         tau_lmc=tau_lmc, tau_cka=tau_cka, regime_rule=rule,
         evidence={"pairs": [list(p) for p in pairs], "seeds": list(seed_list),
                   "density": density, "realized_density": float(realized),
-                  "from_cache": bool(from_cache)},
+                  "from_cache": bool(from_cache), **dense_errors},
         rule={"retrain": json.loads(canonical_json(retrain)), "prune": prune})
 
 

@@ -9,19 +9,33 @@
     threeregime advise RESULTS.nc --point epochs=40 --point density=0.05
     threeregime tune SWEEP.yaml --density 0.1 --budget 3 [--start 16] [--out DIR]
 
+    threeregime table RESULTS.nc|DIR [--rule NAME]
+    threeregime plan SWEEP.yaml [--out DIR] [--workers auto|N]
+
 Each command parses its options and calls the library with plain arguments; nothing here
 computes. User errors print one line (``error: ...``) and exit with status 2; Ctrl-C prints
-what was saved and exits with 130.
+what was saved and exits with 130 (:data:`_EXIT_CODES`, shown by ``--help``).  When stderr is
+not a terminal (a Slurm log), ``run`` and ``point`` report progress as ``logging`` lines
+(INFO, from the package's module loggers) instead of progress bars.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import warnings
 from pathlib import Path
 
 from .errors import SpecError, ThreeRegimeError, ThreeRegimeWarning
+
+_EXIT_CODES = """exit status:
+  0    success
+  1    run: the sweep finished, but some stage tasks failed (recorded under DIR/failed;
+       rerun to retry them)
+  2    a user error, reported in one line "error: ..." before any work (bad spec, option,
+       file or folder)
+  130  interrupted (Ctrl-C); what was saved is kept, the same command continues"""
 
 _RUN_EPILOG = """By default one worker process runs per CPU core, one torch thread each
 (on a CPU, small models train 10-20x faster per thread that way than with several threads
@@ -54,16 +68,20 @@ def _command(sub, name: str, text: str, *arguments: tuple[str, ...]) -> argparse
     return cmd
 
 
-def _device(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+def _device(cmd: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    cmd.add_argument("--device", default=default, help="auto (default), cpu, cuda, cuda:N")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    fmt = argparse.RawDescriptionHelpFormatter
     ap = argparse.ArgumentParser(prog="threeregime", description="Three-regime model of "
                                  "network pruning: sweeps, regimes, phase diagrams, advice.",
-                                 epilog="'threeregime COMMAND --help' shows a command's options.")
+                                 epilog="'threeregime COMMAND --help' shows a command's "
+                                 f"options.\n\n{_EXIT_CODES}", formatter_class=fmt)
+    ap.add_argument("--version", action="version", version=f"threeregime {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    fmt = argparse.RawDescriptionHelpFormatter
 
     r = sub.add_parser("run", help="run or resume a sweep", epilog=_RUN_EPILOG,
                        formatter_class=fmt, description="Run or resume a sweep; print its "
@@ -103,6 +121,27 @@ def _parser() -> argparse.ArgumentParser:
     _device(_command(sub, "point", "run one point end to end", ("point", "point YAML file"),
                      ("-o", "--output", "write the point Dataset to this .nc file")))
 
+    t = _command(sub, "table", "the phase diagram cell by cell as a Markdown table",
+                 ("results", "results .nc file or sweep directory"))
+    t.add_argument("--rule", default=None, metavar="NAME", help="classify with this rule "
+                   "(threeregime.rules.RULES; default: the file's own regimes)")
+    pl = sub.add_parser("plan", help="what a sweep would train, and roughly how long",
+                        description="Count the dense models, retrainings and measured points "
+                        "of a sweep (and how many --out holds already) and estimate the time "
+                        "from a short calibration run on this machine. Trains nothing, "
+                        "writes nothing.")
+    pl.add_argument("sweep", help="sweep YAML file")
+    pl.add_argument("--out", help="sweep directory whose finished stages count as cached")
+    pl.add_argument("--workers", default="auto", metavar="auto|N",
+                    help="worker processes of the run (default auto: one per CPU core)")
+    pl.add_argument("--threads", type=int, default=None,
+                    help="torch threads per process (default 1 on CPU)")
+    pl.add_argument("--engine", default="vmap", choices=["vmap", "loop"],
+                    help="training engine of the run (default vmap)")
+    pl.add_argument("--no-calibrate", action="store_true",
+                    help="counts only: build no model, time nothing")
+    _device(pl)
+
     a = sub.add_parser("advise", help="which way to move a temperature-like hyperparameter",
                        epilog=_ADVISE_EPILOG, formatter_class=fmt,
                        description="Advise which way to move a temperature-like "
@@ -110,11 +149,11 @@ def _parser() -> argparse.ArgumentParser:
                        "colder (II-A) or keep (II-B).")
     a.add_argument("checkpoint", help="a saved state_dict (.pt) of a zoo model, or a sweep "
                    "results file (.nc) / sweep directory with --point")
-    a.add_argument("--data", default="mnist1d", help="data source the model was trained on "
+    a.add_argument("--data", default=None, help="data source the model was trained on "
                    "(default mnist1d)")
-    a.add_argument("--model", default="cnn1d", help="zoo architecture (default cnn1d)")
+    a.add_argument("--model", default=None, help="zoo architecture (default cnn1d)")
     a.add_argument("--batchnorm", action="store_true", help="the model has BatchNorm")
-    a.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1)")
+    a.add_argument("--width", type=float, default=None, help="width multiplier (default 1)")
     a.add_argument("--density", type=float,
                    help="target density in (0, 1]: fraction of prunable weights kept "
                    "(required for a checkpoint)")
@@ -123,15 +162,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="default: epochs for a checkpoint, the temperature axis for a .nc")
     a.add_argument("--value", type=float, help="the value the model was trained with "
                    "(reported only)")
-    a.add_argument("--seeds", type=int, default=3, help="retraining seeds (>= 2; default 3)")
+    a.add_argument("--seeds", type=int, default=None, help="retraining seeds (>= 2; default 3)")
     a.add_argument("--epochs", type=int, default=None,
                    help="retraining epochs (default 40; fewer: a quicker, noisier answer)")
     a.add_argument("--point", action="append", default=[], metavar="AXIS=VALUE",
                    help="a cell coordinate of a results file (repeat for every cell axis)")
-    a.add_argument("--prune", default="magnitude", metavar="METHOD",
+    a.add_argument("--prune", default=None, metavar="METHOD",
                    help="pruning method: magnitude (default), global, lamp, random, nm_N_M "
                    "(e.g. nm_2_4: N:M sparse retraining), channel (structured)")
-    a.add_argument("--cka-inputs", default="train", choices=["train", "test"],
+    a.add_argument("--cka-inputs", default=None, choices=["train", "test"],
                    help="inputs of CKA: train (default, as the paper: the first 6400 "
                    "training inputs) or test")
     a.add_argument("--rule", default=None, metavar="NAME",
@@ -140,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--cache-dir", metavar="DIR", default=None,
                    help="store of the retrained models, a sweep directory (default "
                    "$THREEREGIME_CACHE or ~/.cache/threeregime)")
-    _device(a)
+    _device(a, default=None)     # (None: "auto"; only a checkpoint uses it)
 
     t = sub.add_parser("tune", help="tune the temperature of a sweep's base point for pruning",
                        formatter_class=fmt, epilog=_TUNE_EPILOG,
@@ -171,6 +210,15 @@ def _run(args) -> int:
     from .sweep.driver import default_out, run_sweep, sweep_status
     from .sweep.executors import make_executor
 
+    for flag, v, ok, allowed in (
+            ("--threads", args.threads, args.threads is None or args.threads >= 1,
+             "an integer >= 1"),
+            ("--memory-budget", args.memory_budget,
+             args.memory_budget is None or args.memory_budget > 0, "a number of GiB > 0"),
+            ("--slurm-timeout", args.slurm_timeout, args.slurm_timeout >= 1,
+             "an integer >= 1 (minutes)")):
+        if not ok:
+            raise SpecError(f"{flag} must be {allowed}; got {v:g}")
     spec = load_yaml(args.sweep, kind="sweep")
     out = Path(args.out) if args.out else default_out(spec)
     slurm = None
@@ -255,11 +303,12 @@ def _open(path: str):
 
 def _plot(args) -> int:
     from .analysis.plotting import PhaseDiagram, plot_phase_diagrams, save
+    from .results.paths import check_output_path
 
-    ds = _open(args.results)
     res = Path(args.results)
     default = (res / "results.png") if res.is_dir() else res.with_suffix(".png")
-    out = Path(args.output) if args.output else default
+    out = check_output_path(args.output or default, (".png", ".pdf", ".svg"), "--output")
+    ds = _open(args.results)
     if args.var:
         import matplotlib.pyplot as plt
 
@@ -273,8 +322,10 @@ def _plot(args) -> int:
 
 
 def _export(args) -> int:
+    from .results.paths import check_output_path
     from .results.storage import export
 
+    check_output_path(args.output)
     ds = _open(args.sweep)
     path = export(ds, args.output)
     print(f"wrote {path}")
@@ -282,9 +333,12 @@ def _export(args) -> int:
 
 
 def _point(args) -> int:
+    from .results.paths import check_output_path
     from .results.storage import write_dataset
     from .sweep.driver import run_point
 
+    if args.output:
+        check_output_path(args.output, name="--output")
     ds = run_point(args.point, device=args.device)
     cols = ["test_error", "lmc", "cka"]
     for c in cols:
@@ -296,12 +350,44 @@ def _point(args) -> int:
     return 0
 
 
-def _advise(args) -> int:
-    path = Path(args.checkpoint)
-    if path.suffix == ".nc" or path.is_dir():
-        from .analysis.advice import advise_dataset, parse_point
+#: advise options that only a checkpoint uses, and their defaults (None in the parser, so that
+#: one given with a results file is told apart from its default)
+_CHECKPOINT_ONLY = {"data": "mnist1d", "model": "cnn1d", "width": 1.0, "density": None,
+                    "value": None, "seeds": 3, "epochs": None, "prune": "magnitude",
+                    "cka_inputs": "train", "cache_dir": None, "device": "auto"}
 
-        adv = advise_dataset(_open(args.checkpoint), parse_point(args.point),
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """The library's warnings printed at once as ``warning: ...`` lines on stderr (not turned
+    into errors, not with a source line)."""
+    def show(message, category, *rest, **kw):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ThreeRegimeWarning)
+        warnings.showwarning = show
+        yield
+
+
+def _advise(args) -> int:
+    from .analysis.advice import check_density, parse_point
+    from .analysis.rules import get_rule
+
+    path = Path(args.checkpoint)
+    if args.rule is not None:
+        get_rule(args.rule)                      # an unknown rule: before any work
+    point = parse_point(args.point)
+    if path.suffix == ".nc" or path.is_dir():
+        from .analysis.advice import advise_dataset
+
+        given = [k for k in _CHECKPOINT_ONLY if getattr(args, k) is not None]
+        given += ["batchnorm"] if args.batchnorm else []
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise SpecError(f"{flag} is only used with a checkpoint; a results file's cell is "
+                            "chosen with --point AXIS=VALUE (e.g. --point density=0.05)")
+        adv = advise_dataset(_open(args.checkpoint), point,
                              hyperparameter=args.hyperparameter, rule=args.rule)
     else:
         from .advisor import advise, load_checkpoint
@@ -310,17 +396,22 @@ def _advise(args) -> int:
         if args.point:
             raise SpecError(f"--point is only used with a results .nc file; got a checkpoint "
                             f"{path.name}")
+        for k, default in _CHECKPOINT_ONLY.items():
+            if getattr(args, k) is None:
+                setattr(args, k, default)
         if args.density is None:
             raise SpecError("--density must be given for a checkpoint (a number in (0, 1]); "
                             "got none")
+        check_density(args.density)
+        retrain = TrainSpec(epochs=args.epochs) if args.epochs is not None else None
         model, data = load_checkpoint(path, data=args.data, model=args.model,
                                       width=args.width, batchnorm=args.batchnorm)
-        adv = advise(model, data, target_density=args.density,
-                     hyperparameter=args.hyperparameter or "epochs", value=args.value,
-                     seeds=args.seeds,
-                     retrain=TrainSpec(epochs=args.epochs) if args.epochs else None,
-                     cache_dir=args.cache_dir, prune=args.prune, rule=args.rule,
-                     cka_inputs=args.cka_inputs, device=args.device)
+        with _warnings_as_lines():
+            adv = advise(model, data, target_density=args.density,
+                         hyperparameter=args.hyperparameter or "epochs", value=args.value,
+                         seeds=args.seeds, retrain=retrain, cache_dir=args.cache_dir,
+                         prune=args.prune, rule=args.rule, cka_inputs=args.cka_inputs,
+                         device=args.device)
     print(adv)
     return 0
 
@@ -354,8 +445,61 @@ def _tune(args) -> int:
     return 0
 
 
+def _table(args) -> int:
+    from .analysis.rules import get_rule
+    from .analysis.tables import results_table
+
+    if args.rule is not None:
+        get_rule(args.rule)
+    print(results_table(_open(args.results), rule=args.rule))
+    return 0
+
+
+def _plan(args) -> int:
+    from .spec.specs import load_yaml
+    from .sweep.estimate import plan_report
+    from .sweep.executors import resolve_workers
+
+    workers = resolve_workers(args.workers)
+    if args.threads is not None and args.threads < 1:
+        raise SpecError(f"--threads must be an integer >= 1; got {args.threads}")
+    if args.out is not None and not Path(args.out).is_dir():
+        raise SpecError(f"--out {args.out}: no such sweep directory (nothing is cached)")
+    spec = load_yaml(args.sweep, kind="sweep")
+    print(plan_report(spec, args.out, workers=workers, device=args.device,
+                      threads=args.threads, engine=args.engine,
+                      calibrate=not args.no_calibrate))
+    return 0
+
+
 _COMMANDS = {"run": _run, "status": _status, "plot": _plot, "export": _export,
-             "point": _point, "advise": _advise, "tune": _tune}
+             "point": _point, "advise": _advise, "tune": _tune, "table": _table, "plan": _plan}
+
+
+@contextlib.contextmanager
+def _progress_log(args):
+    """INFO lines of the package's loggers on stderr while a ``run`` or ``point`` works, when
+    stderr is not a terminal (a Slurm log has no progress bars) and ``--quiet`` is not given;
+    nothing is configured otherwise."""
+    import logging
+
+    on = (args.cmd in ("run", "point") and not getattr(args, "quiet", False)
+          and not sys.stderr.isatty())
+    if not on:
+        yield
+        return
+    log = logging.getLogger("threeregime")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s",
+                                           "%Y-%m-%d %H:%M:%S"))
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     # a second Ctrl-C while cleaning up still stops promptly
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return _COMMANDS[args.cmd](args)
+        with _progress_log(args):
+            return _COMMANDS[args.cmd](args)
     except ThreeRegimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

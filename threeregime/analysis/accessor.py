@@ -78,6 +78,13 @@ class ThreeRegimeAccessor:
 
         return plot_phase_diagrams(self._ds, **kwargs)
 
+    def table(self, rule: Any = None) -> str:
+        """The phase diagram cell by cell as Markdown: regime, test error, mc %, CKA
+        (:func:`threeregime.analysis.tables.results_table`; ``print(ds.threeregime.table())``)."""
+        from .tables import results_table
+
+        return results_table(self._ds, rule=rule)
+
     def export(self, path: Any, format: str = "netcdf") -> Any:
         """Write the Dataset (:func:`threeregime.results.storage.export`)."""
         from ..results.storage import export

@@ -12,6 +12,7 @@ seed 1) are documented in ``docs/advice_validation.md``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,7 @@ import xarray as xr
 
 from ..errors import SpecError
 from ..spec.specs import AXES, check_choice, check_float, check_pos_int
+from . import advice_text as _text
 from .features import cell_index
 from .regimes import DEFAULTS as _REGIME_DEFAULTS
 from .regimes import REGIMES, classify, find_dims
@@ -180,10 +182,15 @@ class Advice:
     colder, keep, unknown) and ``move`` in the hyperparameter's own words ("train fewer
     epochs", "use a larger batch", ...).  ``value``: the value the dense model was trained with
     (or None).  ``confidence``: the rule's (:func:`threeregime.analysis.regimes.classify`; NaN when
-    unknown).  ``evidence``: ``lmc_mean``, ``lmc_sem``, ``cka_mean``, ``cka_sem``, ``lmc``,
-    ``cka`` (per pair), ``n_pairs``, ``test_error``, ``train_error`` (per retrained model),
-    ``test_error_mean``, ``density``, ``undetermined_reason``, ``uncertain``; ``rule``: the
-    rule used.
+    unknown), of the kind ``confidence_kind`` names: ``"seed agreement"`` (a sweep's rules:
+    the fraction of dense seeds agreeing) or ``"probability"`` (the legacy rule's normal
+    approximation; :mod:`threeregime.analysis.advice_text`).  ``evidence``: ``lmc_mean``,
+    ``lmc_sem``, ``cka_mean``, ``cka_sem``, ``lmc``, ``cka`` (per pair), ``n_pairs``, ``test_error``,
+    ``train_error`` (per retrained model), ``test_error_mean``, ``density``,
+    ``undetermined_reason``, ``uncertain``, ``dense_test_error``, ``dense_train_error``; from
+    a sweep also ``column`` (test error with a 95 % interval of every value along the axis),
+    ``best_value``, ``best_test_error``, ``n_dense_seeds``; ``rule``: the rule used.
+    ``to_dict()``, ``to_frame()`` and an HTML view in notebooks show it.
     """
 
     regime: str
@@ -194,30 +201,27 @@ class Advice:
     confidence: float
     evidence: dict = field(default_factory=dict)
     rule: dict = field(default_factory=dict)
+    confidence_kind: str = ""
 
     def __str__(self) -> str:
-        ev = self.evidence
-        val = "" if self.value is None else f" = {self.value:g}"
-        conf = "n/a" if not np.isfinite(self.confidence) else f"{self.confidence:.2f}"
-        dens = ev.get("density")
-        dens_s = "" if dens is None else f" at density {dens:g}"
-        lines = [f"Advice: {self.move} ({self.direction}; regime {self.regime}, "
-                 f"confidence {conf})",
-                 f"  {self.hyperparameter}{val}{dens_s}; {ev.get('n_pairs', 0)} seed pair(s)",
-                 f"  LMC mc  {_pm(ev.get('lmc_mean'), ev.get('lmc_sem'))}   "
-                 f"{_rule_lines(self.rule, ev)[0]}",
-                 f"  CKA     {_pm(ev.get('cka_mean'), ev.get('cka_sem'), 3)}   "
-                 f"{_rule_lines(self.rule, ev)[1]}"]
-        if ev.get("uncertain"):
-            lines.append("  uncertain: the label flips across dense seeds or sits within one "
-                         "standard error of its threshold")
-        te = ev.get("test_error_mean")
-        if te is not None and np.isfinite(te):
-            lines.append(f"  retrained test error {100 * te:.2f} %")
-        reason = ev.get("undetermined_reason")
-        if self.regime == "undetermined" and reason:
-            lines.append(f"  undetermined: {reason}")
-        return "\n".join(lines)
+        return "\n".join(self._lines())
+
+    def _lines(self) -> list[str]:
+        return _text.text_lines(self, _rule_lines(self.rule, self.evidence), _pm)
+
+    def _repr_html_(self) -> str:
+        return _text.to_html(self._lines())
+
+    def to_dict(self) -> dict:
+        """Every field as plain Python (numbers, strings, lists, dicts): ``json.dumps``-able."""
+        return _text.to_jsonable(dataclasses.asdict(self))
+
+    def to_frame(self) -> Any:
+        """A one-row :class:`pandas.DataFrame` of the labels and the evidence's summaries
+        (``pd.concat`` the frames of several Advices to compare them)."""
+        import pandas as pd
+
+        return pd.DataFrame([_text.summary_row(self)])
 
     def to_dataset(self) -> xr.Dataset:
         """The advice as an :class:`xarray.Dataset` (per-pair and per-model evidence as
@@ -247,7 +251,7 @@ class Advice:
         attrs = {"regime": self.regime, "direction": self.direction, "move": self.move,
                  "hyperparameter": self.hyperparameter,
                  "value": float("nan") if self.value is None else float(self.value),
-                 "confidence": float(self.confidence),
+                 "confidence": float(self.confidence), "confidence_kind": self.confidence_kind,
                  "density": float(_f(ev.get("density"))),
                  "rule": json.dumps(self.rule, sort_keys=True, default=str)}
         return xr.Dataset(data, coords=coords, attrs=attrs)
@@ -259,7 +263,8 @@ def make_advice(regime: str, confidence: float, evidence: dict, rule: dict,
     direction = DIRECTIONS[regime]
     return Advice(regime=regime, direction=direction, move=move_for(hyperparameter, direction),
                   hyperparameter=hyperparameter, value=None if value is None else float(value),
-                  confidence=float(confidence), evidence=evidence, rule=rule)
+                  confidence=float(confidence), evidence=evidence, rule=rule,
+                  confidence_kind=_text.confidence_kind(rule))
 
 
 # --------------------------------------------------------------------------- the cell rule
@@ -392,7 +397,9 @@ def advise_dataset(ds: xr.Dataset, point: Mapping[str, Any] | None, *,
                                                         ""),
                 "point": {k: (v.item() if hasattr(v, "item") else v) for k, v in point.items()},
                 "uncertain": bool(c["regime_uncertain"]) if "regime_uncertain" in c else None,
-                "lmc_z": float(c["lmc_z"]) if "lmc_z" in c else None}
+                "lmc_z": float(c["lmc_z"]) if "lmc_z" in c else None,
+                "n_dense_seeds": int(ds.sizes.get("dense_seed", 1)),
+                **_text.column_evidence(ds, sel, hp)}
     rule = json.loads(reg.attrs["regime_rule"])
     return make_advice(REGIMES[int(c["regime"].values)], float(c["regime_confidence"]),
                        evidence, rule, hp, float(point[hp]))

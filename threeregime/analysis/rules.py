@@ -509,6 +509,17 @@ RULES: dict[str, Rule] = {d["name"]: Rule.from_dict(d) for d in [*_SHIPPED, _LEG
 DEFAULT_RULE = "paper_step"
 
 
+def check_rule(rule: Any) -> Any:
+    """``rule`` as given when it is None, a :class:`Rule` or a shipped rule's name (checked
+    before any work: :func:`get_rule`'s one-line error names the known rules)."""
+    if isinstance(rule, str):
+        get_rule(rule)
+    elif rule is not None and not isinstance(rule, Rule):
+        raise SpecError(f"rule must be a threeregime.rules.Rule, a rule name or None; got "
+                        f"{type(rule).__name__}")
+    return rule
+
+
 def get_rule(name: str | None = None) -> Rule:
     """A shipped rule by name (``None``: :data:`DEFAULT_RULE`)."""
     name = DEFAULT_RULE if name is None else name

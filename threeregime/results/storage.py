@@ -146,6 +146,7 @@ from ..errors import ResultsError, SpecError
 from ..spec.specs import AXES
 from ..stats import mean_sem, unit_means
 from .artifacts import atomic_write
+from .paths import check_output_path, looks_like_netcdf
 from .schema import (
     REPLICATE_DIMS,
     STATUS,
@@ -466,6 +467,9 @@ def open_sweep(path: str | os.PathLike) -> xr.Dataset:
         path = target
     elif not path.exists():
         raise ResultsError(f"{path}: no such results file or sweep folder")
+    elif not looks_like_netcdf(path):
+        raise ResultsError(f"{path}: not a netCDF results file (no netCDF or HDF5 signature); "
+                           "give a results .nc file or a sweep folder")
     return read_point(path)
 
 
@@ -476,7 +480,8 @@ def export(ds: xr.Dataset, path: str | os.PathLike, format: str = "netcdf") -> P
     """Write a Dataset to ``path`` (netCDF-4 via h5netcdf, zlib for big variables).
 
     ``open_sweep(export(ds, path))`` is identical to ``ds`` (values, dtypes and attrs),
-    provided its attrs are netCDF-legal (see :func:`netcdf_attrs`).
+    provided its attrs are netCDF-legal (see :func:`netcdf_attrs`).  The folder of ``path``
+    must exist (it is not created).
 
     Returns
     -------
@@ -484,5 +489,7 @@ def export(ds: xr.Dataset, path: str | os.PathLike, format: str = "netcdf") -> P
     """
     if format not in _EXPORT_FORMATS:
         raise SpecError(f"format must be one of {', '.join(_EXPORT_FORMATS)}; got {format!r}")
-    return write_dataset(ds, path)
+    if not isinstance(ds, xr.Dataset):
+        raise SpecError(f"ds must be an xarray.Dataset; got {type(ds).__name__}")
+    return write_dataset(ds, check_output_path(path, name="path"))
 

@@ -287,6 +287,19 @@ def check_float(name: str, v: Any, lo: float, hi: float, *, lo_open: bool = Fals
         raise field_error(name, v, f"a number in {lb}{lo:g}, {hi_s}{rb}")
 
 
+def spec_kind(raw: dict, kind: str | None, fields: dict[str, list[str]]) -> str:
+    """The kind of spec (a key of ``fields``: kind -> its field names) that ``raw`` is read as:
+    ``kind`` if given (checked), else the kind with more top-level keys that are, or nearly
+    are, its fields (ties: the last kind), so a sweep with ``axis:`` for ``axes:`` is still
+    judged a sweep and told "did you mean 'axes'", as the command line tells it."""
+    if kind is not None:
+        check_choice("kind", kind, tuple(fields))
+        return kind
+    score = {k: sum(str(key) in names or bool(did_you_mean(str(key), names)) for key in raw)
+             for k, names in fields.items()}
+    return max(reversed(list(fields)), key=lambda k: score[k])
+
+
 def check_choice(name: str, v: Any, choices: tuple[str, ...]) -> None:
     """One of ``choices``, else a FieldError with a did-you-mean."""
     if v not in choices:

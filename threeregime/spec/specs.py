@@ -41,6 +41,7 @@ from .codec import (
     read_yaml,
     same_value,
     spec_hash,
+    spec_kind,
     to_dict,
 )
 from .codec import field_error as _err
@@ -490,11 +491,11 @@ _KINDS: dict[str, type] = {"sweep": SweepSpec, "point": PointSpec}
 
 
 def load_yaml(path: str | Path, kind: str | None = None) -> Any:
-    """Read a sweep (has ``axes``) or point spec from YAML; errors name the file."""
+    """Read a sweep or point spec (``kind``; None: guessed by :func:`spec_kind`) from YAML."""
     p = Path(path)
     raw = read_yaml(p)
-    if kind is None:
-        kind = "sweep" if "axes" in raw else "point"
+    kind = spec_kind(raw, kind, {k: [f.name for f in dataclasses.fields(c)]
+                                 for k, c in _KINDS.items()})
     if kind == "sweep" and "axes" not in raw and "base" not in raw and set(raw) <= {
             f.name for f in dataclasses.fields(PointSpec)}:
         raise SpecError(f"{p}: is a point spec (no axes); run it with `threeregime point {p}`, "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.metadata
+import logging
 import os
 import tempfile
 import time
@@ -37,6 +38,7 @@ from ..models.zoo import build_model, prunable_names
 from ..pruning.families import check_family, prune_names
 from ..results import artifacts as art
 from ..results.storage import axis_meta_of, combine_points, read_point, write_dataset
+from ..spec.codec import check_pos_int
 from ..spec.specs import (
     PointSpec,
     SweepSpec,
@@ -61,6 +63,10 @@ from .stages import (
 
 __all__ = ["run_sweep", "run_point", "sweep_status", "assemble", "plan_sweep", "StageCounts",
            "default_out"]
+
+#: progress as INFO lines (stage starts, every finished task, the end); the command line shows
+#: them when stderr is not a terminal (a Slurm log), where no progress bar is drawn
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- status
@@ -125,6 +131,9 @@ def _resolve(spec_or_dir, out) -> tuple[SweepSpec, Path]:
             raise ResultsError(f"{p} is not a sweep directory (no sweep.json); run "
                                "`threeregime run SWEEP.yaml --out DIR` first")
         return from_dict(SweepSpec, art.read_json(meta)["spec"]), p
+    if not p.exists() and p.suffix.lower() not in (".yaml", ".yml"):
+        raise ResultsError(f"{p}: no such sweep directory; give a sweep directory or a sweep "
+                           "YAML file")
     spec = load_yaml(p, kind="sweep")
     return spec, Path(out) if out is not None else default_out(spec)
 
@@ -181,16 +190,23 @@ def _stage(name: str, tasks: list, fn: Callable, executor, store: Store, opts: R
         opts = dataclasses.replace(opts, progress=False)
     bar = progress_bar(progress)(total=len(tasks), desc=f"{name:8s}", unit="task", leave=True,
                                  disable=(None if progress is None else not progress))
+    log.info("%s: %d task(s) to run on %r", name, len(tasks), executor)
+    t0 = time.monotonic()
     try:
-        for task, outcome in executor.map(fn, [(str(store.root), t, opts) for t in tasks]):
+        for i, (task, outcome) in enumerate(
+                executor.map(fn, [(str(store.root), t, opts) for t in tasks]), 1):
             keys = _keys(task[1])
             if isinstance(outcome, BaseException):
                 if isinstance(outcome, KeyboardInterrupt):
                     raise outcome
                 _record_failure(store, keys, name, outcome)
                 errors.append(f"{name}: {type(outcome).__name__}: {outcome}")
+                log.warning("%s: task %d/%d failed: %s: %s", name, i, len(tasks),
+                            type(outcome).__name__, outcome)
             else:
                 _clear_failures(store, keys)
+                log.info("%s: %d/%d task(s) done (%.0f s)", name, i, len(tasks),
+                         time.monotonic() - t0)
             bar.update(1)
     finally:
         bar.close()
@@ -343,12 +359,15 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
     if isinstance(spec, (str, Path)):
         spec = load_yaml(spec, kind="sweep")
     root = Path(out) if out is not None else default_out(spec)
+    check_pos_int("threads", threads, allow_none=True)
     opts = RunOptions(device=device, engine=engine, max_members=max_members,
                       progress=progress, threads=threads, memory_budget=memory_budget)
     plan = plan_sweep(spec)
     _preflight(plan)
     store = _prepare(root, spec)
     executor = executor or InlineExecutor()
+    log.info("sweep %r in %s: %d point(s), %d already done", spec.name, root,
+             len(plan.points), sum(pj.done(store) for pj in plan.points))
     errors = _run_stages(plan, store, executor, opts, progress)
     errors += _await_others(plan, store, executor, opts, poll)
     art.clean_claims(root / "claims")
@@ -359,6 +378,7 @@ def run_sweep(spec: SweepSpec | str | Path, out: str | Path | None = None, *,
     ds = assemble(spec, root, plan)
     if write_results:
         write_dataset(ds, store.results)
+        log.info("sweep %r: results written to %s", spec.name, store.results)
     if errors:
         warnings.warn(f"{len(errors)} stage task(s) failed (recorded under {root}/failed; "
                       f"rerun to retry): {errors[0]}", ThreeRegimeWarning, stacklevel=2)

@@ -49,9 +49,35 @@ class InlineExecutor:
 _WORKER_SLOT = None
 
 
+def _exit_with_parent() -> None:
+    """Make this pool worker exit as soon as the process that started it dies.
+
+    A pool worker waits on a queue whose writing end it holds itself, so it never sees the
+    parent go: after a SIGKILL of ``threeregime run`` its workers would idle on, holding their
+    memory.  A daemon thread waits on the parent's sentinel (:func:`multiprocessing.
+    parent_process`: a pipe end on POSIX, the process handle on Windows; ready when the parent
+    exits, however it exits) and ends this process then.  A stage this worker was running is
+    left half done as after any crash: its lease goes stale and a rerun redoes it.
+    """
+    import multiprocessing as mp
+    import threading
+
+    parent = mp.parent_process()
+    if parent is None:          # not a multiprocessing child: nothing to watch
+        return
+
+    def watch() -> None:
+        parent.join()           # returns when the parent's sentinel is ready (it exited)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="threeregime-parent-watch", daemon=True).start()
+
+
 def _init_worker(threads: int, counter, gpus: int) -> None:
-    """Process-pool initializer: one thread budget per worker, one GPU per worker."""
+    """Process-pool initializer: one thread budget per worker, one GPU per worker; the worker
+    exits when its parent dies (:func:`_exit_with_parent`)."""
     global _WORKER_SLOT
+    _exit_with_parent()
     with counter.get_lock():
         _WORKER_SLOT = counter.value
         counter.value += 1

@@ -361,3 +361,13 @@ def evaluate(model: nn.Module, states: Sequence[Mapping[str, Tensor]] | None, da
     if states is None:
         states = [init_states(model)]
     return evaluate_states(model, states, data, batch_size=batch_size, device=dev)
+
+
+def own_errors(model: nn.Module, data, *, device: str | torch.device | None = "cpu"
+               ) -> tuple[float, float, float, int]:
+    """A model's own train and test error on ``data`` (Splits), the chance error ``1 - 1/k``
+    and the class count ``k`` (``data.num_classes``, else the distinct training labels)."""
+    _, tr = evaluate(model, None, data.train, device=device)
+    _, te = evaluate(model, None, data.test, device=device)
+    k = int(getattr(data, "num_classes", None) or torch.unique(data.train.y).numel())
+    return float(tr[0]), float(te[0]), 1.0 - 1.0 / max(k, 2), k
