@@ -49,7 +49,7 @@ from .stages import (
     run_point_in,
     run_retrain_group,
 )
-from .storage import axis_meta_of, combine_points, read_point, write_dataset
+from .storage import axis_meta_of, cf_complete, combine_points, read_point, write_dataset
 
 __all__ = ["run_sweep", "run_point", "sweep_status", "assemble", "plan_sweep", "StageCounts",
            "default_out"]
@@ -391,7 +391,7 @@ def assemble(spec: SweepSpec, root: str | Path, plan: SweepPlan | None = None, *
         for name in reg.data_vars:
             ds[name] = reg[name]
         ds.attrs.update(reg.attrs)              # regime_rule: which rule labelled the cells
-    return ds
+    return cf_complete(ds)                      # CF-1.10 attrs on the added variables too
 
 
 # --------------------------------------------------------------------------- one point
