@@ -101,7 +101,7 @@ never runs in a user's repository), ``python_version``, ``numpy_version``, ``xar
 ``h5netcdf_version``, ``created`` (ISO 8601, UTC) and whatever else the caller passes.
 
 CF-1.10 (every file written here goes through :func:`cf_complete`; ``compliance-checker
---test=cf:1.10`` passes on them, ``tests/test_cf.py``): global ``Conventions = "CF-1.10"``,
+--test=cf:1.10`` passes on them, ``tests/test_cf.py``; ``docs/netcdf.md``): global ``Conventions = "CF-1.10"``,
 ``title``, ``source``, ``references``, ``date_created``, ``history`` (one line per program that
 wrote or changed the file); every variable has ``long_name`` and UDUNITS ``units`` (``1`` for
 fractions, counts and indices; never ``epoch``), every flag variable (``status``, ``regime``,
