@@ -101,10 +101,11 @@ never runs in a user's repository), ``python_version``, ``numpy_version``, ``xar
 ``h5netcdf_version``, ``created`` (ISO 8601, UTC) and whatever else the caller passes.
 
 CF-1.10 (every file written here goes through :func:`cf_complete`; ``compliance-checker
---test=cf:1.10`` passes on them, ``tests/test_cf.py``; ``docs/netcdf.md``): global ``Conventions = "CF-1.10"``,
-``title``, ``source``, ``references``, ``date_created``, ``history`` (one line per program that
-wrote or changed the file); every variable has ``long_name`` and UDUNITS ``units`` (``1`` for
-fractions, counts and indices; never ``epoch``), every flag variable (``status``, ``regime``,
+--test=cf:1.10`` passes on them, ``tests/test_cf.py``; ``docs/netcdf.md``): global
+``Conventions = "CF-1.10"``, ``title``, ``source``, ``references``, ``date_created``,
+``history`` (one line per program that wrote or changed the file); every variable has
+``long_name`` and UDUNITS ``units`` (``1`` for fractions, counts and indices; never
+``epoch``), every flag variable (``status``, ``regime``,
 ``regime_uncertain``, ``undetermined_reason``) ``flag_values`` and ``flag_meanings``; strings
 (``split``, ``quantity``, category axes) are stored as fixed-width UTF-8 char arrays (xarray
 reads them back as strings); coordinates carry no ``_FillValue``.
