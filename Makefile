@@ -1,6 +1,7 @@
 # threeregime: two commands do everything on a fresh machine.
 #   make demo   create .venv, install, run the default sweep, write results/quick.{nc,png}
 #   make test   create/update .venv, run the whole test suite
+#   make docs   the API reference (Sphinx, warnings are errors) in docs/api/_build/html
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -8,14 +9,14 @@ STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 export MPLBACKEND := Agg
 
-.PHONY: install test test-all demo bench lint clean notebooks lab-check
+.PHONY: install test test-all demo bench lint clean notebooks lab-check docs
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# the constraints file pins torch==2.13.0 (the CPU build here); see README
 	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,dask,slurm]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,dask,slurm,docs]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -45,8 +46,13 @@ lab-check: install
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[lab]" selenium
 	$(BIN)/python scripts/lab_check.py $(LAB_CHECK_ARGS)
 
+# the API reference from the docstrings (Sphinx + numpydoc), warnings are errors:
+# docs/api/_build/html/index.html (tests/test_docs.py builds it too, in a temporary folder)
+docs: install
+	$(BIN)/python -m sphinx -W --keep-going -b html docs/api docs/api/_build/html
+
 lint: install
 	$(BIN)/python -m ruff check threeregime tests benchmarks
 
 clean:
-	rm -rf $(VENV) results runs .pytest_cache
+	rm -rf $(VENV) results runs .pytest_cache docs/api/_build docs/api/generated

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -196,7 +197,11 @@ def test_cache_root(monkeypatch, tmp_path):
     assert C.cache_root(tmp_path / "x") == tmp_path / "x"
     assert C.cache_root(False) is None
     monkeypatch.delenv("THREEREGIME_CACHE")
-    assert C.cache_root(None) == C.Path.home() / ".cache" / "threeregime"
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    if sys.platform.startswith("linux"):      # platformdirs' user cache folder on Linux
+        assert C.cache_root(None) == C.Path.home() / ".cache" / "threeregime"
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        assert C.cache_root(None) == tmp_path / "xdg" / "threeregime"
 
 
 def test_dense_key_separates_what_decides_retraining(tiny):

@@ -31,7 +31,7 @@ def tiny_result(tiny_spec, tmp_path_factory):
 
 def _strip(ds: xr.Dataset) -> xr.Dataset:
     ds = ds.copy()
-    for volatile in ("created", "git_sha"):
+    for volatile in ("created", "date_created", "history", "git_sha"):
         ds.attrs.pop(volatile, None)
     return ds
 

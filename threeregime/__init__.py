@@ -11,9 +11,13 @@ that only read results start fast.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import Any
 
-__version__ = "0.1.0"
+try:   # the installed distribution's version (setuptools-scm: from the git tag)
+    __version__ = importlib.metadata.version("threeregime")
+except importlib.metadata.PackageNotFoundError:   # imported from a source tree, not installed
+    __version__ = "0+unknown"
 
 # public name -> module that defines it.  The torch-free half: spec, results, analysis (and
 # errors, registry, sweep.plan); the others load torch when first used.

@@ -85,12 +85,16 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 # --------------------------------------------------------------------------- the store
 def cache_root(cache_dir: Any = None) -> Path | None:
-    """The store of :func:`advise`: ``cache_dir``, else ``$THREEREGIME_CACHE``, else
-    ``~/.cache/threeregime``; None for ``cache_dir=False`` (a temporary store)."""
+    """The store of :func:`advise`: ``cache_dir``, else ``$THREEREGIME_CACHE``, else the
+    platform's user cache folder (:func:`platformdirs.user_cache_dir`: ``~/.cache/threeregime``
+    or ``$XDG_CACHE_HOME/threeregime`` on Linux, ``~/Library/Caches/threeregime`` on macOS);
+    None for ``cache_dir=False`` (a temporary store)."""
     if cache_dir is False:
         return None
     if cache_dir is None:
-        cache_dir = os.environ.get("THREEREGIME_CACHE") or Path.home() / ".cache" / "threeregime"
+        from platformdirs import user_cache_dir
+
+        cache_dir = os.environ.get("THREEREGIME_CACHE") or user_cache_dir("threeregime")
     return Path(cache_dir).expanduser()
 
 

@@ -184,8 +184,9 @@ class Advice:
     (or None).  ``confidence``: the rule's (:func:`threeregime.analysis.regimes.classify`; NaN when
     unknown), of the kind ``confidence_kind`` names: ``"seed agreement"`` (a sweep's rules:
     the fraction of dense seeds agreeing) or ``"probability"`` (the legacy rule's normal
-    approximation; :mod:`threeregime.analysis.advice_text`).  ``evidence``: ``lmc_mean``,
-    ``lmc_sem``, ``cka_mean``, ``cka_sem``, ``lmc``, ``cka`` (per pair), ``n_pairs``, ``test_error``,
+    approximation; :mod:`threeregime.analysis.advice_text`).  ``evidence``:
+    ``lmc_mean``, ``lmc_sem``, ``cka_mean``, ``cka_sem``, ``lmc``, ``cka`` (per pair),
+    ``n_pairs``, ``test_error``,
     ``train_error`` (per retrained model), ``test_error_mean``, ``density``,
     ``undetermined_reason``, ``uncertain``, ``dense_test_error``, ``dense_train_error``; from
     a sweep also ``column`` (test error with a 95 % interval of every value along the axis),

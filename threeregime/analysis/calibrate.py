@@ -34,26 +34,25 @@ _DIR_CODES = {"hotter": 0, "colder": 1, "keep": 2}
 
 # --------------------------------------------------------------------------- statistics
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``k / n`` (``(nan, nan)`` when ``n == 0``)."""
-    from scipy.stats import norm
+    """Wilson score interval of a proportion ``k / n`` (``(nan, nan)`` when ``n == 0``):
+    :func:`scipy.stats.binomtest`'s ``proportion_ci(method="wilson")``."""
+    from scipy.stats import binomtest
 
     if n == 0:
         return float("nan"), float("nan")
-    z = float(norm.ppf(0.5 + level / 2))
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def sign_test(wins: int, losses: int) -> float:
-    """Exact two-sided sign test: ``min(1, 2 P[X <= min(w, l)])``, ``X ~ Bin(w + l, 1/2)``."""
-    from scipy.stats import binom
+    """Exact two-sided sign test: ``min(1, 2 P[X <= min(w, l)])``, ``X ~ Bin(w + l, 1/2)``
+    (:func:`scipy.stats.binomtest`; 1 when there is no win and no loss)."""
+    from scipy.stats import binomtest
 
     n = wins + losses
     if n == 0:
         return 1.0
-    return float(min(1.0, 2.0 * binom.cdf(min(wins, losses), n, 0.5)))
+    return float(binomtest(int(wins), int(n), 0.5).pvalue)
 
 
 def paired_direction_test(here: Any, there: Any, *, test: str = "t") -> tuple[float, float, int]:

@@ -103,28 +103,26 @@ def cell_label(code: int, reason: int = 0, uncertain: bool = False) -> str:
 def nice_ticks(lo: float, hi: float, scale: float = 1.0, n: int = 5
                ) -> tuple[list[float], list[str]]:
     """Colour-bar ticks between ``lo`` and ``hi`` (data units) at steps of 1, 2 or 5 times a
-    power of ten (about ``n`` of them, shown times ``scale``), labelled with just enough
-    decimals to tell neighbours apart: ``(positions, labels)``.
+    power of ten (about ``n`` of them, shown times ``scale``; :class:`matplotlib.ticker.
+    MaxNLocator`), labelled with just enough decimals to tell neighbours apart:
+    ``(positions, labels)``.
 
     >>> nice_ticks(0.044, 0.567, scale=100)[1]
     ['10', '20', '30', '40', '50']
     """
+    from matplotlib.ticker import MaxNLocator
+
     a, b = lo * scale, hi * scale
     if not (math.isfinite(a) and math.isfinite(b)):
         return [], []
     if b - a <= 1e-12 * max(1.0, abs(a)):
         dec = max(0, 3 - int(math.floor(math.log10(abs(a)))) - 1) if a else 0
         return [lo], [_fixed(a, min(dec, 4))]
-    mag = 10.0 ** math.floor(math.log10((b - a) / n))
-
-    def count(step: float) -> int:
-        return math.floor(b / step + 1e-9) - math.ceil(a / step - 1e-9) + 1
-
-    # the step of 1, 2 or 5 times a power of ten whose tick count is nearest n (fewer on a tie)
-    step = min((s * mag for s in (1, 2, 5, 10, 20)), key=lambda st: (abs(count(st) - n),
-                                                                     -st))
-    first = math.ceil(a / step - 1e-9) * step
-    ticks = [float(t) for t in np.arange(first, b + step * 1e-6, step)]
+    # n + 1 intervals at most: about n ticks fall inside [a, b] (the locator spans past it)
+    tol = 1e-9 * (b - a)
+    ticks = [float(t) for t in MaxNLocator(nbins=n + 1, steps=[1, 2, 5, 10]).tick_values(a, b)
+             if a - tol <= t <= b + tol]
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else b - a
     dec = max(0, -int(math.floor(math.log10(step) + 1e-9)))
     return [t / scale for t in ticks], [_fixed(t, dec) for t in ticks]
 

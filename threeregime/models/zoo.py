@@ -293,7 +293,7 @@ def build_model(spec: ModelSpec, input_shape: Sequence[int], num_classes: int,
     Returns
     -------
     torch.nn.Module
-        The model on the CPU in train mode; ``forward`` maps (B, *input_shape) to
+        The model on the CPU in train mode; ``forward`` maps ``(B, *input_shape)`` to
         (B, num_classes).
 
     Raises

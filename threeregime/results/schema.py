@@ -1,15 +1,24 @@
-"""The point Dataset of the results schema: its flags, variables and builder.
+"""The point Dataset of the results schema: its flags, variables and builder; CF attributes.
 
 The schema itself is documented in :mod:`threeregime.results.storage` (its module docstring); this
 module holds the part a point writer needs (status flags, the point variables,
-:func:`make_point_dataset`, :func:`netcdf_attrs`), all re-exported by ``storage``.  It imports
-neither torch nor anything above :mod:`threeregime.errors`.
+:func:`make_point_dataset`, :func:`netcdf_attrs`), and the CF-1.10 completion every written
+file goes through (:func:`cf_complete`, :func:`cf_encoding`, :func:`provenance`), all
+re-exported by ``storage``.  It imports neither torch nor anything above
+:mod:`threeregime.errors`.
 """
 from __future__ import annotations
 
+import datetime as _dt
+import functools
+import importlib.metadata
 import itertools
 import json
+import platform
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,8 +26,22 @@ import xarray as xr
 
 from ..errors import ResultsError
 
-__all__ = ["STATUS", "STATUS_FLAG_MEANINGS", "REPLICATE_DIMS", "make_point_dataset",
-           "netcdf_attrs"]
+__all__ = ["STATUS", "STATUS_FLAG_MEANINGS", "REPLICATE_DIMS", "SCHEMA_VERSION", "CONVENTIONS",
+           "CELL_VARS", "cf_complete", "cf_encoding", "make_point_dataset", "netcdf_attrs",
+           "provenance"]
+
+#: Version of the results schema (global attr ``schema_version``, in every written file).
+#: 2: every axis carries role/hotter/long_name/units, regimes added by the driver.
+#: 3: CF-1.10 attributes (Conventions, title, history, source, date_created, versions of the
+#: stack; long_name and units on every variable, flag attributes on every flag variable; no
+#: ``epoch`` units), strings as fixed-width char arrays.
+SCHEMA_VERSION = 3
+
+#: The CF conventions of every written file (global attr ``Conventions``).
+CONVENTIONS = "CF-1.10"
+
+_REFERENCES = ("Zhou, Yang, Chang, Mahoney (2023): A Three-regime Model of Network Pruning. "
+               "ICML 2023, arXiv:2305.18383")
 
 #: Point status flags (int8).
 STATUS: dict[str, int] = {"ok": 0, "diverged": 1, "failed": 2, "missing": 3}
@@ -233,7 +256,7 @@ def make_point_dataset(*, retrain_seeds: Sequence[int], test_error: Any, train_e
                                          {"long_name": "test error per retraining epoch",
                                           "units": "1"})
         coords["retrain_epoch"] = ("retrain_epoch", ep.astype(np.int64),
-                                   {"long_name": "retraining epoch", "units": "epoch"})
+                                   {"long_name": "retraining epoch (count)", "units": "1"})
     for name, (dims, values, attrs) in (extra_vars or {}).items():
         if name in data_vars or name == "status":
             raise ResultsError(f"extra_vars: {name!r} is a variable of the point schema; "
@@ -241,3 +264,195 @@ def make_point_dataset(*, retrain_seeds: Sequence[int], test_error: Any, train_e
         data_vars[name] = (tuple(dims), np.asarray(values), dict(attrs))
     data_vars["status"] = ((), _status_code(status), dict(_STATUS_ATTRS))
     return xr.Dataset(data_vars, coords=coords, attrs=netcdf_attrs(extra_attrs))
+
+
+# --------------------------------------------------------------------------- CF-1.10
+#: long_name and units of the cell variables that the analysis modules add (cell summaries of
+#: :mod:`threeregime.features`, a rule's features); :func:`cf_complete` sets them on a variable
+#: that has none.  A variable in neither this table nor its own attrs gets its name as
+#: ``long_name`` and units ``1``.
+CELL_VARS: dict[str, tuple[str, str]] = {
+    "test_error_mean": ("cell mean test error over dense and retraining seeds", "1"),
+    "test_error_sem": ("standard error of the cell mean test error", "1"),
+    "train_error_mean": ("cell mean train error over dense and retraining seeds", "1"),
+    "lmc_mean": ("mean linear mode connectivity over valid pairs", "1"),
+    "lmc_sem": ("standard error of the mean linear mode connectivity", "1"),
+    "cka_mean": ("mean CKA over valid pairs", "1"),
+    "cka_sem": ("standard error of the mean CKA", "1"),
+    "n_valid_pairs": ("number of valid pairs of retrained models", "1"),
+    "lmc_z": ("mean LMC over its standard error (floored): the barrier against its noise", "1"),
+    "lmc_rel_chance": ("mean LMC as a fraction of the chance error 1 - 1/num_classes", "1"),
+    "lmc_rel_error": ("mean LMC relative to the cell mean test error", "1"),
+    "cka_rel_max": ("mean CKA minus its maximum over the temperature column", "1"),
+    "cka_pos": ("position of the mean CKA within its column's range (0 = min, 1 = max)", "1"),
+    "headroom_lost": ("test error above the column's best, as a fraction of the gap from the "
+                      "best to chance", "1"),
+    "step_cold": ("1 on the cold side of the LMC change point along temperature, else 0", "1"),
+    "step_z": ("significance of the LMC change point (hot minus cold mean over its standard "
+               "error)", "1"),
+    "lmc_noise": ("LMC standard error used by the rule (floored at lmc_floor)", "1"),
+    "cka_noise": ("CKA standard error used by the rule (floored at cka_floor)", "1"),
+}
+
+#: flag attributes of the flag variables that carry none of their own
+_FLAGS: dict[str, tuple[np.ndarray, str]] = {
+    "regime_uncertain": (np.array([0, 1], dtype=np.int8), "certain uncertain"),
+}
+
+#: units that are not UDUNITS units, and the legal unit they mean here
+_UNIT_FIX = {"epoch": "1", "epochs": "1"}
+
+
+@functools.lru_cache(maxsize=1)
+def _version() -> str:
+    try:
+        return importlib.metadata.version("threeregime")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _source_checkout(package_dir: Path | None = None) -> Path | None:
+    """The root of the source checkout this package (``package_dir``) is imported from, or None.
+
+    Only a folder whose ``pyproject.toml`` names the project ``threeregime`` and that holds a
+    ``.git`` counts: an installed copy inside a user's own repository is not one (its parent is
+    ``site-packages``), so git is never run in the user's repository.
+    """
+    root = Path(package_dir or Path(__file__).resolve().parent).parent
+    try:
+        meta = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    if not (root / ".git").exists() or 'name = "threeregime"' not in meta:
+        return None
+    return root
+
+
+@functools.lru_cache(maxsize=1)
+def _git_sha() -> str:
+    """The commit of the installed copy: from the distribution's ``direct_url.json`` (PEP 610,
+    an install from a git URL), else ``git rev-parse HEAD`` in this package's own source
+    checkout, else ``"unknown"``."""
+    try:
+        raw = importlib.metadata.distribution("threeregime").read_text("direct_url.json")
+        sha = json.loads(raw or "{}").get("vcs_info", {}).get("commit_id")
+        if sha:
+            return str(sha)
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        pass
+    root = _source_checkout()
+    if root is None:
+        return "unknown"
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and sha else "unknown"
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def provenance() -> dict[str, str]:
+    """Versions of the stack and the package's provenance, as global attrs.
+
+    ``threeregime_version`` (package metadata, :mod:`importlib.metadata`), ``git_sha`` (see
+    :func:`_git_sha`), ``python_version``, ``numpy_version``, ``xarray_version``,
+    ``h5netcdf_version`` and ``torch_version`` when torch is imported in this process (this
+    module never imports it).
+    """
+    out = {"threeregime_version": _version(), "git_sha": _git_sha(),
+           "python_version": platform.python_version(), "numpy_version": np.__version__,
+           "xarray_version": xr.__version__, "h5netcdf_version": _dist_version("h5netcdf")}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch_version"] = str(getattr(torch, "__version__", "unknown"))
+    return out
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _complete_var(name: str, attrs: dict[str, Any], dtype: np.dtype) -> None:
+    """long_name, legal units and flag attrs on one variable's attrs (in place)."""
+    if name in CELL_VARS:
+        long_name, units = CELL_VARS[name]
+        attrs.setdefault("long_name", long_name)
+        attrs.setdefault("units", units)
+    if "long_name" not in attrs and "standard_name" not in attrs:
+        attrs["long_name"] = name.replace("_", " ")
+    if dtype.kind in "iuf" and "units" not in attrs and "flag_values" not in attrs:
+        attrs["units"] = "1"
+    if str(attrs.get("units", "")) in _UNIT_FIX:
+        attrs["units"] = _UNIT_FIX[str(attrs["units"])]
+    if name in _FLAGS and "flag_values" not in attrs:
+        values, meanings = _FLAGS[name]
+        attrs["flag_values"] = values.astype(dtype) if dtype.kind in "iu" else values
+        attrs["flag_meanings"] = meanings
+
+
+def cf_complete(ds: xr.Dataset, *, title: str | None = None, history: str | None = None,
+                stack: bool = True) -> xr.Dataset:
+    """``ds`` with its CF-1.10 attributes completed: nothing that is set already changes.
+
+    Global attrs: ``Conventions`` (:data:`CONVENTIONS`), ``title`` (``title``, else from
+    ``sweep_name``), ``source``, ``references``, ``date_created`` (``created`` when set),
+    ``history`` (a first line when there is none; ``history`` given here is appended as a new
+    line), ``schema_version`` and :func:`provenance`'s versions where absent (``stack=False``:
+    absent versions are written ``"unknown"``, for a file made by another process, whose
+    versions this process does not know).  Every variable
+    gets a ``long_name`` (:data:`CELL_VARS`, else its name) and ``units`` (``1``), the
+    non-UDUNITS ``epoch`` becomes ``1``, and ``regime_uncertain`` its flag attributes.
+
+    Idempotent: ``cf_complete(cf_complete(ds))`` is identical to ``cf_complete(ds)``, so a
+    file read back and written again is unchanged.  Data and coordinate values are never
+    touched (a shallow copy; attrs only).
+    """
+    out = ds.copy(deep=False)
+    for name, var in out.variables.items():
+        var.attrs = dict(var.attrs)
+        _complete_var(str(name), var.attrs, var.dtype)
+    a = dict(out.attrs)
+    created = str(a.get("created") or a.get("date_created") or _now())
+    version = str(a.get("threeregime_version") or _version())
+    a.setdefault("schema_version", SCHEMA_VERSION)
+    for key, val in provenance().items():
+        a.setdefault(key, val if stack else "unknown")
+    a["Conventions"] = CONVENTIONS
+    if title:
+        a["title"] = title
+    elif not a.get("title"):
+        name = a.get("sweep_name")
+        a["title"] = (f"threeregime results of sweep {name}" if name
+                      else "threeregime pruning results")
+    a.setdefault("source", f"threeregime {version}: dense training, pruning, retraining and "
+                           "loss-landscape measures (linear mode connectivity, CKA, Hessian)")
+    a.setdefault("references", _REFERENCES)
+    a.setdefault("date_created", created)
+    lines = [ln for ln in str(a.get("history") or "").splitlines() if ln.strip()]
+    if not lines:
+        lines.append(f"{created} threeregime {version}: created")
+    if history:
+        lines.append(f"{_now()} {history}")
+    a["history"] = "\n".join(lines)
+    out.attrs = netcdf_attrs(a)
+    return out
+
+
+def cf_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """netCDF encoding that CF tools read: strings as fixed-width char arrays (UTF-8), and no
+    ``_FillValue`` on coordinate variables."""
+    enc: dict[str, dict[str, Any]] = {}
+    for name, var in ds.variables.items():
+        if var.dtype.kind in "UO" or (var.dtype.kind == "S" and var.dtype.itemsize > 1):
+            enc[str(name)] = {"dtype": "S1", "_Encoding": "utf-8"}
+        elif name in ds.coords and var.dtype.kind == "f":
+            enc[str(name)] = {"_FillValue": None}
+    return enc

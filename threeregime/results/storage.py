@@ -120,8 +120,20 @@ the ``*_pooled`` variables are diagnostics.
 Global attrs: ``schema_version`` (:data:`SCHEMA_VERSION`, an int raised whenever this schema
 changes incompatibly; files without it are version 1), ``spec_json``, ``spec_hash``,
 ``threeregime_version`` (the installed distribution's version, from ``importlib.metadata``),
-``torch_version`` (passed in: this module never imports torch), ``git_sha`` (``"unknown"``
-outside a git checkout), ``created`` (ISO 8601, UTC) and whatever else the caller passes.
+``torch_version`` (passed in: this module never imports torch), ``git_sha`` (the commit of an
+install from a git URL, or of this package's own source checkout; ``"unknown"`` otherwise: git
+never runs in a user's repository), ``python_version``, ``numpy_version``, ``xarray_version``,
+``h5netcdf_version``, ``created`` (ISO 8601, UTC) and whatever else the caller passes.
+
+CF-1.10 (every file written here goes through :func:`cf_complete`; ``compliance-checker
+--test=cf:1.10`` passes on them, ``tests/test_cf.py``; ``docs/netcdf.md``): global
+``Conventions = "CF-1.10"``, ``title``, ``source``, ``references``, ``date_created``,
+``history`` (one line per program that wrote or changed the file); every variable has
+``long_name`` and UDUNITS ``units`` (``1`` for fractions, counts and indices; never
+``epoch``), every flag variable (``status``, ``regime``,
+``regime_uncertain``, ``undetermined_reason``) ``flag_values`` and ``flag_meanings``; strings
+(``split``, ``quantity``, category axes) are stored as fixed-width UTF-8 char arrays (xarray
+reads them back as strings); coordinates carry no ``_FillValue``.
 
 netCDF-legal attributes: str, int, float and 1-D numeric arrays only.  :func:`netcdf_attrs`
 converts bools to int, drops None, writes dicts (and lists that are not all numbers) as JSON
@@ -130,11 +142,8 @@ strings and paths as str.
 from __future__ import annotations
 
 import datetime as _dt
-import functools
-import importlib.metadata
 import itertools
 import os
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -148,14 +157,22 @@ from ..stats import mean_sem, unit_means
 from .artifacts import atomic_write
 from .paths import check_output_path, looks_like_netcdf
 from .schema import (
+    CONVENTIONS,
     REPLICATE_DIMS,
+    SCHEMA_VERSION,
     STATUS,
     STATUS_FLAG_MEANINGS,
+    _git_sha,
+    _version,
+    cf_complete,
+    cf_encoding,
     make_point_dataset,
     netcdf_attrs,
+    provenance,
 )
 
 __all__ = [
+    "CONVENTIONS",
     "ENGINE",
     "STATUS",
     "STATUS_FLAG_MEANINGS",
@@ -166,6 +183,8 @@ __all__ = [
     "netcdf_attrs",
     "normalized_test_error",
     "axis_meta_of",
+    "cf_complete",
+    "provenance",
     "open_sweep",
     "read_point",
     "write_dataset",
@@ -176,25 +195,10 @@ __all__ = [
 #: The netCDF engine used for every read and write.
 ENGINE = "h5netcdf"
 
-#: Version of the sweep schema above (global attr ``schema_version``).  2: every axis carries
-#: role/hotter/long_name/units, ``schema_version`` written, regimes added by the driver.
-SCHEMA_VERSION = 2
-
 _COMPRESS_MIN_SIZE = 256   # variables with at least this many elements are zlib-compressed
 
 
 # --------------------------------------------------------------------------- sweeps
-@functools.lru_cache(maxsize=1)
-def _git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    sha = out.stdout.strip()
-    return sha if out.returncode == 0 and sha else "unknown"
-
-
 def _nan_like(ds: xr.Dataset) -> xr.Dataset:
     out = ds.copy(deep=True)
     for name, var in out.data_vars.items():
@@ -345,7 +349,8 @@ def combine_points(points: Sequence[tuple[Mapping[str, Any], xr.Dataset]],
 
     base_attrs = {"schema_version": SCHEMA_VERSION, "threeregime_version": _version(),
                   "git_sha": _git_sha(),
-                  "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                  "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                  **provenance()}
     base_attrs.update(dict(attrs or {}))
     out = xr.Dataset(data_vars, coords=coords, attrs=netcdf_attrs(base_attrs))
 
@@ -358,7 +363,7 @@ def combine_points(points: Sequence[tuple[Mapping[str, Any], xr.Dataset]],
         "long_name": "cell mean test error over dense seeds (retrain seeds averaged first)",
         "units": "1"})
     out["normalized_test_error"] = normalized_test_error(out)
-    return out
+    return cf_complete(out)
 
 
 def normalized_test_error(ds: xr.Dataset) -> xr.DataArray:
@@ -391,23 +396,17 @@ def normalized_test_error(ds: xr.Dataset) -> xr.DataArray:
         units="1")
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("threeregime")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 # --------------------------------------------------------------------------- files
 def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
-    enc: dict[str, dict[str, Any]] = {}
+    enc: dict[str, dict[str, Any]] = cf_encoding(ds)
     for name, var in ds.variables.items():
         if var.size >= _COMPRESS_MIN_SIZE and var.dtype.kind in "iuf":
-            enc[str(name)] = {"zlib": True, "complevel": 4}
+            enc.setdefault(str(name), {}).update({"zlib": True, "complevel": 4})
     return enc
 
 
 def _write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    ds = cf_complete(ds)
     return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine=ENGINE,
                                                        encoding=_encoding(ds)))
 
@@ -477,10 +476,11 @@ _EXPORT_FORMATS = ("netcdf",)
 
 
 def export(ds: xr.Dataset, path: str | os.PathLike, format: str = "netcdf") -> Path:
-    """Write a Dataset to ``path`` (netCDF-4 via h5netcdf, zlib for big variables).
+    """Write a Dataset to ``path`` (netCDF-4 via h5netcdf, zlib for big variables, CF-1.10).
 
-    ``open_sweep(export(ds, path))`` is identical to ``ds`` (values, dtypes and attrs),
-    provided its attrs are netCDF-legal (see :func:`netcdf_attrs`).  The folder of ``path``
+    ``open_sweep(export(ds, path))`` is identical to ``cf_complete(ds)`` (values, dtypes and
+    attrs), provided its attrs are netCDF-legal (see :func:`netcdf_attrs`); for a Dataset read
+    from a file or returned by the sweep driver that is ``ds`` itself.  The folder of ``path``
     must exist (it is not created).
 
     Returns

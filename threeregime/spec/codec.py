@@ -347,7 +347,7 @@ class Axis:
 #: categories: one phase diagram per value (string coordinates in the Dataset).
 AXES: dict[str, Axis] = {
     "epochs": Axis("epochs", "temperature", "decreasing", "snapshot_epoch",
-                   "dense training epochs (snapshot)", "epoch", int),
+                   "dense training epochs (snapshot)", "1", int),
     "batch_size": Axis("batch_size", "temperature", "decreasing", "dense.batch_size",
                        "dense training batch size", "1", int),
     "lr": Axis("lr", "temperature", "increasing", "dense.lr", "dense training learning rate",

@@ -37,7 +37,7 @@ from ..errors import DataError, FieldError, ResultsError, SpecError, ThreeRegime
 from ..models.zoo import build_model, prunable_names
 from ..pruning.families import check_family, prune_names
 from ..results import artifacts as art
-from ..results.storage import axis_meta_of, combine_points, read_point, write_dataset
+from ..results.storage import axis_meta_of, cf_complete, combine_points, read_point, write_dataset
 from ..spec.codec import check_pos_int
 from ..spec.specs import (
     PointSpec,
@@ -420,7 +420,7 @@ def assemble(spec: SweepSpec, root: str | Path, plan: SweepPlan | None = None, *
         for name in reg.data_vars:
             ds[name] = reg[name]
         ds.attrs.update(reg.attrs)              # regime_rule: which rule labelled the cells
-    return ds
+    return cf_complete(ds)                      # CF-1.10 attrs on the added variables too
 
 
 def _ensure_val_vars(ds) -> None:
