@@ -10,8 +10,9 @@ rule, validation error) and is scored on the test error of the other half; both 
 averaged per start cell. Regret = test error of the reported point minus the best of its column,
 in percentage points. Intervals: percentile bootstrap of the per-start-cell difference (tune minus
 baseline), resampled within settings, 10,000 resamples, seed 0; sign tests with
-``scipy.stats.binomtest``. The tune policy itself is the library's offline walk
-(:func:`threeregime.tune.policy_walk` when present), so the benchmark scores exactly what users run.
+``scipy.stats.binomtest``. The tune policy itself is the library's live walk replayed offline
+(:func:`threeregime.analysis.tuning_trace.walk_dataset` on the seen half, protocol deviation 1),
+so the benchmark scores exactly what users run.
 """
 from __future__ import annotations
 
@@ -70,15 +71,20 @@ def column_views(ds: xr.Dataset, seen: list, scored: list) -> list[dict]:
                          "protocol v2 needs a sweep with data.val_size set")
     val = _seed_means(ds.sel(dense_seed=seen), val_var).mean("dense_seed", skipna=True)
     test = _seed_means(ds.sel(dense_seed=scored), "test_error").mean("dense_seed", skipna=True)
+    from threeregime.analysis.regimes import decode
+
+    seen_ds = ds.sel(dense_seed=seen)
     out = []
     for c in ds[ld].values.tolist():
         sel = {ld: c}
         codes = [int(lab.sel(sel).sel({t: r})) for r in rows]
+        names = [str(decode(np.int8(k))) for k in codes]
         v = np.array([float(val.sel(sel).sel({t: r})) for r in rows])
         te = np.array([float(test.sel(sel).sel({t: r})) for r in rows])
         v = np.where(np.isfinite(v), v, np.inf)          # a failed cell is infinitely bad to pick
         out.append({"load": c, "steps": [_STEP_OF_CODE.get(k, KEEP) for k in codes],
-                    "val": v, "test": te})
+                    "names": names, "val": v, "test": te,
+                    "walks": tune_walks(seen_ds, sel, rows, max(BUDGETS))})
     return out
 
 
@@ -89,27 +95,54 @@ def _best(visited: list[int], val: np.ndarray) -> int:
     return min(visited, key=lambda i: (val[i], visited.index(i)))
 
 
-def tune_walk(steps: list[int], val: np.ndarray, start: int, budget: int) -> int:
-    """The library's walk when available (threeregime.tune.policy_walk), else protocol 3 verbatim."""
-    try:
-        from threeregime.tune import policy_walk
-    except ImportError:
-        policy_walk = None
-    if policy_walk is not None:
-        return int(policy_walk(steps, val, start, budget).chosen)
-    visited, cur, prev = [start], start, None
-    while len(visited) < budget:
-        d = steps[cur]
-        if d == KEEP or (prev is not None and d != prev):
-            break
-        nxt = cur + d
-        if not 0 <= nxt < len(val):
-            break
-        visited.append(nxt)
-        if val[nxt] > val[_best(visited[:-1], val)]:
-            break
-        cur, prev = nxt, d
-    return _best(visited, val)
+def tune_walks(seen_ds: xr.Dataset, point: dict, rows: list, max_budget: int) -> dict:
+    """The library's live tune replayed on the seen half (protocol v2, deviation 1), from every
+    start row: ``{start row: visited rows in order}`` and ``"val"``, the library's validation
+    error per row for a walk of ``max_budget`` points.
+
+    Same as :func:`threeregime.analysis.tuning_trace.walk_dataset` (labels from the visited
+    cells only, its probe, validation error = cell mean), with the column's labels memoized by
+    visited set; a walk with a smaller budget is the prefix of this one (the budget is the only
+    stopping rule that depends on it), and its choice the lowest validation error in that
+    prefix."""
+    from threeregime.analysis.regimes import decode
+    from threeregime.analysis.tuning import (
+        PROBE,
+        cell_mean,
+        column_of,
+        label_visited,
+        policy_walk,
+    )
+
+    col, temp = column_of(seen_ds, None, point)
+    col = col.load()
+    ds_values = [v.item() for v in col[temp].values]
+    val_mean = list(cell_mean(col, "val_error", temp))
+    hotter = 1 if col[temp].attrs.get("hotter") == "increasing" else -1
+    memo: dict[tuple, np.ndarray] = {}
+
+    def lab(vis: tuple[int, ...]) -> str:
+        key = tuple(sorted(vis))
+        if key not in memo:
+            memo[key] = np.asarray(decode(label_visited(col, key, temperature=temp)["regime"]
+                                          ).values).ravel()
+        return str(memo[key][vis[-1]])
+
+    lib_val = np.array([val_mean[ds_values.index(r)] for r in rows], float)
+    out = {"val": np.where(np.isfinite(lib_val), lib_val, np.inf)}
+    for s, value in enumerate(rows):
+        walk = policy_walk(lab, val_mean, ds_values.index(value), max_budget, hotter=hotter,
+                           probe=PROBE)
+        out[s] = [rows.index(ds_values[j]) for j in walk.visited]
+    return out
+
+
+def tune_walk_full_grid(col: dict, start: int, budget: int) -> int:
+    """The same walk with labels from the whole seen grid (secondary line)."""
+    from threeregime.analysis.tuning import policy_walk
+
+    walk = policy_walk(col["names"], list(col["val"]), start, budget, hotter=-1)
+    return int(walk.chosen)
 
 
 def one_step(val: np.ndarray, start: int, budget: int, d: int) -> int:
@@ -153,16 +186,17 @@ def random_regret(val: np.ndarray, test_regret: np.ndarray, start: int, budget: 
     return float(np.mean(regs))
 
 
-POLICIES = ("tune", "keep", "one step hotter", "one step colder", "always hotter",
+POLICIES = ("tune", "tune (full-grid labels)", "keep", "one step hotter", "one step colder", "always hotter",
             "always colder", "always hotter (best)", "always colder (best)", "random", "greedy")
 
 
 def start_cell_regrets(col: dict, start: int, budget: int) -> dict[str, float]:
     """Regret (pp) of every policy from one start cell at one budget."""
-    val, test, steps = col["val"], col["test"], col["steps"]
+    val, test = col["val"], col["test"]
     reg = 100.0 * (test - np.nanmin(test))
     pick = {
-        "tune": tune_walk(steps, val, start, budget),
+        "tune": _best(col["walks"][start][:budget], col["walks"]["val"]),
+        "tune (full-grid labels)": tune_walk_full_grid(col, start, budget),
         "keep": start,
         "one step hotter": one_step(val, start, budget, HOTTER),
         "one step colder": one_step(val, start, budget, COLDER),
