@@ -262,7 +262,8 @@ def regime_table(ds) -> str:
     grid per value of any further axis (e.g. each pruning method)."""
     import itertools
 
-    from .analysis.regimes import decode, find_dims
+    from .analysis.features import find_dims
+    from .analysis.regimes import decode
 
     _, temps, loads = find_dims(ds, "regime")
     t_dim, l_dim = temps[0], loads[0]
