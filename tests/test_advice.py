@@ -252,6 +252,11 @@ def test_make_selection_ranking():
     assert sel.best == 0 and sel.best_model == "cold"
     sel = make_selection([(0, "broken", _fake_advice(*table["broken"]))])
     assert sel.best is None and sel.best_model is None and "none" in str(sel)
+    # one model under the default rule is I or II-unresolved: Regime II is still preferred
+    sel = make_selection([("cold", "cold", _fake_advice("I", -0.2, 0.99)),
+                          ("flat", "flat", _fake_advice("II-unresolved", -0.001, 0.9)),
+                          ("flat2", "flat2", _fake_advice("II-unresolved", 0.0, 0.95))])
+    assert sel.best == "flat2" and [r["eligible"] for r in sel.ranking] == [True, True, False]
 
 
 # --------------------------------------------------------------------------- validation

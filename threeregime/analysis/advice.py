@@ -428,7 +428,9 @@ def candidate_entry(name: Any, advice: Advice) -> dict:
     return {"name": name, "regime": advice.regime,
             "lmc_mean": _f(ev.get("lmc_mean")), "cka_mean": _f(ev.get("cka_mean")),
             "test_error": _f(ev.get("test_error_mean")),
-            "eligible": advice.regime in ("II-A", "II-B"), "advice": advice}
+            # every Regime II label, unresolved included: one model under the default rule is
+            # never II-A / II-B (no column), and it is Regime II all the same
+            "eligible": advice.regime in ("II-A", "II-B", "II-unresolved"), "advice": advice}
 
 
 def rank_candidates(entries: list[dict]) -> list[dict]:
