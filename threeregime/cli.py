@@ -174,8 +174,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="inputs of CKA: train (default, as the paper: the first 6400 "
                    "training inputs) or test")
     a.add_argument("--rule", default=None, metavar="NAME",
-                   help="regime rule (threeregime.analysis.rules.RULES); default: the legacy "
-                   "single-model rule for a checkpoint, the default rule for a results file")
+                   help="regime rule (threeregime.analysis.rules.RULES); default: the library's "
+                   "default rule, for a checkpoint as for a results file")
     a.add_argument("--cache-dir", metavar="DIR", default=None,
                    help="store of the retrained models, a sweep directory (default "
                    "$THREEREGIME_CACHE or ~/.cache/threeregime)")

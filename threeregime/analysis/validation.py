@@ -85,7 +85,8 @@ def validate_advice(ds: xr.Dataset, *, z: float = 1.0, margin: float | None = No
     margin : float, optional
         A fixed margin (fraction of test error) instead.
     rule : "advise", "sweep", a shipped rule's name, or a :class:`threeregime.analysis.rules.Rule`
-        ``"advise"``: the legacy single-model rule (absolute CKA threshold ``tau_cka``);
+        ``"advise"``: the legacy single-model rule (absolute CKA threshold ``tau_cka``; the
+        default of ``advise`` on a model before issue 17);
         ``"sweep"``: :func:`threeregime.analysis.regimes.classify` with its default rule (the legacy
         relative rule when ``tau_lmc`` is given); a name (``paper_step``, ``level``,
         ``legacy``) or Rule: ``classify(ds, rule=rule)``.
