@@ -12,7 +12,7 @@ Usage::
         [--calibrate-on CALIBRATION.nc] [--z 1.0] [--markdown docs/advice_validation.md]
 
 ``--calibrate-on`` fits the absolute CKA threshold of the single-model rule on ANOTHER sweep
-(default: the quick sweep with dense seed 1) -- how :data:`threeregime.analysis.advice.DEFAULTS`
+(default: the quick sweep with dense seed 1) -- how :data:`threeregime.analysis.rules.LEGACY_DEFAULTS`
 ``tau_cka`` was chosen -- so that the agreement reported on the validated sweep is held out.
 Reads results only: no torch, seconds.
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from threeregime import open_sweep
-from threeregime.analysis.advice import DEFAULTS
 from threeregime.analysis.regimes import classify
+from threeregime.analysis.rules import LEGACY_DEFAULTS as DEFAULTS
 from threeregime.analysis.validation import validate_advice
 
 

@@ -16,8 +16,6 @@ from _results_synth import synthetic_sweep
 import threeregime
 from threeregime import SpecError
 from threeregime.analysis.advice import (
-    DEFAULTS,
-    DIRECTIONS,
     SELECT_RULE,
     Advice,
     advice_from_measurements,
@@ -27,7 +25,6 @@ from threeregime.analysis.advice import (
     check_seeds,
     check_tau,
     check_value,
-    classify_cell,
     make_advice,
     make_selection,
     move_for,
@@ -35,7 +32,13 @@ from threeregime.analysis.advice import (
     step_value,
 )
 from threeregime.analysis.regimes import classify
-from threeregime.analysis.rules import DEFAULT_RULE, RULES
+from threeregime.analysis.rules import (
+    ADVICE,
+    DEFAULT_RULE,
+    LEGACY_DEFAULTS,
+    RULES,
+    classify_cell_with_rule,
+)
 from threeregime.analysis.validation import validate_advice
 
 _DATA = Path(__file__).resolve().parent / "data"
@@ -44,7 +47,7 @@ _DATA = Path(__file__).resolve().parent / "data"
 def _measured(lmc, cka, *, test_error=0.1, train_error=0.05, k=3, **kw):
     """Advice of one measured model (what casestudies.advise does after measuring)."""
     kw = {"hyperparameter": "batch_size", "value": 64, "num_classes": 10,
-          "tau_lmc": DEFAULTS["tau_lmc"], "tau_cka": DEFAULTS["tau_cka"], **kw}
+          "tau_lmc": LEGACY_DEFAULTS["tau_lmc"], "tau_cka": LEGACY_DEFAULTS["tau_cka"], **kw}
     return advice_from_measurements(lmc, cka, [test_error] * k, [train_error] * k,
                                     evidence={"pairs": [[0, 1], [0, 2], [1, 2]],
                                               "seeds": [0, 1, 2], "density": 0.1}, **kw)
@@ -94,9 +97,9 @@ def test_regime_to_direction_and_move(lmc, cka, regime, direction, move):
     assert ev["lmc_mean"] == pytest.approx(np.mean(lmc))
     assert ev["cka_sem"] == pytest.approx(np.std(cka, ddof=1) / math.sqrt(3))
     assert ev["test_error"] == [0.1] * 3 and ev["test_error_mean"] == pytest.approx(0.1)
-    assert adv.rule["tau_lmc"] == DEFAULTS["tau_lmc"] == 0.02
-    assert adv.rule["cka_rule"] == "absolute"
-    assert adv.rule["tau_cka"] == DEFAULTS["tau_cka"]
+    assert adv.rule["tau_lmc"] == LEGACY_DEFAULTS["tau_lmc"] == 0.02
+    assert adv.rule["cka_rule"] == "absolute" and adv.rule["name"] == "legacy"
+    assert adv.rule["tau_cka"] == LEGACY_DEFAULTS["tau_cka"] == 0.959
     check_advice_display(adv, move, direction, regime)
 
 
@@ -116,17 +119,37 @@ def test_collapse_is_undetermined():
     assert "undetermined: the retrained models collapsed" in str(adv)
 
 
-def test_classify_cell_without_a_name_and_failed_pairs():
+def test_legacy_single_cell_with_failed_pairs():
     nan = float("nan")
-    regime, conf, ev, rule = classify_cell([nan, -0.1, nan], [nan, 0.7, nan],
-                                           [0.1, 0.1, nan], [0.05, 0.05, nan],
-                                           num_classes=None, tau_lmc=0.02, tau_cka=0.9)
-    assert regime == "I" and ev["n_valid_pairs"] == 1 and math.isnan(conf)
-    assert rule == {"tau_lmc": 0.02, "cka_rule": "absolute", "tau_cka": 0.9,
-                    "chance_fraction": 0.9, "num_classes": None, "min_pairs": 1}
-    regime, _, ev, _ = classify_cell([nan] * 3, [nan] * 3, [nan] * 3, [nan] * 3,
-                                     num_classes=10, tau_lmc=0.02, tau_cka=0.9)
-    assert regime == "undetermined" and ev["undetermined_reason"]
+    rule = RULES["legacy"].replace(settings={**RULES["legacy"].settings, "tau_cka": 0.9})
+    out = classify_cell_with_rule([nan, -0.1, nan], cka=[nan, 0.7, nan],
+                                  test_error=[0.1, 0.1, nan], train_error=[0.05, 0.05, nan],
+                                  num_classes=None, rule=rule)
+    assert out["regime"] == "I" and out["n_valid_pairs"] == 1 and math.isnan(out["confidence"])
+    assert out["rule"] == {"name": "legacy", "family": "legacy", "tau_lmc": 0.02,
+                           "cka_rule": "absolute", "tau_cka": 0.9, "chance_fraction": 0.9,
+                           "num_classes": None, "min_pairs": 1}
+    out = classify_cell_with_rule([nan] * 3, cka=[nan] * 3, test_error=[nan] * 3,
+                                  train_error=[nan] * 3, num_classes=10, rule=rule)
+    assert out["regime"] == "undetermined" and out["reason"] == "too_few_valid_pairs"
+
+
+def test_one_model_defaults_to_the_sweeps_rule():
+    # issue 17: no rule and no legacy threshold -> DEFAULT_RULE's single-cell variant, as a sweep
+    kw = {"hyperparameter": "epochs", "value": 40, "num_classes": 10}
+    barrier = advice_from_measurements([-0.2, -0.25, -0.22], [0.8] * 3, [0.3] * 3, [0.1] * 3,
+                                       **kw)
+    assert barrier.rule["name"] == DEFAULT_RULE and (barrier.regime, barrier.direction) == (
+        "I", "hotter")
+    # a low CKA said II-A (colder) under the legacy single-model rule; the default rule cannot
+    # split II-A from II-B without a column, so one model's Regime II is unresolved -> keep
+    flat = advice_from_measurements([0.0, -0.002, 0.001], [0.80, 0.82, 0.81], [0.1] * 3,
+                                    [0.05] * 3, **kw)
+    assert (flat.regime, flat.direction) == ("II-unresolved", "keep")
+    assert _measured([0.0, -0.002, 0.001], [0.80, 0.82, 0.81]).regime == "II-A"
+    with pytest.raises(SpecError, match=r"^tau_lmc / tau_cka are thresholds of the legacy rule"):
+        advice_from_measurements([0.0] * 3, [0.9] * 3, [0.1] * 3, [0.05] * 3, tau_lmc=0.1,
+                                 regime_rule="level", **kw)
 
 
 def test_make_advice_and_to_dataset_without_evidence():
@@ -229,6 +252,11 @@ def test_make_selection_ranking():
     assert sel.best == 0 and sel.best_model == "cold"
     sel = make_selection([(0, "broken", _fake_advice(*table["broken"]))])
     assert sel.best is None and sel.best_model is None and "none" in str(sel)
+    # one model under the default rule is I or II-unresolved: Regime II is still preferred
+    sel = make_selection([("cold", "cold", _fake_advice("I", -0.2, 0.99)),
+                          ("flat", "flat", _fake_advice("II-unresolved", -0.001, 0.9)),
+                          ("flat2", "flat2", _fake_advice("II-unresolved", 0.0, 0.95))])
+    assert sel.best == "flat2" and [r["eligible"] for r in sel.ranking] == [True, True, False]
 
 
 # --------------------------------------------------------------------------- validation
@@ -274,7 +302,7 @@ def test_unresolved_keeps_and_rules_reach_every_entry_point():
     assert (out["regime"].sel(density=0.5, epochs=[20, 40]) == 3).all()
     adv = advise_dataset(ds, {"epochs": 40, "density": 0.5})
     assert (adv.regime, adv.direction, adv.move) == ("II-unresolved", "keep", "keep epochs")
-    assert DIRECTIONS["II-unresolved"] == "keep"
+    assert ADVICE["II-unresolved"] == "keep" and ADVICE["undetermined"] is None
     with pytest.raises(SpecError, match="tau_lmc is a threshold of the legacy rule"):
         advise_dataset(ds, {"epochs": 5, "density": 0.5}, rule="level", tau_lmc=0.1)
     # one model: the single-cell variant of a rule (I vs II only)

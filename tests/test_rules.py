@@ -326,3 +326,39 @@ def test_corpus_validation_machinery(tmp_path):
     assert "[0, 1] vs [2, 3]" in text and "Rule dicts:" in text
     same, n = cv.agreement(np.array([0, 1, 2, 3, -1]), np.array([0, 2, 2, 0, 0]))
     assert (same, n) == (2, 3)          # unresolved (3) and undetermined (-1) are not resolved
+
+
+# --------------------------------------------------------------------------- the legacy family
+def test_legacy_is_a_rule_like_the_others(tmp_path):
+    """Issue 17: the legacy rule is a Rule (thresholds + its own settings), serialisable, run
+    by classify_with_rule; None in collapse_margin / chance_fraction / tau_cka: no such check."""
+    leg = RULES["legacy"]
+    assert leg.settings == {"cka_rule": "relative", "tau_cka": 0.959, "chance_fraction": 0.9,
+                            "min_pairs": 1}
+    r = leg.replace(thresholds={"collapse_margin": None},
+                    settings={"cka_rule": "absolute", "chance_fraction": None})
+    assert r.thresholds["collapse_margin"] is None and r.settings["tau_cka"] == 0.959
+    assert Rule.from_json(r.to_json()) == r
+    assert Rule.load_yaml(r.dump_yaml(tmp_path / "r.yaml")) == r
+    for bad, msg in [({"settings": {"cka_rule": "abs"}},
+                      r"^rule.settings.cka_rule must be one of relative, absolute; got 'abs'"),
+                     ({"settings": {"scope": "joint"}},
+                      r"^rule.settings.scope is not a setting of family 'legacy'; allowed: "),
+                     ({"settings": {"cka_rule": "absolute", "tau_cka": None}},
+                      r"^rule.settings.tau_cka must be a number >= 0 with cka_rule='absolute'"),
+                     ({"thresholds": {"tau_lmc": None}},
+                      r"^rule.thresholds.tau_lmc must be a number in \[0, inf\]; got None"),
+                     ({"settings": {"min_pairs": 0}},
+                      r"^rule.settings.min_pairs must be an integer >= 1; got 0")]:
+        with pytest.raises(SpecError, match=msg):
+            leg.replace(**bad)
+    with pytest.raises(SpecError, match=r"^rule.settings.cka_rule is not a setting of family "):
+        RULES["paper_step"].replace(settings={"cka_rule": "absolute"})
+    # one model: the legacy variant splits II-A / II-B against tau_cka, the others cannot
+    one = classify_cell_with_rule([0.0, -0.002, 0.001], cka=[0.8, 0.82, 0.81], rule=leg)
+    two = classify_cell_with_rule([0.0, -0.002, 0.001], cka=[0.99, 0.985, 0.99], rule=leg)
+    assert (one["regime"], one["advice"], two["regime"], two["advice"]) == (
+        "II-A", "colder", "II-B", "keep")
+    assert 0.5 < one["confidence"] <= 1 and one["rule"]["cka_rule"] == "absolute"
+    assert classify_cell_with_rule([0.0, -0.002, 0.001], cka=[0.8, 0.82, 0.81])[
+        "regime"] == "II-unresolved"

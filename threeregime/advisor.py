@@ -6,8 +6,10 @@ off the finished sweep without it.
 1. :func:`advise`: prune a trained dense model one-shot to ``target_density``, retrain it with
    K seeds (the seeds differ only in data order, as the reference), measure linear mode
    connectivity and CKA of the softmax outputs on all K(K-1)/2 pairs, classify the one cell
-   with the absolute rule (:func:`threeregime.analysis.advice.classify_cell`) and say which
-   way to move the hyperparameter (I -> hotter, II-A -> colder, II-B -> keep).  On a results
+   with the single-cell variant of a sweep's default rule
+   (:data:`threeregime.analysis.rules.DEFAULT_RULE`, or the rule named;
+   :func:`threeregime.analysis.rules.classify_cell_with_rule`) and say which way to move the
+   hyperparameter (I -> hotter, II-A -> colder, II-B and II unresolved -> keep).  On a results
    Dataset it reads the advice off a finished sweep
    (:func:`threeregime.analysis.advice.advise_dataset`).
 2. :func:`select_model_to_prune`: which of several dense models to prune.
@@ -40,7 +42,6 @@ import numpy as np
 import xarray as xr
 
 from .analysis.advice import (
-    DEFAULTS,
     Advice,
     Selection,
     advice_from_measurements,
@@ -52,8 +53,7 @@ from .analysis.advice import (
     check_value,
     make_selection,
 )
-from .analysis.regimes import DEFAULTS as REGIME_DEFAULTS
-from .analysis.rules import check_rule
+from .analysis.rules import check_rule, get_rule
 from .errors import DataError, SpecError, ThreeRegimeWarning
 from .spec.specs import (
     CKA_INPUTS,
@@ -213,7 +213,7 @@ def _dense_errors(model: nn.Module, splits: Any, device: str) -> dict[str, float
     from .training.train import own_errors
 
     tr, te, chance, k = own_errors(model, splits, device=device)
-    if tr >= REGIME_DEFAULTS["chance_fraction"] * chance:   # as classify's collapse check
+    if tr >= get_rule().settings["chance_fraction"] * chance:   # as the rule's chance check
         warnings.warn(f"the dense model is at chance level: train error {100 * tr:.1f} %, "
                       f"test error {100 * te:.1f} % (chance {100 * chance:.1f} % for {k} "
                       "classes); its advice describes an untrained model: check that it is "
@@ -244,10 +244,13 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
 
     * ``advise(model, data, target_density=..., hyperparameter=..., value=...)`` for a trained
       dense model: prune, retrain ``seeds`` times, measure LMC and CKA on all seed pairs,
-      classify with the absolute rule (``tau_lmc``, ``tau_cka``) and advise.
+      classify with the single-cell variant of ``rule`` (default: the sweep's default rule
+      :data:`threeregime.analysis.rules.DEFAULT_RULE`, which tells Regime I from Regime II
+      and leaves II-A vs II-B unresolved, advice keep) and advise.
     * ``advise(results_ds, point={"epochs": 40, "density": 0.05})`` reads the advice off a
       finished sweep (:func:`threeregime.analysis.advice.advise_dataset`): the Dataset is classified
-      (relative CKA rule, or absolute when ``tau_cka`` is given) and the cell selected.
+      with ``rule`` (the same default; the legacy rule when ``tau_lmc`` / ``tau_cka`` is given)
+      and the cell selected.
 
     Parameters
     ----------
@@ -275,12 +278,16 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
         ``nm_N_M`` (e.g. ``nm_2_4``: N:M sparse retraining with progressive gradient flow) or
         ``channel`` (structured channel pruning: a smaller network is retrained).
     tau_lmc, tau_cka : float, optional
-        Thresholds of the legacy rule; default :data:`threeregime.analysis.advice.DEFAULTS`.
+        Thresholds of the legacy rule (giving one selects it; defaults
+        :data:`threeregime.analysis.rules.LEGACY_DEFAULTS`: for a model, II-A vs II-B by CKA
+        against ``tau_cka``).
     rule : Rule or str, optional
-        A named rule (:data:`threeregime.analysis.rules.RULES`); for a model its single-cell variant
-        (I vs II only; Regime II is II-unresolved, advice keep); for a Dataset
-        :func:`threeregime.analysis.advice.advise_dataset`.  Default: the legacy single-model rule
-        (``tau_lmc``, ``tau_cka``) for a model, the library's default rule for a Dataset.
+        A named rule (:data:`threeregime.analysis.rules.RULES`); for a model its single-cell
+        variant (step / level: I vs II only, Regime II is II-unresolved, advice keep; legacy:
+        the absolute CKA rule); for a Dataset :func:`threeregime.analysis.advice.advise_dataset`.
+        Default: :data:`threeregime.analysis.rules.DEFAULT_RULE`, for a model as for a Dataset
+        (before issue 17 a model defaulted to the legacy single-model rule: pass
+        ``rule="legacy"`` for it).
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:N"``.
     cache_dir : path or False, optional
@@ -330,9 +337,10 @@ def advise(model_or_ds: Any, data: Any = None, *, target_density: float | None =
     if rule is not None and (tau_lmc is not None or tau_cka is not None):
         raise SpecError("tau_lmc / tau_cka are thresholds of the legacy rule; got them with "
                         f"rule={getattr(rule, 'name', rule)!r}")
-    if rule is None:
-        tau_lmc = check_tau("tau_lmc", DEFAULTS["tau_lmc"] if tau_lmc is None else tau_lmc)
-        tau_cka = check_tau("tau_cka", DEFAULTS["tau_cka"] if tau_cka is None else tau_cka)
+    if tau_lmc is not None:
+        tau_lmc = check_tau("tau_lmc", tau_lmc)
+    if tau_cka is not None:
+        tau_cka = check_tau("tau_cka", tau_cka)
     splits, retrain, prune_spec = _checked_inputs(model_or_ds, data, target_density, prune,
                                                   retrain, dense_layers)
     density = prune_spec.density

@@ -174,8 +174,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="inputs of CKA: train (default, as the paper: the first 6400 "
                    "training inputs) or test")
     a.add_argument("--rule", default=None, metavar="NAME",
-                   help="regime rule (threeregime.analysis.rules.RULES); default: the legacy "
-                   "single-model rule for a checkpoint, the default rule for a results file")
+                   help="regime rule (threeregime.analysis.rules.RULES); default: the library's "
+                   "default rule, for a checkpoint as for a results file")
     a.add_argument("--cache-dir", metavar="DIR", default=None,
                    help="store of the retrained models, a sweep directory (default "
                    "$THREEREGIME_CACHE or ~/.cache/threeregime)")
@@ -262,7 +262,8 @@ def regime_table(ds) -> str:
     grid per value of any further axis (e.g. each pruning method)."""
     import itertools
 
-    from .analysis.regimes import decode, find_dims
+    from .analysis.features import find_dims
+    from .analysis.regimes import decode
 
     _, temps, loads = find_dims(ds, "regime")
     t_dim, l_dim = temps[0], loads[0]

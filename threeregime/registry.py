@@ -21,8 +21,12 @@ __all__ = ["BUILTIN", "NAMES", "FieldError", "Registry", "registered_names", "re
 
 T = TypeVar("T")
 
-#: kind -> names the torch-side module registers when it is imported (``measures.MEASURES``)
-BUILTIN: dict[str, tuple[str, ...]] = {"measure": ("lmc", "cka", "hessian", "robustness")}
+#: kind -> names the torch-side module registers when it is imported (``measures.MEASURES``;
+#: ``corruption``: :data:`threeregime.data.corruptions.CORRUPTIONS`, in its order)
+BUILTIN: dict[str, tuple[str, ...]] = {
+    "measure": ("lmc", "cka", "hessian", "robustness"),
+    "corruption": ("shift", "scale", "mask", "contrast", "brightness", "gaussian_noise", "blur",
+                   "jpeg")}
 
 #: kind -> names known so far: the built-ins, then those :meth:`Registry.register` adds
 NAMES: dict[str, set[str]] = {kind: set(names) for kind, names in BUILTIN.items()}

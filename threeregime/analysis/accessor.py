@@ -29,7 +29,7 @@ class ThreeRegimeAccessor:
 
     def dims(self, var: str = "lmc") -> dict[str, list[str]]:
         """``{"cells": [...], "temperature": [...], "load": [...]}`` of ``var``."""
-        from .regimes import find_dims
+        from .features import find_dims
 
         cell, temps, loads = find_dims(self._ds, var)
         return {"cells": cell, "temperature": temps, "load": loads}

@@ -2,13 +2,17 @@
 
 Regime I -> hotter, II-A -> colder, II-B and II unresolved -> keep (SPEC.md sections 1 and 5);
 hotter means fewer epochs, a smaller batch, a larger learning rate or a larger SAM rho.  Here:
-the display objects (:class:`Advice`, :class:`Selection`, :class:`TuneResult`); the single-cell
-rule (:func:`classify_cell`); advice read off a sweep (:func:`advise_dataset`, any named rule of
-:mod:`threeregime.analysis.rules`; default :data:`threeregime.analysis.rules.DEFAULT_RULE`, chosen
-by the corpus validation of ``docs/validation_protocol.md``); the case studies' torch-free
-rules (:func:`make_selection`, :func:`step_value`); the input validators (over spec's).  The
-legacy single-model rule's :data:`DEFAULTS` (``tau_cka`` 0.959 fitted on the quick sweep's dense
-seed 1) are documented in ``docs/advice_validation.md``.
+the display objects (:class:`Advice`, :class:`Selection`, :class:`TuneResult`); advice of one
+measured model (:func:`advice_from_measurements`, through
+:func:`threeregime.analysis.rules.classify_cell_with_rule`); advice read off a sweep
+(:func:`advise_dataset`, any named rule of :mod:`threeregime.analysis.rules`; default
+:data:`threeregime.analysis.rules.DEFAULT_RULE`, chosen by the corpus validation of
+``docs/validation_protocol.md``); the case studies' torch-free rules (:func:`make_selection`,
+:func:`step_value`); the input validators (over spec's).  The regime -> direction table is
+:data:`threeregime.analysis.rules.ADVICE` (None: "unknown"); the legacy rule's single-model
+threshold (``tau_cka`` 0.959 fitted on the quick sweep's dense seed 1,
+:data:`threeregime.analysis.rules.LEGACY_DEFAULTS`) is documented in
+``docs/advice_validation.md``.
 """
 from __future__ import annotations
 
@@ -25,30 +29,32 @@ import xarray as xr
 from ..errors import SpecError
 from ..spec.specs import AXES, check_choice, check_float, check_pos_int
 from . import advice_text as _text
-from .features import cell_index
-from .regimes import DEFAULTS as _REGIME_DEFAULTS
-from .regimes import REGIMES, classify, find_dims
-from .rules import classify_cell_with_rule, get_rule
+from .features import cell_index, find_dims
+from .regimes import classify
+from .rules import (
+    ADVICE,
+    LEGACY_DEFAULTS,
+    NAMES,
+    REASONS,
+    Rule,
+    classify_cell_with_rule,
+    get_rule,
+)
 
-__all__ = ["Advice", "Selection", "TuneResult", "classify_cell", "advice_from_measurements",
+__all__ = ["Advice", "Selection", "TuneResult", "advice_from_measurements",
            "make_advice", "advise_dataset", "rank_candidates",
            "candidate_entry", "make_selection", "SELECT_RULE", "step_value", "move_for",
-           "parse_point", "HYPERPARAMETERS", "DIRECTIONS", "DEFAULTS", "check_density",
+           "parse_point", "HYPERPARAMETERS", "check_density",
            "check_seeds", "check_hyperparameter", "check_value", "check_tau"]
 
 #: the temperature-like hyperparameters and which way is hotter
 HYPERPARAMETERS: dict[str, str] = {name: ax.hotter for name, ax in AXES.items()
                                    if ax.role == "temperature"}
-#: regime name -> direction of the advice
-DIRECTIONS: dict[str, str] = {"I": "hotter", "II-A": "colder", "II-B": "keep",
-                              "II-unresolved": "keep", "undetermined": "unknown"}
 _MOVES = {("epochs", "hotter"): "train fewer epochs", ("epochs", "colder"): "train more epochs",
           ("batch_size", "hotter"): "use a smaller batch",
           ("batch_size", "colder"): "use a larger batch",
           ("lr", "hotter"): "raise the learning rate", ("lr", "colder"): "lower the learning rate",
           ("sam_rho", "hotter"): "raise rho", ("sam_rho", "colder"): "lower rho"}
-#: calibrated defaults of the single-model rule (module docstring)
-DEFAULTS: dict[str, float] = {"tau_lmc": float(_REGIME_DEFAULTS["tau_lmc"]), "tau_cka": 0.959}
 #: case study 2's choice, in words
 SELECT_RULE = ("drop Regime I (and undetermined); pick the highest CKA; if every candidate is "
                "Regime I, pick the best connected (highest LMC mc)")
@@ -261,64 +267,17 @@ class Advice:
 def make_advice(regime: str, confidence: float, evidence: dict, rule: dict,
                 hyperparameter: str, value: float | None) -> Advice:
     """The :class:`Advice` of a regime: its direction and move for ``hyperparameter``."""
-    direction = DIRECTIONS[regime]
+    direction = ADVICE[regime] or "unknown"
     return Advice(regime=regime, direction=direction, move=move_for(hyperparameter, direction),
                   hyperparameter=hyperparameter, value=None if value is None else float(value),
                   confidence=float(confidence), evidence=evidence, rule=rule,
                   confidence_kind=_text.confidence_kind(rule))
 
 
-# --------------------------------------------------------------------------- the cell rule
+# --------------------------------------------------------------------------- one model
 def _mean_or_nan(values: Sequence[float]) -> float:
     with np.errstate(all="ignore"):
         return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
-
-
-def classify_cell(lmc: Any, cka: Any, test_error: Any, train_error: Any, *,
-                  num_classes: int | None, tau_lmc: float | None = None,
-                  tau_cka: float | None = None, hyperparameter: str | None = None,
-                  value: float | None = None, regime_rule: Any = None
-                  ) -> tuple[str, float, dict, dict]:
-    """Classify one cell: the legacy absolute CKA rule, or ``regime_rule``'s single-cell variant.
-
-    ``lmc``, ``cka`` per seed pair (NaN: a failed model's pair); ``test_error``,
-    ``train_error`` per retrained model (collapse checks; ``num_classes`` None skips the chance
-    check).  No ``regime_rule`` (or ``legacy``): :func:`threeregime.analysis.regimes.classify` with
-    ``tau_lmc`` and the absolute CKA rule at ``tau_cka``; a ``step`` / ``level`` Rule or name:
-    :func:`threeregime.analysis.rules.classify_cell_with_rule` (Regime II is ``II-unresolved``).
-    Returns ``(regime, confidence, evidence, rule)``.
-    """
-    r = get_rule(regime_rule) if isinstance(regime_rule, str) else regime_rule
-    if r is not None and r.family != "legacy":
-        out = classify_cell_with_rule(lmc, cka=cka, train_error=_mean_or_nan(train_error),
-                                      num_classes=int(num_classes or 10), rule=r)
-        ev = {k: out[k] for k in ("lmc_mean", "lmc_sem", "lmc_z", "cka_mean", "cka_sem",
-                                  "n_valid_pairs")}
-        ev["undetermined_reason"] = out["reason"] if out["reason"] != "none" else ""
-        return out["regime"], math.nan, ev, {"name": r.name, "family": r.family,
-                                              "thresholds": r.thresholds, "variant": out["variant"]}
-    if r is not None:
-        tau_lmc = r.thresholds["tau_lmc"] if tau_lmc is None else tau_lmc
-    dim = hyperparameter or "temperature"
-    coord = float("nan") if value is None else float(value)
-    ds = xr.Dataset(
-        {"lmc": ((dim, "pair"), np.asarray(lmc, dtype=np.float64)[None]),
-         "cka": ((dim, "pair"), np.asarray(cka, dtype=np.float64)[None]),
-         "test_error": ((dim, "retrain_seed"), np.asarray(test_error, float)[None]),
-         "train_error": ((dim, "retrain_seed"), np.asarray(train_error, float)[None])},
-        coords={dim: (dim, [coord], {"role": "temperature"})})
-    reg = classify(ds, tau_lmc=DEFAULTS["tau_lmc"] if tau_lmc is None else tau_lmc,
-                   cka_rule="absolute", tau_cka=DEFAULTS["tau_cka"] if tau_cka is None
-                   else tau_cka, num_classes=num_classes, temperature=dim)
-    cell = reg.isel({dim: 0})
-    ev = {"lmc_mean": float(cell["lmc_mean"]), "lmc_sem": float(cell["lmc_sem"]),
-          "cka_mean": float(cell["cka_mean"]), "cka_sem": float(cell["cka_sem"]),
-          "n_valid_pairs": int(cell["n_valid_pairs"]),
-          "undetermined_reason": _REASON_TEXT.get(int(cell["undetermined_reason"]), "")}
-    rule = json.loads(reg.attrs["regime_rule"])
-    rule = {k: rule[k] for k in ("tau_lmc", "cka_rule", "tau_cka", "chance_fraction",
-                                 "num_classes", "min_pairs")}
-    return REGIMES[int(cell["regime"].values)], float(cell["regime_confidence"]), ev, rule
 
 
 def advice_from_measurements(lmc: Sequence[float], cka: Sequence[float],
@@ -327,16 +286,43 @@ def advice_from_measurements(lmc: Sequence[float], cka: Sequence[float],
                              tau_lmc: float | None = None, tau_cka: float | None = None,
                              evidence: Mapping | None = None, rule: Mapping | None = None,
                              regime_rule: Any = None) -> Advice:
-    """:func:`classify_cell` and :func:`make_advice` in one: the advice of one measured model.
+    """The advice of one measured model: the rule's single-cell variant
+    (:func:`threeregime.analysis.rules.classify_cell_with_rule`) and :func:`make_advice`.
 
-    ``evidence`` and ``rule`` are merged into the Advice's (pairs, seeds, density, the
-    retraining recipe, ...).  The evidence gets ``lmc``, ``cka``, ``n_pairs``, ``test_error``,
-    ``train_error`` and ``test_error_mean`` (NaN when no model has a finite test error).
+    ``lmc``, ``cka`` per seed pair (NaN: a failed model's pair); ``test_error``,
+    ``train_error`` per retrained model (collapse checks; ``num_classes`` None skips the legacy
+    chance check).  ``regime_rule``: a Rule or a shipped rule's name (default
+    :data:`threeregime.analysis.rules.DEFAULT_RULE`); ``tau_lmc`` / ``tau_cka`` (legacy rule
+    only; they select it when no rule is named) replace its thresholds.  ``evidence`` and
+    ``rule`` are merged into the Advice's (pairs, seeds, density, the retraining recipe, ...).
+    The evidence gets ``lmc``, ``cka``, ``n_pairs``, ``test_error``, ``train_error`` and
+    ``test_error_mean`` (NaN when no model has a finite test error).
     """
-    regime, conf, ev, rl = classify_cell(
-        np.array(lmc), np.array(cka), np.array(test_error), np.array(train_error),
-        hyperparameter=hyperparameter, value=value, num_classes=num_classes, tau_lmc=tau_lmc,
-        tau_cka=tau_cka, regime_rule=regime_rule)
+    legacy_kw = tau_lmc is not None or tau_cka is not None
+    r = regime_rule if isinstance(regime_rule, Rule) else get_rule(
+        "legacy" if regime_rule is None and legacy_kw else regime_rule)
+    if legacy_kw:
+        if r.family != "legacy":
+            raise SpecError(f"tau_lmc / tau_cka are thresholds of the legacy rule; got them "
+                            f"with rule={r.name!r}")
+        r = r.replace(thresholds={} if tau_lmc is None else {"tau_lmc": tau_lmc},
+                      settings={**r.settings, **({} if tau_cka is None
+                                                 else {"tau_cka": tau_cka})})
+    out = classify_cell_with_rule(np.array(lmc, dtype=float), cka=np.array(cka, dtype=float),
+                                  test_error=np.array(test_error, dtype=float),
+                                  train_error=np.array(train_error, dtype=float),
+                                  num_classes=num_classes, rule=r,
+                                  hyperparameter=hyperparameter, value=value)
+    ev = {k: out[k] for k in ("lmc_mean", "lmc_sem", "lmc_z", "cka_mean", "cka_sem",
+                              "n_valid_pairs")}
+    if r.family == "legacy":
+        ev.pop("lmc_z")
+        ev["undetermined_reason"] = _REASON_TEXT.get(REASONS[out["reason"]], "")
+        rl = out["rule"]
+    else:
+        ev["undetermined_reason"] = out["reason"] if out["reason"] != "none" else ""
+        rl = {**out["rule"], "variant": out["variant"]}
+    regime, conf = out["regime"], out["confidence"]
     full = {**ev, "lmc": list(lmc), "cka": list(cka), "n_pairs": int(ev["n_valid_pairs"]),
             "test_error": list(test_error), "train_error": list(train_error),
             "test_error_mean": _mean_or_nan(test_error), **(evidence or {})}
@@ -375,7 +361,8 @@ def advise_dataset(ds: xr.Dataset, point: Mapping[str, Any] | None, *,
     hp = check_hyperparameter(hyperparameter)
     kw: dict[str, Any] = {}
     if tau_lmc is not None or tau_cka is not None:
-        kw["tau_lmc"] = check_tau("tau_lmc", DEFAULTS["tau_lmc"] if tau_lmc is None else tau_lmc)
+        kw["tau_lmc"] = check_tau("tau_lmc", LEGACY_DEFAULTS["tau_lmc"] if tau_lmc is None
+                                   else tau_lmc)
     if tau_cka is not None:
         kw.update(cka_rule="absolute", tau_cka=check_tau("tau_cka", tau_cka))
     reg = classify(ds, rule=rule, **kw)
@@ -402,7 +389,7 @@ def advise_dataset(ds: xr.Dataset, point: Mapping[str, Any] | None, *,
                 "n_dense_seeds": int(ds.sizes.get("dense_seed", 1)),
                 **_text.column_evidence(ds, sel, hp)}
     rule = json.loads(reg.attrs["regime_rule"])
-    return make_advice(REGIMES[int(c["regime"].values)], float(c["regime_confidence"]),
+    return make_advice(NAMES[int(c["regime"].values)], float(c["regime_confidence"]),
                        evidence, rule, hp, float(point[hp]))
 
 
@@ -441,7 +428,9 @@ def candidate_entry(name: Any, advice: Advice) -> dict:
     return {"name": name, "regime": advice.regime,
             "lmc_mean": _f(ev.get("lmc_mean")), "cka_mean": _f(ev.get("cka_mean")),
             "test_error": _f(ev.get("test_error_mean")),
-            "eligible": advice.regime in ("II-A", "II-B"), "advice": advice}
+            # every Regime II label, unresolved included: one model under the default rule is
+            # never II-A / II-B (no column), and it is Regime II all the same
+            "eligible": advice.regime in ("II-A", "II-B", "II-unresolved"), "advice": advice}
 
 
 def rank_candidates(entries: list[dict]) -> list[dict]:

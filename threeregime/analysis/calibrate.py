@@ -20,8 +20,9 @@ import numpy as np
 import xarray as xr
 
 from ..errors import SpecError
+from ..results.schema import REPLICATE_DIMS
 from ..stats import unit_means
-from .features import REPLICATE_DIMS, Grid, temperature_dim
+from .features import Grid, temperature_dim
 from .rules import NAMES, Rule, _features_of, _label_grid, advice_of
 
 __all__ = ["NAIVE", "calibrate", "measured_directions", "paired_direction_test",

@@ -49,12 +49,13 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DataError, ResultsError, SpecError, did_you_mean
+from ..results.schema import REPLICATE_DIMS
+from ..spec.specs import AXES
 from ..stats import mean_sem, one_sample_t, pooled_sem, unit_means
 
-__all__ = ["REPLICATE_DIMS", "Grid", "cell_index", "cell_stats", "change_point", "features",
+__all__ = ["Grid", "cell_index", "cell_stats", "change_point", "features", "find_dims",
            "read_table", "replicate_mean", "temperature_dim"]
 
-REPLICATE_DIMS = ("dense_seed", "pair", "retrain_seed")
 #: the reading errors of the paper's table (Zhou et al. 2023, Figure 2): the noise of a
 #: means-only table that brings no ``<var>_sem`` of its own (nothing to measure it from)
 TABLE_NOISE = {"lmc": 0.01, "test_error": 0.01, "cka": 0.002}
@@ -77,6 +78,53 @@ def temperature_dim(ds: xr.Dataset, var: str, temperature: str | None = None) ->
                            f"role='temperature'); found {temps or 'none'} among "
                            f"{', '.join(cell) or 'none'}; pass temperature=<dim name>")
     return temps[0]
+
+
+def _role_of(ds: xr.Dataset, dim: str) -> str | None:
+    if dim in ds.coords and ds[dim].attrs.get("role") in ("temperature", "load"):
+        return ds[dim].attrs["role"]
+    if dim in AXES:
+        return AXES[dim].role
+    return None
+
+
+def _as_list(x: str | Sequence[str] | None) -> list[str] | None:
+    if x is None:
+        return None
+    return [x] if isinstance(x, str) else list(x)
+
+
+def find_dims(ds: xr.Dataset, var: str = "lmc", temperature: str | Sequence[str] | None = None,
+              load: str | Sequence[str] | None = None) -> tuple[list[str], list[str], list[str]]:
+    """Return ``(cell_dims, temperature_dims, load_dims)`` of ``ds[var]``.
+
+    Cell dims are the dims of ``var`` other than the replicate dims (``dense_seed``,
+    ``retrain_seed``, ``pair``).  Temperature and load dims come from the coordinates' ``role``
+    attr, else from the names in :data:`threeregime.spec.specs.AXES`; explicit names override.
+    """
+    if var not in ds:
+        raise ResultsError(f"dataset has no variable {var!r}; variables: "
+                           f"{', '.join(map(str, ds.data_vars)) or 'none'}")
+    cell = [str(d) for d in ds[var].dims if d not in REPLICATE_DIMS]
+    temps = _as_list(temperature)
+    loads = _as_list(load)
+    for label, given in (("temperature", temps), ("load", loads)):
+        for d in given or []:
+            if d not in cell:
+                raise ResultsError(f"{label}={d!r} is not a dim of {var}; allowed: "
+                                   f"{', '.join(cell) or 'none'}")
+    if temps is None:
+        temps = [d for d in cell if _role_of(ds, d) == "temperature" and d not in (loads or [])]
+    if loads is None:
+        loads = [d for d in cell if _role_of(ds, d) == "load" and d not in temps]
+    if not temps:
+        raise ResultsError(f"cannot find a temperature dim of {var} (dims: "
+                           f"{', '.join(cell) or 'none'}): no coordinate has attrs "
+                           f"role='temperature'; pass temperature=<dim name>")
+    if set(temps) & set(loads):
+        raise ResultsError(f"a dim cannot be both temperature and load; got temperature={temps}"
+                           f", load={loads}")
+    return cell, temps, loads
 
 
 class Grid:

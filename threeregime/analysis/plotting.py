@@ -26,7 +26,7 @@ from ..errors import ResultsError, SpecError, did_you_mean
 from ..results import storage
 from ..results.storage import REPLICATE_DIMS
 from ..spec.specs import AXES, check_choice
-from .features import replicate_mean
+from .features import find_dims, replicate_mean
 from .plot_text import (
     CELL_NAMES,
     PERCENT,
@@ -44,7 +44,8 @@ from .plot_text import (
     value_text,
     with_note,
 )
-from .regimes import REASONS, REGIMES, UNDETERMINED, find_dims, regimes_of
+from .regimes import REASONS, UNDETERMINED, regimes_of
+from .rules import NAMES
 
 __all__ = [
     "CELL_NAMES",
@@ -478,7 +479,7 @@ def plot_lmc_curves(ds: xr.Dataset, *, split: str = "train", quantity: str = "er
             sel = sel[np.isfinite(sel).any(1)] if sel.size else sel
             if not len(sel):
                 continue
-            lab = f"{REGIMES[code]} ({len(sel)} cells)"
+            lab = f"{NAMES[code]} ({len(sel)} cells)"
             with np.errstate(all="ignore"):
                 lines += ax.plot(t, np.nanmean(sel, 0), color=_REGIME_COLORS[code], lw=2)
             labels.append(lab)

@@ -21,11 +21,16 @@ mean CKA exceeds the hot side's by more than ``z_cka`` standard errors, else **u
 (``settings.unresolved_side = "both"`` makes the hot side unresolved too).  A column whose
 Regime II cells all lie on the hot side (Regime I fills its cold side) is II-A.  Without a
 significant step, the split of the Regime II cells is the CKA change point of the column.
-``legacy`` (the rule of releases before issue 11, kept so old results can be reproduced; it is
-run by :func:`threeregime.analysis.regimes.classify`, not here): Regime I when mean mc <
-``-tau_lmc``;
-Regime II split at the midpoint of its column's CKA range (all II-B when the range is below
-``min_cka_spread``); collapsed when test error exceeds the column's best by ``collapse_margin``.
+``legacy`` (the rule of releases before issue 11, kept so old results can be reproduced bit for
+bit; :func:`_classify_legacy`): Regime I when mean mc < ``-tau_lmc``; Regime II split at the
+midpoint of its column's CKA range (``settings.cka_rule = "relative"``; all II-B when the range
+is below ``min_cka_spread``) or at ``settings.tau_cka`` (``"absolute"``, and always for one
+model: its single-cell variant, ``tau_cka`` 0.959 set on the quick sweep's dense seed 1,
+``docs/advice_validation.md``); undetermined with fewer than ``settings.min_pairs`` valid pairs,
+or collapsed when test error exceeds the column's best by ``collapse_margin`` or train error is
+>= ``settings.chance_fraction`` x chance (None: no such check).  Its ``regime_confidence`` is
+``Phi(|mean + tau_lmc| / sem)`` for I vs II times ``Phi(|cka - split| / sem)`` for II-A vs II-B
+(normal approximation over pairs; NaN with one pair); it was never validated held out.
 ``level`` (no temperature structure; also the single-model variant).  Regime I when
 ``lmc_z < -z_barrier`` and ``lmc_rel_chance < -barrier_chance``; Regime II split by the CKA
 change point of its column as above.
@@ -51,6 +56,8 @@ error of ``z_barrier``.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,13 +65,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..errors import SpecError, did_you_mean
+from ..errors import ResultsError, SpecError, did_you_mean
+from ..results.schema import REPLICATE_DIMS, STATUS
 from ..stats import mean_sem, one_sample_t
-from .features import Grid, cell_stats, features
+from .features import Grid, cell_stats, features, find_dims
 
-__all__ = ["DEFAULT_RULE", "FAMILIES", "FLAG_MEANINGS", "FLAG_VALUES", "REASONS", "RULES",
-           "REGIME_II_UNRESOLVED", "Rule", "advice_of", "classify_cell_with_rule",
-           "classify_with_rule", "get_rule", "label_names"]
+__all__ = ["ADVICE", "DEFAULT_RULE", "FAMILIES", "FLAG_MEANINGS", "FLAG_VALUES", "LEGACY_DEFAULTS",
+           "NAMES", "REASONS", "RULES", "REGIME_II_UNRESOLVED", "Rule", "advice_of",
+           "classify_cell_with_rule", "classify_with_rule", "get_rule", "label_names"]
 
 REGIME_I, REGIME_II_A, REGIME_II_B, REGIME_II_UNRESOLVED, UNDETERMINED = 0, 1, 2, 3, -1
 FLAG_VALUES = np.array([0, 1, 2, 3, -1], dtype=np.int8)
@@ -72,7 +80,8 @@ FLAG_MEANINGS = "regime_I regime_II_A regime_II_B regime_II_unresolved undetermi
 NAMES = {0: "I", 1: "II-A", 2: "II-B", 3: "II-unresolved", -1: "undetermined"}
 REASONS: dict[str, int] = {"none": 0, "not_computed": 1, "diverged_or_failed": 2,
                            "too_few_valid_pairs": 3, "collapsed": 4, "near_chance": 5}
-#: regime -> advised move along temperature (SPEC.md section 5; unresolved -> keep)
+#: regime -> advised move along temperature (SPEC.md section 5; unresolved -> keep; None: no
+#: advice, shown as "unknown" by :class:`threeregime.analysis.advice.Advice`)
 ADVICE = {"I": "hotter", "II-A": "colder", "II-B": "keep", "II-unresolved": "keep",
           "undetermined": None}
 FAMILIES: dict[str, tuple[str, ...]] = {"step": ("z_barrier", "z_step", "z_cka"),
@@ -87,11 +96,22 @@ FAMILIES: dict[str, tuple[str, ...]] = {"step": ("z_barrier", "z_step", "z_cka")
 SETTINGS: dict[str, Any] = {"lmc_floor": 0.0, "cka_floor": 0.0, "noise": "column",
                             "scope": "joint", "unresolved_side": "cold", "collapse_frac": 0.5,
                             "chance_fraction": 0.9}
+#: fixed settings of the legacy family (module docstring; ``tau_cka``: the absolute CKA
+#: threshold, used by ``cka_rule="absolute"`` and by the single-cell variant; None in
+#: ``tau_cka``, ``chance_fraction`` or the threshold ``collapse_margin``: no such check)
+LEGACY_SETTINGS: dict[str, Any] = {"cka_rule": "relative", "tau_cka": 0.959,
+                                   "chance_fraction": 0.9, "min_pairs": 1}
+_OPTIONAL = ("tau_cka", "chance_fraction", "collapse_margin")
 _CHOICES = {"scope": ("joint", "column"), "unresolved_side": ("cold", "both"),
-            "noise": ("column", "grid", "cell")}
+            "noise": ("column", "grid", "cell"), "cka_rule": ("relative", "absolute")}
 _FEATURES = {"step": ("lmc_z", "step_cold", "step_z", "cka_mean", "cka_noise", "headroom_lost"),
              "level": ("lmc_z", "lmc_rel_chance", "cka_mean", "cka_noise", "headroom_lost"),
              "legacy": ("lmc_mean", "cka_mean", "test_error_mean")}
+
+
+def _py(v: Any) -> Any:
+    """A numpy scalar as the Python number spec's validators take."""
+    return v.item() if isinstance(v, (np.integer, np.floating)) else v
 
 
 def label_names(codes: Any) -> np.ndarray:
@@ -113,11 +133,13 @@ class Rule:
     Attributes
     ----------
     name : str
-    family : {"step", "level"}
+    family : {"step", "level", "legacy"}
     thresholds : dict
-        The fitted numbers (keys: :data:`FAMILIES` ``[family]``), each finite and >= 0.
+        The fitted numbers (keys: :data:`FAMILIES` ``[family]``), each finite and >= 0
+        (legacy's ``collapse_margin`` may be None: no such check).
     settings : dict
-        Fixed, not fitted (keys of ``SETTINGS``; missing keys take the defaults).
+        Fixed, not fitted (keys of ``SETTINGS``, of ``LEGACY_SETTINGS`` for the legacy family;
+        missing keys take the defaults).
     description : str
     provenance : dict
         What the thresholds were fitted on and how.
@@ -134,32 +156,41 @@ class Rule:
     scores: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from ..spec.specs import check_choice, check_float
+        from ..spec.specs import check_choice, check_float, check_pos_int
 
         if not isinstance(self.name, str) or not self.name:
             raise SpecError(f"rule.name must be a non-empty string; got {self.name!r}")
         check_choice("rule.family", self.family, tuple(FAMILIES))
         want = FAMILIES[self.family]
+        defaults = LEGACY_SETTINGS if self.family == "legacy" else SETTINGS
         for k, v in self.thresholds.items():
             if k not in want:
                 raise SpecError(f"rule.thresholds.{k} is not a threshold of family "
                                 f"{self.family!r}; allowed: {', '.join(want)}"
                                 f"{did_you_mean(k, want)}")
-            check_float(f"rule.thresholds.{k}", v, 0.0, float("inf"))
+            if not (v is None and k in _OPTIONAL):
+                check_float(f"rule.thresholds.{k}", _py(v), 0.0, float("inf"))
         missing = [k for k in want if k not in self.thresholds]
         if missing:
             raise SpecError(f"rule.thresholds must give {', '.join(want)}; missing "
                             f"{', '.join(missing)}")
         for k, v in self.settings.items():
-            if k not in SETTINGS:
-                raise SpecError(f"rule.settings.{k} is not a setting; allowed: "
-                                f"{', '.join(SETTINGS)}{did_you_mean(k, SETTINGS)}")
+            if k not in defaults:
+                raise SpecError(f"rule.settings.{k} is not a setting of family "
+                                f"{self.family!r}; allowed: {', '.join(defaults)}"
+                                f"{did_you_mean(k, defaults)}")
             if k in _CHOICES:
                 check_choice(f"rule.settings.{k}", v, _CHOICES[k])
-            else:
-                check_float(f"rule.settings.{k}", v, 0.0, float("inf"))
-        object.__setattr__(self, "settings", {**SETTINGS, **self.settings})
-        object.__setattr__(self, "thresholds", {k: float(v) for k, v in
+            elif k == "min_pairs":
+                check_pos_int(f"rule.settings.{k}", _py(v))
+            elif not (v is None and k in _OPTIONAL):
+                check_float(f"rule.settings.{k}", _py(v), 0.0, float("inf"))
+        settings = {**defaults, **{k: _py(v) for k, v in self.settings.items()}}
+        if settings.get("cka_rule") == "absolute" and settings["tau_cka"] is None:
+            raise SpecError("rule.settings.tau_cka must be a number >= 0 with cka_rule="
+                            "'absolute'; got None")
+        object.__setattr__(self, "settings", settings)
+        object.__setattr__(self, "thresholds", {k: None if v is None else float(v) for k, v in
                                                 self.thresholds.items()})
 
     @property
@@ -246,9 +277,8 @@ def _label_grid(f: xr.Dataset, rule: Rule) -> tuple[np.ndarray, np.ndarray, Grid
     difference (cold - hot Regime II cells) over its standard error (NaN: not computed)."""
     th, st = rule.thresholds, rule.settings
     if rule.family == "legacy":
-        raise SpecError(f"rule {rule.name!r} (family legacy) is run by "
-                        "threeregime.analysis.regimes.classify(ds, rule=...); calibrate and "
-                        "classify_with_rule take the families step, level")
+        raise SpecError(f"rule {rule.name!r} (family legacy) has no features to calibrate; "
+                        "calibrate takes the families step, level")
     g = Grid(f, list(f["lmc_mean"].dims), f.attrs["temperature"])
     G = {k: g.grid(f[k]) for k in ("lmc_z", "lmc_mean", "cka_mean", "cka_noise", "step_cold",
                                    "step_z", "headroom_lost", "lmc_rel_chance",
@@ -318,8 +348,11 @@ def _features_of(ds: xr.Dataset, rule: Rule, temperature: str | None,
 
 
 def classify_with_rule(ds: xr.Dataset, rule: Rule | str | None = None, *,
-                       temperature: str | None = None) -> xr.Dataset:
-    """Label every cell of ``ds`` with ``rule`` (default :data:`DEFAULT_RULE`).
+                       temperature: str | Sequence[str] | None = None,
+                       load: str | Sequence[str] | None = None,
+                       num_classes: int | None = None) -> xr.Dataset:
+    """Label every cell of ``ds`` with ``rule`` (default :data:`DEFAULT_RULE`): THE labelling
+    of every rule, legacy included (:func:`threeregime.analysis.regimes.classify` calls it).
 
     Parameters
     ----------
@@ -328,18 +361,35 @@ def classify_with_rule(ds: xr.Dataset, rule: Rule | str | None = None, *,
         Dataset such as :func:`threeregime.analysis.features.read_table` returns.
     rule : Rule or str, optional
         A :class:`Rule` or the name of a shipped one (:data:`RULES`).
-    temperature : str, optional
+    temperature : str (or, legacy only, list of str), optional
         The temperature dim when the coordinates carry no ``role`` attr.
+    load : str or list of str, optional
+        Legacy only: the load dims (the other families take every other cell dim as a load
+        column).
+    num_classes : int, optional
+        Default ``ds.attrs["num_classes"]`` (chance level of the collapse checks).
 
     Returns
     -------
     xarray.Dataset
         Over the cell dims: ``regime`` (int8 CF flags :data:`FLAG_VALUES` /
-        :data:`FLAG_MEANINGS`), ``regime_confidence`` (fraction of dense seeds agreeing; NaN
-        with fewer than two), ``regime_uncertain`` (int8 0/1), ``lmc_mean``, ``lmc_sem``,
-        ``cka_mean``, ``cka_sem``, ``n_valid_pairs``, ``undetermined_reason``, and the
-        rule's features; attrs ``regime_rule`` (the rule as JSON).
+        :data:`FLAG_MEANINGS`), ``regime_confidence`` (step / level: fraction of dense seeds
+        agreeing, NaN with fewer than two; legacy: module docstring), ``lmc_mean``,
+        ``lmc_sem``, ``cka_mean``, ``cka_sem``, ``n_valid_pairs``, ``undetermined_reason``;
+        step / level add ``regime_uncertain`` (int8 0/1), ``test_error_mean`` and the rule's
+        features; attrs ``regime_rule`` (the rule as JSON; legacy: its thresholds and dims).
     """
+    rule = get_rule(rule) if not isinstance(rule, Rule) else rule
+    if rule.family == "legacy":
+        return _classify_legacy(ds, rule, num_classes=num_classes, temperature=temperature,
+                                load=load)
+    temps = None if temperature is None else (
+        [temperature] if isinstance(temperature, str) else list(temperature))
+    if temps is not None and len(temps) != 1:
+        raise ResultsError(f"temperature must name one dim for rule {rule.name!r}; got {temps}")
+    temperature = temps[0] if temps else None
+    if num_classes is not None:
+        ds = ds.assign_attrs(num_classes=int(num_classes))
     rule = get_rule(rule) if not isinstance(rule, Rule) else rule
     f = _features_of(ds, rule, temperature)
     lab, reason, g, _ = _label_grid(f, rule)
@@ -384,30 +434,280 @@ def classify_with_rule(ds: xr.Dataset, rule: Rule | str | None = None, *,
     return out
 
 
-def classify_cell_with_rule(lmc: Any, *, lmc_sem: float | None = None,
-                            cka: Any = None, train_error: float | None = None,
-                            num_classes: int = 10, rule: Rule | str | None = None) -> dict:
-    """Label ONE model (no column, no temperature axis): the rule's single-cell variant.
+# --------------------------------------------------------------------------- legacy family
+def _cells(da: xr.DataArray, cell: list[str]) -> np.ndarray:
+    """(*cell, n_replicates) float array: replicate dims flattened last (added if absent)."""
+    rep = [d for d in da.dims if d not in cell]
+    missing = [d for d in cell if d not in da.dims]
+    if missing:
+        raise ResultsError(f"variable {da.name} lacks dims {missing} of the cells")
+    vals = np.asarray(da.transpose(*cell, *rep).values, dtype=np.float64)
+    return vals.reshape(vals.shape[:len(cell)] + (-1,))
 
-    ``lmc`` (and ``cka``) are the values over seed pairs (a number or a sequence).  Only I vs II
-    can be decided from one cell: Regime I when ``lmc_z < -z_barrier`` (and, for the ``level``
-    family, ``lmc / chance < -barrier_chance``); a Regime II cell is ``II-unresolved``
-    (II-A vs II-B needs CKA relative to a column).  Returns a dict: ``regime``, ``advice``,
-    ``reason``, ``variant``, ``lmc_mean``, ``lmc_sem``, ``lmc_z``, ``cka_mean``, ``cka_sem``,
-    ``n_valid_pairs`` (pairs with finite LMC and, when given, CKA).
+
+def _broadcast_status(ds: xr.Dataset, da: xr.DataArray) -> xr.DataArray | None:
+    if "status" not in ds:
+        return None
+    st = ds["status"]
+    if not set(st.dims) <= set(da.dims):
+        return None
+    return st.broadcast_like(da)
+
+
+def _phi_conf(distance: np.ndarray, sem: np.ndarray) -> np.ndarray:
+    """P(chosen side) = Phi(|distance| / sem); 1 where sem == 0; NaN where sem is NaN."""
+    from scipy.special import ndtr
+
+    with np.errstate(all="ignore"):
+        z = np.abs(distance) / sem
+        out = np.where(sem == 0, 1.0, ndtr(z))
+    return np.where(np.isnan(sem), np.nan, out)
+
+
+def _to_columns(a: np.ndarray, cell: list[str], temps: list[str]) -> tuple[np.ndarray, Any]:
+    """Reshape a cell array to (n_columns, n_temperature_cells) and return the inverse."""
+    cols = [d for d in cell if d not in temps]
+    perm = [cell.index(d) for d in cols + temps]
+    t = np.transpose(a, perm)
+    shape_t = t.shape
+    n_temp = int(np.prod([a.shape[cell.index(d)] for d in temps]))
+    flat = t.reshape(-1, n_temp)
+    inv = np.argsort(perm)
+
+    def back(b: np.ndarray) -> np.ndarray:
+        return np.transpose(b.reshape(shape_t), inv)
+
+    return flat, back
+
+
+def _classify_legacy(ds: xr.Dataset, rule: Rule, *, num_classes: int | None,
+                     temperature: str | Sequence[str] | None,
+                     load: str | Sequence[str] | None) -> xr.Dataset:
+    """The legacy family (module docstring), arithmetic unchanged from releases before issue
+    11 (moved here from :mod:`threeregime.analysis.regimes` in issue 17)."""
+    th, fixed = rule.thresholds, rule.settings
+    tau_lmc, min_cka_spread, collapse_margin = (th["tau_lmc"], th["min_cka_spread"],
+                                                th["collapse_margin"])
+    cka_rule, chance_fraction, min_pairs = (fixed["cka_rule"], fixed["chance_fraction"],
+                                            fixed["min_pairs"])
+    tau_cka = fixed["tau_cka"] if cka_rule == "absolute" else None
+    src_l = "lmc" if "lmc" in ds else ("lmc_mean" if "lmc_mean" in ds else None)
+    src_c = "cka" if "cka" in ds else ("cka_mean" if "cka_mean" in ds else None)
+    if src_l is None or src_c is None:
+        raise ResultsError("classify needs variables lmc and cka (or lmc_mean and cka_mean); "
+                           f"got {', '.join(map(str, ds.data_vars)) or 'none'}")
+    cell, temps, loads = find_dims(ds, src_l, temperature, load)
+    lmc_da, cka_da = ds[src_l], ds[src_c]
+    lmc_da, cka_da = xr.broadcast(lmc_da, cka_da)
+    status = _broadcast_status(ds, lmc_da)
+    if status is not None:
+        ok = status == STATUS["ok"]
+        lmc_da, cka_da = lmc_da.where(ok), cka_da.where(ok)
+    lmc_s, cka_s = _cells(lmc_da, cell), _cells(cka_da, cell)
+    both = np.isfinite(lmc_s) & np.isfinite(cka_s)
+    lmc_s, cka_s = np.where(both, lmc_s, np.nan), np.where(both, cka_s, np.nan)
+    lmc_mean, lmc_sem, n_valid = mean_sem(lmc_s)
+    cka_mean, cka_sem, _ = mean_sem(cka_s)
+    has_rep = any(d in REPLICATE_DIMS for d in ds[src_l].dims)
+    if not has_rep:
+        for name, target in (("lmc_sem", lmc_sem), ("cka_sem", cka_sem)):
+            if name in ds and set(ds[name].dims) <= set(cell):
+                target[...] = _cells(ds[name].broadcast_like(lmc_da), cell)[..., 0]
+    cell_shape = lmc_mean.shape
+
+    # ---- why undetermined
+    reason = np.zeros(cell_shape, dtype=np.int8)
+    if status is not None:
+        st = _cells(ds["status"].broadcast_like(lmc_da).astype(np.float64), cell)
+        any_ok = (st == STATUS["ok"]).any(-1)
+        all_missing = (st == STATUS["missing"]).all(-1)
+        reason[~any_ok] = REASONS["diverged_or_failed"]
+        reason[~any_ok & all_missing] = REASONS["not_computed"]
+    too_few = (reason == 0) & ((n_valid < min_pairs) | ~np.isfinite(lmc_mean))
+    reason[too_few] = REASONS["too_few_valid_pairs"]
+
+    def cell_mean_of(name: str) -> np.ndarray | None:
+        if name not in ds or not set(cell) <= set(ds[name].dims):
+            return None
+        da = ds[name]
+        st = _broadcast_status(ds, da)
+        if st is not None:
+            da = da.where(st <= STATUS["diverged"])
+        return mean_sem(_cells(da, cell))[0]
+
+    test_mean = cell_mean_of("test_error")
+    train_mean = cell_mean_of("train_error")
+    if num_classes is None:
+        num_classes = ds.attrs.get("num_classes")
+    collapsed = np.zeros(cell_shape, dtype=bool)
+    if chance_fraction is not None and train_mean is not None and num_classes:
+        chance = 1.0 - 1.0 / float(num_classes)
+        with np.errstate(invalid="ignore"):
+            collapsed |= train_mean >= chance_fraction * chance
+    if collapse_margin is not None and test_mean is not None:
+        cand = np.where((reason == 0) & ~collapsed, test_mean, np.nan)
+        flat, back = _to_columns(cand, cell, temps)
+        with np.errstate(all="ignore"):
+            best = np.where(np.isfinite(flat).any(1, keepdims=True),
+                            np.nanmin(np.where(np.isfinite(flat), flat, np.inf), 1,
+                                      keepdims=True), np.nan)
+            tflat, _ = _to_columns(test_mean, cell, temps)
+            collapsed |= back(tflat > best + collapse_margin)
+    reason[(reason == 0) & collapsed] = REASONS["collapsed"]
+    determined = reason == 0
+
+    # ---- I vs II
+    regime = np.full(cell_shape, UNDETERMINED, dtype=np.int8)
+    is_one = determined & (lmc_mean < -tau_lmc)
+    is_two = determined & ~is_one
+    regime[is_one] = REGIME_I
+    conf_12 = _phi_conf(lmc_mean + tau_lmc, lmc_sem)
+
+    # ---- II-A vs II-B
+    conf_ab = np.full(cell_shape, np.nan)
+    if cka_rule == "absolute":
+        regime[is_two & (cka_mean >= tau_cka)] = REGIME_II_B
+        regime[is_two & (cka_mean < tau_cka)] = REGIME_II_A
+        conf_ab = _phi_conf(cka_mean - tau_cka, cka_sem)
+    else:
+        c2, back = _to_columns(np.where(is_two, cka_mean, np.nan), cell, temps)
+        s2, _ = _to_columns(cka_sem, cell, temps)
+        lab = np.full(c2.shape, UNDETERMINED, dtype=np.int8)
+        conf = np.full(c2.shape, np.nan)
+        for i in range(c2.shape[0]):
+            m = np.isfinite(c2[i])
+            if not m.any():
+                continue
+            vals = c2[i][m]
+            lo_i, hi_i = np.argmin(vals), np.argmax(vals)
+            lo, hi = vals[lo_i], vals[hi_i]
+            if hi - lo < min_cka_spread:
+                lab[i][m] = REGIME_II_B
+                sems = s2[i][m]
+                sem_r = np.sqrt(sems[lo_i] ** 2 + sems[hi_i] ** 2) if vals.size > 1 else 0.0
+                conf[i][m] = _phi_conf(np.asarray(min_cka_spread - (hi - lo)),
+                                       np.asarray(sem_r))
+            else:
+                split = 0.5 * (lo + hi)
+                lab[i][m] = np.where(vals >= split, REGIME_II_B, REGIME_II_A)
+                conf[i][m] = _phi_conf(vals - split, s2[i][m])
+        lab_c, conf_c = back(lab), back(conf)
+        regime[is_two] = lab_c[is_two]
+        conf_ab = conf_c
+    confidence = np.where(is_one, conf_12, np.where(is_two, conf_12 * conf_ab, np.nan))
+
+    legacy = {"tau_lmc": float(tau_lmc), "cka_rule": cka_rule,
+            "tau_cka": None if tau_cka is None else float(tau_cka),
+            "min_cka_spread": float(min_cka_spread),
+            "collapse_margin": None if collapse_margin is None else float(collapse_margin),
+            "chance_fraction": None if chance_fraction is None else float(chance_fraction),
+            "num_classes": None if num_classes is None else int(num_classes),
+            "min_pairs": int(min_pairs), "temperature": temps, "load": loads,
+            "lmc": src_l, "cka": src_c, "name": rule.name, "family": "legacy"}
+    rule_json = json.dumps(legacy, sort_keys=True)
+    coords = {}
+    for name, c in ds.coords.items():
+        if c.dims and set(c.dims) <= set(cell):
+            coords[name] = c
+    dims = tuple(cell)
+
+    def var(a: np.ndarray, long_name: str, **extra: Any) -> tuple:
+        return dims, a, {"long_name": long_name, "units": "1", **extra}
+
+    out = xr.Dataset({
+        "regime": var(regime, "three-regime label", flag_values=FLAG_VALUES.copy(),
+                      flag_meanings=FLAG_MEANINGS, rule=rule_json),
+        "regime_confidence": var(confidence, "probability of the assigned regime (normal "
+                                             "approximation over pairs)"),
+        "lmc_mean": var(lmc_mean, "mean linear mode connectivity over valid pairs"),
+        "lmc_sem": var(lmc_sem, "standard error of the mean linear mode connectivity"),
+        "cka_mean": var(cka_mean, "mean CKA over valid pairs"),
+        "cka_sem": var(cka_sem, "standard error of the mean CKA"),
+        "n_valid_pairs": var(n_valid.astype(np.int64), "number of valid pairs"),
+        "undetermined_reason": var(reason, "why the regime is undetermined",
+                                   flag_values=np.array(list(REASONS.values()), np.int8),
+                                   flag_meanings=" ".join(REASONS)),
+    }, coords=coords, attrs={"regime_rule": rule_json})
+    return out
+
+
+def _legacy_cell(lmc: np.ndarray, cka: Any, test_error: Any, train_error: Any,
+                 num_classes: int | None, rule: Rule, dim: str, value: float | None) -> dict:
+    """The legacy family's single-cell variant: a one-cell grid, CKA against ``tau_cka``."""
+    n = lmc.size
+    cka = np.broadcast_to(np.asarray(np.nan if cka is None else cka, dtype=np.float64), (n,))
+    te = np.atleast_1d(np.asarray(np.nan if test_error is None else test_error, np.float64))
+    tr = np.atleast_1d(np.asarray(np.nan if train_error is None else train_error, np.float64))
+    ds = xr.Dataset(
+        {"lmc": ((dim, "pair"), lmc[None]), "cka": ((dim, "pair"), np.array(cka)[None]),
+         "test_error": ((dim, "retrain_seed"), te[None]),
+         "train_error": ((dim, "retrain_seed"), tr[None])},
+        coords={dim: (dim, [float("nan") if value is None else float(value)],
+                      {"role": "temperature"})})
+    if rule.settings["cka_rule"] != "absolute":
+        rule = rule.replace(settings={**rule.settings, "cka_rule": "absolute"})
+    cell = _classify_legacy(ds, rule, num_classes=num_classes, temperature=dim,
+                            load=None).isel({dim: 0})
+    code = int(cell["undetermined_reason"])
+    name = NAMES[int(cell["regime"].values)]
+    used = json.loads(cell["regime"].attrs["rule"])
+    return {"regime": name, "advice": ADVICE[name], "confidence": float(
+                cell["regime_confidence"]),
+            "reason": next(k for k, v in REASONS.items() if v == code),
+            "variant": "legacy/single-cell: I vs II from mean mc against -tau_lmc, II-A vs "
+                       "II-B from CKA against tau_cka",
+            "lmc_mean": float(cell["lmc_mean"]), "lmc_sem": float(cell["lmc_sem"]),
+            "lmc_z": float("nan"), "cka_mean": float(cell["cka_mean"]),
+            "cka_sem": float(cell["cka_sem"]), "n_valid_pairs": int(cell["n_valid_pairs"]),
+            "rule": {k: used[k] for k in ("name", "family", "tau_lmc", "cka_rule", "tau_cka",
+                                          "chance_fraction", "num_classes", "min_pairs")}}
+
+
+def classify_cell_with_rule(lmc: Any, *, lmc_sem: float | None = None, cka: Any = None,
+                            train_error: Any = None, test_error: Any = None,
+                            num_classes: int | None = None, rule: Rule | str | None = None,
+                            hyperparameter: str | None = None,
+                            value: float | None = None) -> dict:
+    """Label ONE model (no column, no temperature axis): the rule's single-cell variant, THE
+    single-cell path (:func:`threeregime.advise` on a model goes through it).
+
+    ``lmc`` (and ``cka``) are the values over seed pairs (a number or a sequence; NaN: a
+    failed model's pair); ``train_error`` (and ``test_error``) per retrained model or their
+    mean; ``num_classes`` None: 10 for step / level, no chance check for legacy.
+
+    - step / level: only I vs II can be decided from one cell: Regime I when
+      ``lmc_z < -z_barrier`` (and, for ``level``, ``lmc / chance < -barrier_chance``); a
+      Regime II cell is ``II-unresolved`` (II-A vs II-B needs CKA relative to a column);
+      ``confidence`` NaN.
+    - legacy: the legacy rule on a one-cell grid with the absolute CKA rule at
+      ``settings.tau_cka`` (module docstring); ``confidence`` its normal approximation.
+
+    ``hyperparameter`` / ``value`` name the one-cell grid of the legacy variant.  Returns a dict:
+    ``regime``, ``advice``, ``confidence``, ``reason`` (a key of :data:`REASONS`), ``variant``,
+    ``lmc_mean``, ``lmc_sem``, ``lmc_z``, ``cka_mean``, ``cka_sem``, ``n_valid_pairs`` (pairs
+    with finite LMC and, when given, CKA), ``rule`` (name, family, thresholds used).
     """
     rule = get_rule(rule) if not isinstance(rule, Rule) else rule
     x = np.atleast_1d(np.asarray(lmc, dtype=float))
+    if rule.family == "legacy":
+        return _legacy_cell(x, cka, test_error, train_error, num_classes, rule,
+                            hyperparameter or "temperature", value)
+    if train_error is not None:
+        with np.errstate(all="ignore"):
+            tr = np.atleast_1d(np.asarray(train_error, dtype=float))
+            train_error = float(np.nanmean(tr)) if np.isfinite(tr).any() else math.nan
     c = np.atleast_1d(np.asarray(np.nan if cka is None else cka, dtype=float))
     c = np.broadcast_to(c, x.shape) if c.size == 1 else c
     ok = np.isfinite(x) & (np.isfinite(c) if cka is not None else True)
     x, c = x[ok], c[ok]
-    chance = 1.0 - 1.0 / num_classes
+    chance = 1.0 - 1.0 / (num_classes or 10)
     out = {"variant": f"{rule.family}/single-cell: I vs II from the barrier vs its noise"
                       f"{' and chance' if rule.family == 'level' else ''}; II-A vs II-B "
                       "unresolved without a column", "n_valid_pairs": int(x.size),
            "cka_mean": float(c.mean()) if cka is not None and c.size else None,
-           "cka_sem": float(mean_sem(c)[1]) if c.size else float("nan")}
+           "cka_sem": float(mean_sem(c)[1]) if c.size else float("nan"),
+           "confidence": float("nan"),
+           "rule": {"name": rule.name, "family": rule.family, "thresholds": rule.thresholds}}
     if x.size == 0:
         return {**out, "regime": "undetermined", "advice": None, "reason": "too_few_valid_pairs",
                 "lmc_mean": float("nan"), "lmc_z": float("nan"), "lmc_sem": float("nan")}
@@ -421,8 +721,7 @@ def classify_cell_with_rule(lmc: Any, *, lmc_sem: float | None = None,
     if train_error is not None and train_error >= rule.settings["chance_fraction"] * chance:
         return {**out, "regime": "undetermined", "advice": None, "reason": "near_chance",
                 "lmc_mean": m, "lmc_z": z}
-    one = (m < -rule.thresholds["tau_lmc"] if rule.family == "legacy"
-           else z < -rule.thresholds["z_barrier"])
+    one = z < -rule.thresholds["z_barrier"]
     if rule.family == "level":
         one = one and m / chance < -rule.thresholds["barrier_chance"]
     name = "I" if one else "II-unresolved"
@@ -484,12 +783,13 @@ _SHIPPED: list[dict] = [
 ]
 
 _LEGACY = {
-    "name": "legacy", "family": "legacy", "settings": {},
+    "name": "legacy", "family": "legacy", "settings": dict(LEGACY_SETTINGS),
     "thresholds": {"tau_lmc": 0.02, "min_cka_spread": 0.01, "collapse_margin": 0.30},
     "description": "The rule of releases before issue 11: Regime I when mean mc < -tau_lmc; "
                    "Regime II split at the midpoint of its column's CKA range (all II-B when "
                    "the range is below min_cka_spread); collapsed when test error exceeds the "
-                   "column's best by collapse_margin. Kept to reproduce old results.",
+                   "column's best by collapse_margin. For one model (its single-cell variant) "
+                   "II-B when CKA >= tau_cka. Kept to reproduce old results.",
     "provenance": {"calibrated_on": ["PROBE.md (one MNIST-1D CPU probe setting)"],
                    "method": "set by hand from the probe's tables "
                              "(threeregime.analysis.regimes module docstring); not fitted to "
@@ -504,6 +804,9 @@ _LEGACY = {
                           "wilson": [0.395244, 0.539482],
                           "settings": _CORPUS}}}
 RULES: dict[str, Rule] = {d["name"]: Rule.from_dict(d) for d in [*_SHIPPED, _LEGACY]}
+#: THE defaults of the legacy rule, flat (its thresholds and settings): the keywords
+#: ``tau_lmc`` ... of :func:`threeregime.analysis.regimes.classify` and ``advise`` start here
+LEGACY_DEFAULTS: dict[str, Any] = {**RULES["legacy"].thresholds, **RULES["legacy"].settings}
 #: name of the default rule: the highest pooled leave-one-setting-out advice accuracy on the
 #: corpus (docs/validation_protocol.md section 5; its ``provenance["why_default"]``)
 DEFAULT_RULE = "paper_step"

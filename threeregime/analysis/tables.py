@@ -18,7 +18,8 @@ import xarray as xr
 
 from ..errors import ResultsError
 from ..results.schema import REPLICATE_DIMS
-from .regimes import classify, decode, find_dims, regimes_of
+from .features import find_dims
+from .regimes import classify, decode, regimes_of
 
 __all__ = ["results_table", "RESOLVED"]
 

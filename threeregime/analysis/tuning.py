@@ -42,7 +42,8 @@ import xarray as xr
 from ..errors import SpecError
 from ..spec.codec import check_choice, check_float, check_pos_int
 from .advice import move_for
-from .regimes import classify, decode, find_dims
+from .features import find_dims
+from .regimes import classify, decode
 from .rules import ADVICE
 
 __all__ = ["STOPS", "Walk", "policy_walk", "label_visited", "column_of", "cell_mean",

@@ -19,9 +19,10 @@ import xarray as xr
 from ..errors import SpecError
 from ..spec.specs import check_choice
 from ..stats import mean_sem, unit_means
-from .advice import DEFAULTS, DIRECTIONS, HYPERPARAMETERS, check_tau
-from .regimes import REGIMES, classify, find_dims
-from .rules import RULES
+from .advice import HYPERPARAMETERS, check_tau
+from .features import find_dims
+from .regimes import classify
+from .rules import ADVICE, LEGACY_DEFAULTS, NAMES, RULES
 
 __all__ = ["validate_advice"]
 
@@ -84,11 +85,13 @@ def validate_advice(ds: xr.Dataset, *, z: float = 1.0, margin: float | None = No
     margin : float, optional
         A fixed margin (fraction of test error) instead.
     rule : "advise", "sweep", a shipped rule's name, or a :class:`threeregime.analysis.rules.Rule`
-        ``"advise"``: the legacy single-model rule (absolute CKA threshold ``tau_cka``);
+        ``"advise"``: the legacy single-model rule (absolute CKA threshold ``tau_cka``; the
+        default of ``advise`` on a model before issue 17);
         ``"sweep"``: :func:`threeregime.analysis.regimes.classify` with its default rule (the legacy
         relative rule when ``tau_lmc`` is given); a name (``paper_step``, ``level``,
         ``legacy``) or Rule: ``classify(ds, rule=rule)``.
-    tau_lmc, tau_cka : thresholds of the legacy rules (default :data:`DEFAULTS`).
+    tau_lmc, tau_cka : thresholds of the legacy rules (default
+        :data:`threeregime.analysis.rules.LEGACY_DEFAULTS`).
 
     Returns
     -------
@@ -108,8 +111,9 @@ def validate_advice(ds: xr.Dataset, *, z: float = 1.0, margin: float | None = No
     t_lmc = None if tau_lmc is None else check_tau("tau_lmc", tau_lmc)
     t_cka = None
     if rule == "advise":
-        t_lmc = DEFAULTS["tau_lmc"] if t_lmc is None else t_lmc
-        t_cka = DEFAULTS["tau_cka"] if tau_cka is None else check_tau("tau_cka", tau_cka)
+        t_lmc = LEGACY_DEFAULTS["tau_lmc"] if t_lmc is None else t_lmc
+        t_cka = LEGACY_DEFAULTS["tau_cka"] if tau_cka is None else check_tau("tau_cka",
+                                                                               tau_cka)
         reg = classify(ds, tau_lmc=t_lmc, cka_rule="absolute", tau_cka=t_cka)
     elif rule == "sweep":
         reg = classify(ds) if t_lmc is None else classify(ds, tau_lmc=t_lmc)
@@ -119,7 +123,8 @@ def validate_advice(ds: xr.Dataset, *, z: float = 1.0, margin: float | None = No
     truth, stats = _true_directions(ds, temp, z, margin)
     others = stats["others"]
     codes = reg["regime"].transpose(temp, *others).values.reshape(truth.shape)
-    advised = np.vectorize(lambda c: DIRECTIONS[REGIMES[int(c)]], otypes=[object])(codes)
+    advised = np.vectorize(lambda c: ADVICE[NAMES[int(c)]] or "unknown",
+                           otypes=[object])(codes)
     valid = truth != "unknown"
     det = valid & (advised != "unknown")
     shape_o = [ds.sizes[d] for d in others]
@@ -130,7 +135,7 @@ def validate_advice(ds: xr.Dataset, *, z: float = 1.0, margin: float | None = No
             idx = np.unravel_index(j, shape_o) if others else ()
             coords = {temp: tv[i].item()}
             coords.update({d: ds[d].values[k].item() for d, k in zip(others, idx)})
-            cells.append({**coords, "regime": REGIMES[int(codes[i, j])],
+            cells.append({**coords, "regime": NAMES[int(codes[i, j])],
                           "advised": advised[i, j], "truth": truth[i, j],
                           "test_error": float(stats["mean"][i, j]),
                           "sem": float(stats["sem"][i, j])})

@@ -43,7 +43,9 @@ __all__ = ["CORRUPTIONS", "SEVERITIES", "corrupt", "check_corruption"]
 SEVERITIES = (0, 1, 2, 3, 4, 5)
 Corruption = Callable[[Tensor, int, torch.Generator], Tensor]
 
-#: name -> (function(x, severity, generator), spatial dims it accepts: {1}, {2} or {1, 2})
+#: name -> (function(x, severity, generator), spatial dims it accepts: {1}, {2} or {1, 2}); the
+#: names, in this order, are known without torch as ``threeregime.registry.BUILTIN["corruption"]``
+#: (the spec checks against them; ``tests/test_corruptions.py`` checks that the two agree)
 CORRUPTIONS: dict[str, tuple[Corruption, frozenset[int]]] = {}
 
 

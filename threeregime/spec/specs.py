@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FieldError, SpecError, did_you_mean
-from ..registry import registered_names
+from ..registry import BUILTIN, registered_names
 from .codec import (
     AXES,
     AXIS_ALIASES,
@@ -63,7 +63,8 @@ SCHEDULES = ("step", "cosine", "constant")
 #: ``scratch`` is another name of ``reinit`` (a PointSpec stores ``reinit``: hashes agree)
 RETRAIN_MODES = ("finetune", "rewind", "reinit", "scratch")
 CKA_INPUTS = ("test", "train")
-CORRUPTIONS = ("shift", "scale", "mask", "contrast", "brightness", "gaussian_noise", "blur", "jpeg")
+#: the corruption names (``threeregime.data.corruptions.CORRUPTIONS``), known without torch
+CORRUPTIONS = BUILTIN["corruption"]
 
 
 # --------------------------------------------------------------------------- names
