@@ -70,7 +70,9 @@ def test_public_names():
     from threeregime import Advice, advise, select_model_to_prune, tune_temperature  # noqa
     assert threeregime.advise is C.advise and callable(threeregime.advise)
     assert threeregime.select_model_to_prune is C.select_model_to_prune
-    assert threeregime.tune_temperature is C.tune_temperature
+    from threeregime import tuning_run
+    assert threeregime.tune_temperature is tuning_run.tune_temperature
+    assert threeregime.tune is tuning_run.tune
     assert isinstance(threeregime.Advice, type)
 
 

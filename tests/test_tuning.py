@@ -121,7 +121,9 @@ def test_labels_come_from_visited_cells_only(synth):
 def test_advise_step_gain_matches_a_paired_interval_by_hand(synth):
     from scipy import stats
 
-    step = advise_step(synth, {"density": 0.2, "epochs": 40})   # truth: II-B -> keep
+    # truth: II-B -> keep (at 20 % density this seed's noise gives a barrier of z = -2.8 under
+    # the dense-seed statistics of issue 18: a false Regime I, the rule's 2 % null rate)
+    step = advise_step(synth, {"density": 0.5, "epochs": 40})
     assert step.direction == "keep" and step.to is None and not np.isfinite(step.gain)
     step = advise_step(synth, {"density": 0.05, "epochs": 20})  # Regime I -> hotter: 10
     assert step.direction == "hotter" and step.to == 10
