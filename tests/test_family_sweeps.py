@@ -45,6 +45,9 @@ def _tiny(name: str) -> SweepSpec:
     return SweepSpec(name=f"tiny_{name}", base=base, axes=axes, dense_seeds=(0, 1))
 
 
+# the tiny sweeps train 1-2 epochs: some channel-pruned or scratch-retrained models stay at chance
+# with constant outputs, whose CKA is NaN with a warning (issue 18); here that is expected
+@pytest.mark.filterwarnings("ignore:CKA is undefined:threeregime.errors.ThreeRegimeWarning")
 @pytest.mark.parametrize("name,axis", [("nm", "prune_method"), ("channel", "prune_method"),
                                        ("retrain_mode", "retrain_mode")])
 def test_tiny_family_sweep_runs_with_string_coordinates(tmp_path, name, axis):
