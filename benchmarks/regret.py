@@ -28,8 +28,8 @@ CHANCE_TRAIN_ERROR = 0.85      # a replicate at/above this train error is collap
 BUDGETS = (1, 2, 3, 4)
 HOTTER, KEEP, COLDER = -1, 0, 1  # row steps; rows are ordered hottest first
 
-# regime code -> row step (SPEC.md section 5): I -> hotter, II-A -> colder, else keep
-_STEP_OF_CODE = {0: HOTTER, 1: COLDER, 2: KEEP, 3: KEEP, -1: KEEP}
+# the library's direction of a regime (rules.ADVICE) -> row step; undetermined (None) -> keep
+_STEP_OF_DIRECTION = {"hotter": HOTTER, "colder": COLDER, "keep": KEEP, None: KEEP}
 
 
 # ----------------------------------------------------------------------------- data per column
@@ -63,26 +63,26 @@ def _labels(ds: xr.Dataset) -> xr.DataArray:
 
 def column_views(ds: xr.Dataset, seen: list, scored: list) -> list[dict]:
     """One dict per load column: row steps and validation error (seen seeds), test error (scored)."""
+    from threeregime.analysis.regimes import decode
+    from threeregime.analysis.rules import ADVICE
+
     t, ld, rows = _axes(ds)
-    lab = _labels(ds.sel(dense_seed=seen))
+    seen_ds = ds.sel(dense_seed=seen)
+    lab = decode(_labels(seen_ds))
     val_var = "val_error" if "val_error" in ds and np.isfinite(ds["val_error"]).any() else None
     if val_var is None:
         raise SystemExit(f"{ds.attrs.get('sweep_name')}: no validation error in the file; "
                          "protocol v2 needs a sweep with data.val_size set")
-    val = _seed_means(ds.sel(dense_seed=seen), val_var).mean("dense_seed", skipna=True)
+    val = _seed_means(seen_ds, val_var).mean("dense_seed", skipna=True)
     test = _seed_means(ds.sel(dense_seed=scored), "test_error").mean("dense_seed", skipna=True)
-    from threeregime.analysis.regimes import decode
-
-    seen_ds = ds.sel(dense_seed=seen)
     out = []
     for c in ds[ld].values.tolist():
         sel = {ld: c}
-        codes = [int(lab.sel(sel).sel({t: r})) for r in rows]
-        names = [str(decode(np.int8(k))) for k in codes]
+        names = [str(lab.sel(sel).sel({t: r}).item()) for r in rows]
         v = np.array([float(val.sel(sel).sel({t: r})) for r in rows])
         te = np.array([float(test.sel(sel).sel({t: r})) for r in rows])
         v = np.where(np.isfinite(v), v, np.inf)          # a failed cell is infinitely bad to pick
-        out.append({"load": c, "steps": [_STEP_OF_CODE.get(k, KEEP) for k in codes],
+        out.append({"load": c, "steps": [_STEP_OF_DIRECTION[ADVICE[n]] for n in names],
                     "names": names, "val": v, "test": te,
                     "walks": tune_walks(seen_ds, sel, rows, max(BUDGETS))})
     return out
