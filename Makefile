@@ -29,6 +29,7 @@ test-all: install
 
 demo: install
 	$(BIN)/threeregime run sweeps/quick.yaml --out runs/quick
+	@mkdir -p results   # export and plot never create folders (issue 20)
 	$(BIN)/threeregime export runs/quick results/quick.nc
 	$(BIN)/threeregime plot results/quick.nc -o results/quick.png
 	@echo "demo: wrote results/quick.nc and results/quick.png"
