@@ -646,3 +646,16 @@ def test_run_numeric_options_before_any_work(tmp_path, capsys, option, message):
     with pytest.raises(SpecError, match=r"^threads must be an integer >= 1 or null; got 0$"):
         run_sweep(f, tmp_path / "o", threads=0, progress=False)
     assert not (tmp_path / "o").exists()
+
+
+def test_choose_one_picks_the_only_choice_and_names_the_choices():
+    from threeregime.errors import FieldError
+    from threeregime.spec.codec import choose_one
+
+    assert choose_one("axis", None, ["epochs"], "the temperature axes") == "epochs"
+    assert choose_one("axis", "lr", ["epochs", "lr"], "the temperature axes") == "lr"
+    with pytest.raises(FieldError, match=r"^axis must name one of the temperature axes "
+                                         r"\(epochs, lr\); got None$"):
+        choose_one("axis", None, ["epochs", "lr"], "the temperature axes")
+    with pytest.raises(FieldError, match="did you mean 'epochs'"):
+        choose_one("axis", "epoch", ["epochs", "lr"], "the temperature axes")

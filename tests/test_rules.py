@@ -28,6 +28,7 @@ from threeregime.analysis.rules import (
     get_rule,
     label_names,
 )
+from threeregime.analysis.validation import validate_advice
 from threeregime.errors import SpecError
 
 DATA = Path(__file__).parent / "data"
@@ -159,6 +160,38 @@ def test_measured_directions_paired_test_finds_planted_better_neighbour():
     ds = results_ds(np.zeros((n_e, 1, n_s, 3)), np.ones((n_e, 1, n_s, 3)), te)
     d = measured_directions(ds).values[:, 0]
     assert d[0] == "colder" and d[1] == "keep" and d[2] == "keep" and d[3] == ""
+
+
+def _best_sweep(status_row=None):
+    """epochs 5 (hottest) .. 20 with mean test errors 0.30, 0.20, 0.26, 0.40 (best: 10)."""
+    rng = np.random.default_rng(1)
+    base = np.array([0.30, 0.20, 0.26, 0.40])[:, None, None, None]
+    te = base + 0.001 * rng.standard_normal((4, 1, 4, 3))
+    ds = results_ds(np.zeros((4, 1, 4, 3)), np.ones((4, 1, 4, 3)), te)
+    if status_row is not None:
+        ds["status"][status_row] = 2
+    return ds
+
+
+def test_measured_directions_towards_best_margin_status_and_validation_agree():
+    ds = _best_sweep()
+    d = measured_directions(ds, against="best").values[:, 0]
+    assert list(d) == ["colder", "keep", "hotter", "hotter"]
+    # 0.26 - 0.20 is inside a margin of 0.07, 0.10 is not
+    d = measured_directions(ds, against="best", margin=0.07).values[:, 0]
+    assert list(d) == ["colder", "keep", "keep", "hotter"]
+    # without the hotter attr the axis table says epochs are hotter when fewer: same truth
+    bare = ds.assign_coords(epochs=("epochs", ds["epochs"].values, {"role": "temperature"}))
+    assert list(measured_directions(bare, against="best").values[:, 0]) == [
+        "colder", "keep", "hotter", "hotter"]
+    # a failed row is not scored and cannot be the best
+    d = measured_directions(_best_sweep(status_row=1), against="best").values[:, 0]
+    assert list(d) == ["colder", "", "keep", "hotter"]
+    # validate_advice reads its truth from the same scorer
+    cells = validate_advice(ds, rule="paper_step")["cells"]
+    assert [c["truth"] for c in cells] == ["colder", "keep", "hotter", "hotter"]
+    with pytest.raises(SpecError, match="against must be one of neighbour, best; got 'bset'"):
+        measured_directions(ds, against="bset")
 
 
 # --------------------------------------------------------------------------- classification

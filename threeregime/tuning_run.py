@@ -31,7 +31,7 @@ from .analysis.advice import check_density
 from .analysis.tuning import PROBE, label_visited, policy_walk
 from .analysis.tuning_trace import TuneTrace
 from .errors import ResultsError, SpecError
-from .spec.codec import AXES, check_choice, check_pos_int
+from .spec.codec import AXES, check_pos_int, choose_one
 from .spec.specs import SweepSpec, load_yaml
 
 __all__ = ["tune", "tune_model", "tune_temperature", "DEFAULT_VAL_SIZE"]
@@ -67,12 +67,7 @@ def _plan_inputs(spec: Any, density: Any, budget: Any, start: Any, axis: str | N
     position and the density (one-line errors)."""
     spec = _spec_of(spec)
     temps = [k for k in spec.axes if AXES[k].role == "temperature"]
-    if axis is None:
-        if len(temps) != 1:
-            raise SpecError(f"axis must name the temperature axis to tune (the spec's: "
-                            f"{', '.join(temps) or 'none'}); got None")
-        axis = temps[0]
-    check_choice("axis", axis, tuple(temps))
+    axis = choose_one("axis", axis, temps, "the spec's temperature axes (the one to tune)")
     density = check_density(density, "density")
     check_pos_int("budget", budget)
     grid = list(spec.axes[axis])

@@ -27,6 +27,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import SpecError
+from ..spec.codec import choose_one
 from ..spec.specs import AXES, check_choice, check_float, check_pos_int
 from . import advice_text as _text
 from .features import cell_index, find_dims
@@ -351,13 +352,8 @@ def advise_dataset(ds: xr.Dataset, point: Mapping[str, Any] | None, *,
     """
     cell, temps, _ = find_dims(ds, "lmc" if "lmc" in ds else "lmc_mean")
     sel = cell_index(ds, point, cell)
-    if hyperparameter is None:
-        if len(temps) != 1:
-            raise SpecError(f"hyperparameter must name one of the temperature dims "
-                            f"{', '.join(temps)}; got None")
-        hyperparameter = temps[0]
-    else:
-        check_choice("hyperparameter", hyperparameter, tuple(temps))
+    hyperparameter = choose_one("hyperparameter", hyperparameter, temps,
+                                "the temperature dims")
     hp = check_hyperparameter(hyperparameter)
     kw: dict[str, Any] = {}
     if tau_lmc is not None or tau_cka is not None:

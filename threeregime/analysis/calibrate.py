@@ -4,8 +4,9 @@ Torch-free (numpy / xarray / scipy).  The protocol is ``docs/validation_protocol
 
 - :func:`wilson_interval`, :func:`sign_test` (exact, two-sided), :func:`paired_direction_test`
   (two-sided paired t-test or Wilcoxon signed-rank over (dense seed, retrain seed) blocks);
-- :func:`measured_directions` (the right move at each cell of a sweep, from a paired test
-  against each neighbouring temperature) and :func:`table_directions` (means only, a margin);
+- :func:`measured_directions` (the right move at each cell of a sweep: a paired test against
+  each neighbouring temperature, or the side of the column's best beyond its noise), the one
+  direction scorer over a sweep, and :func:`table_directions` (means only, a margin);
 - :func:`calibrate`: one-dimensional searches of a rule's thresholds to labelled cells (drawn
   regions or measured directions), with leave-one-group-out cross-validation built in;
 - :func:`score_directions`: accuracy with its Wilson interval and sign tests against the naive
@@ -13,6 +14,7 @@ Torch-free (numpy / xarray / scipy).  The protocol is ``docs/validation_protocol
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,12 +23,13 @@ import xarray as xr
 
 from ..errors import SpecError
 from ..results.schema import REPLICATE_DIMS
-from ..stats import unit_means
+from ..stats import mean_sem, unit_means
 from .features import Grid, temperature_dim
 from .rules import NAMES, Rule, _features_of, _label_grid, advice_of
 
 __all__ = ["NAIVE", "calibrate", "measured_directions", "paired_direction_test",
-           "score_directions", "sign_test", "table_directions", "wilson_interval"]
+           "score_directions", "sign_test", "table_directions", "test_error_blocks",
+           "wilson_interval"]
 
 NAIVE = ("hotter", "colder", "keep")
 _REGION_CODES = {"I": 0, "II-A": 1, "II-B": 2}
@@ -126,15 +129,15 @@ def table_directions(ds: xr.Dataset, *, margin: float = 0.01, var: str = "test_e
     return g.back(_truth(*_neighbours(g, fn)), "direction")
 
 
-def measured_directions(ds: xr.Dataset, *, alpha: float = 0.05, test: str = "t",
-                        temperature: str | None = None) -> xr.DataArray:
-    """Right move at each cell of a sweep: a neighbouring temperature whose retrained test error
-    is lower by a paired test over dense seeds at level ``alpha``.
+def test_error_blocks(ds: xr.Dataset, temperature: str | None = None
+                      ) -> tuple[Grid, np.ndarray]:
+    """The cells' retrained test error as ``(n_col, n_temp, n_blocks)`` independent blocks.
 
     The blocks are the dense seeds (the independent unit, :mod:`threeregime.stats`): retrain
-    seeds are averaged within a dense seed first, so the t-test has ``n_dense - 1`` degrees of
-    freedom (before issue 18 it paired (dense seed x retrain seed) blocks as if independent).
-    Without a ``dense_seed`` dim the remaining replicates are the blocks."""
+    seeds are averaged within a dense seed first.  Without a ``dense_seed`` dim the remaining
+    replicates are the blocks.  Points whose ``status`` is not 0 (diverged, failed) are NaN.
+    Temperature runs hot -> cold along axis 1 (:class:`threeregime.analysis.features.Grid`).
+    """
     temp = temperature_dim(ds, "test_error", temperature)
     te = ds["test_error"]
     if "status" in ds:
@@ -147,7 +150,58 @@ def measured_directions(ds: xr.Dataset, *, alpha: float = 0.05, test: str = "t",
     blocks = g.grid(te, [*unit, *nested] if unit else rep)
     if unit:  # (n_col, n_temp, n_dense, *nested) -> dense-seed means
         blocks = unit_means(blocks, tuple(range(3, blocks.ndim)))
-    blocks = blocks.reshape(g.n_col, g.n_temp, -1)
+    return g, blocks.reshape(g.n_col, g.n_temp, -1)
+
+
+def _toward_best(blocks: np.ndarray, z: float, margin: float | None) -> np.ndarray:
+    """(n_col, n_temp) truth "towards the column's best": ``keep`` within the noise margin of
+    the best cell (``z`` standard errors of the difference over blocks, or ``margin``), else
+    the side of the best temperature; ``""`` for a cell or column without a finite mean."""
+    mean, sem, _ = mean_sem(blocks)
+    out = np.full(mean.shape, "", dtype=object)
+    for i in range(mean.shape[0]):
+        col = mean[i]
+        if not np.isfinite(col).any():
+            continue
+        b = int(np.nanargmin(col))
+        for j in range(mean.shape[1]):
+            if not np.isfinite(col[j]):
+                continue
+            tol = margin if margin is not None else z * math.sqrt(
+                np.nan_to_num(sem[i, j]) ** 2 + np.nan_to_num(sem[i, b]) ** 2)
+            if j == b or col[j] - col[b] <= tol:
+                out[i, j] = "keep"
+            else:  # temperature runs hot -> cold along the grid
+                out[i, j] = "hotter" if b < j else "colder"
+    return out
+
+
+def measured_directions(ds: xr.Dataset, *, against: str = "neighbour", alpha: float = 0.05,
+                        test: str = "t", z: float = 1.0, margin: float | None = None,
+                        temperature: str | None = None) -> xr.DataArray:
+    """The right move at each cell of a sweep, measured on retrained test error: the one
+    direction scorer of the library (protocol v1 and the advice validation use it).
+
+    The unit is the dense seed (:func:`test_error_blocks`).  Two truths, for two questions:
+
+    ``against="neighbour"`` (the one-step truth of ``docs/validation_protocol.md``)
+        a neighbouring temperature whose retrained test error is lower by a paired test over
+        dense seeds at level ``alpha`` (``test`` ``"t"`` or ``"wilcoxon"``; ``n_dense - 1``
+        degrees of freedom for the t-test; before issue 18 it paired (dense seed x retrain
+        seed) blocks as if independent); ``keep`` where neither neighbour is better, ``""`` on
+        an edge cell with no better neighbour.
+    ``against="best"`` (:func:`threeregime.analysis.validation.validate_advice`)
+        towards the column's best temperature, ``keep`` within ``z`` standard errors of the
+        difference (over dense-seed means) of the best, or within a fixed ``margin``.
+
+    Returns a string DataArray over the cells; ``""`` where nothing can be scored.
+    """
+    from ..spec.specs import check_choice
+
+    check_choice("against", against, ("neighbour", "best"))
+    g, blocks = test_error_blocks(ds, temperature)
+    if against == "best":
+        return g.back(_toward_best(blocks, z, margin), "direction")
 
     def fn(j: int, jj: int):
         res = [paired_direction_test(blocks[i, j], blocks[i, jj], test=test)

@@ -137,7 +137,8 @@ class Grid:
         self.dims = tuple(self.cols) + (temperature,)
         self.coords = {d: ds[d] for d in self.dims if d in ds.coords}
         values = np.asarray(ds[temperature].values)
-        hotter = ds[temperature].attrs.get("hotter", "increasing")
+        hotter = ds[temperature].attrs.get("hotter") or (
+            AXES[temperature].hotter if temperature in AXES else "increasing")
         order = np.argsort(values, kind="stable")
         self.order = order[::-1] if hotter == "increasing" else order
         self.shape = tuple(ds.sizes[d] for d in self.dims)

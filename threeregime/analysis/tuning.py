@@ -40,7 +40,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import SpecError
-from ..spec.codec import check_choice, check_float, check_pos_int
+from ..spec.codec import check_float, check_pos_int, choose_one
 from .advice import move_for
 from .features import find_dims
 from .regimes import classify, decode
@@ -188,12 +188,7 @@ def column_of(ds: xr.Dataset, temperature: str | None, point: Mapping[str, Any] 
     """``ds`` reduced to one temperature column: every other cell dim selected by ``point``
     (kept as a size-1 dim, so the column stays a phase-diagram Dataset)."""
     cell, temps, _ = find_dims(ds, "lmc")
-    if temperature is None:
-        if len(temps) != 1:
-            raise SpecError(f"temperature must name one of the temperature dims "
-                            f"{', '.join(temps)}; got None")
-        temperature = temps[0]
-    check_choice("temperature", temperature, tuple(temps))
+    temperature = choose_one("temperature", temperature, temps, "the temperature dims")
     point = dict(point or {})
     sel = {}
     for d in cell:

@@ -10,7 +10,6 @@ use it.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import numpy as np
@@ -18,50 +17,14 @@ import xarray as xr
 
 from ..errors import SpecError
 from ..spec.specs import check_choice
-from ..stats import mean_sem, unit_means
-from .advice import HYPERPARAMETERS, check_tau
+from ..stats import mean_sem
+from .advice import check_tau
+from .calibrate import measured_directions, test_error_blocks
 from .features import find_dims
 from .regimes import classify
 from .rules import ADVICE, LEGACY_DEFAULTS, NAMES, RULES
 
 __all__ = ["validate_advice"]
-
-
-def _true_directions(ds: xr.Dataset, temp: str, z: float, margin: float | None
-                     ) -> tuple[np.ndarray, dict]:
-    """Per cell (temperature x load columns): the direction that lowers the test error."""
-    te = ds["test_error"]
-    cell, _, _ = find_dims(ds, "test_error")
-    others = [d for d in cell if d != temp]
-    # dense seeds are the unit: retrain seeds averaged within one first (threeregime.stats)
-    unit = [d for d in te.dims if d == "dense_seed"]
-    nested = [d for d in te.dims if d in ("retrain_seed",)]
-    vals = np.asarray(te.transpose(temp, *others, *unit, *nested).values, dtype=np.float64)
-    per_unit = unit_means(vals, tuple(range(len(cell) + len(unit), vals.ndim)))
-    if not unit:  # no dense seed dim: one unit per cell
-        per_unit = per_unit[..., None]
-    mean, sem, _ = mean_sem(per_unit)  # over dense seeds
-    m = mean.reshape(mean.shape[0], -1)
-    s = sem.reshape(sem.shape[0], -1)
-    tv = np.asarray(ds[temp].values, dtype=float)
-    hotter_inc = (ds[temp].attrs.get("hotter") or HYPERPARAMETERS.get(temp)) == "increasing"
-    truth = np.full(m.shape, "unknown", dtype=object)
-    for j in range(m.shape[1]):
-        col = m[:, j]
-        if not np.isfinite(col).any():
-            continue
-        b = int(np.nanargmin(col))
-        for i in range(m.shape[0]):
-            if not np.isfinite(col[i]):
-                continue
-            tol = margin if margin is not None else z * math.sqrt(
-                np.nan_to_num(s[i, j]) ** 2 + np.nan_to_num(s[b, j]) ** 2)
-            if i == b or col[i] - col[b] <= tol:
-                truth[i, j] = "keep"
-            else:
-                best_hotter = (tv[b] > tv[i]) == hotter_inc
-                truth[i, j] = "hotter" if best_hotter else "colder"
-    return truth, {"mean": m, "sem": s, "others": others}
 
 
 def validate_advice(ds: xr.Dataset, *, z: float = 1.0, margin: float | None = None,
@@ -120,8 +83,19 @@ def validate_advice(ds: xr.Dataset, *, z: float = 1.0, margin: float | None = No
     else:
         reg = classify(ds, rule=rule)
     name = json.loads(reg.attrs["regime_rule"]).get("name", rule)
-    truth, stats = _true_directions(ds, temp, z, margin)
-    others = stats["others"]
+    # the library's one direction scorer, towards the column's best (dense seeds the unit)
+    g, blocks = test_error_blocks(ds, temp)
+    mean, sem, _ = mean_sem(blocks)
+    cell, _, _ = find_dims(ds, "test_error")
+    others = [d for d in cell if d != temp]
+
+    def by_temp(da: xr.DataArray) -> np.ndarray:  # (n_temp, n_columns), the Dataset's order
+        return da.transpose(temp, *others).values.reshape(ds.sizes[temp], -1)
+
+    truth = by_temp(measured_directions(ds, against="best", z=z, margin=margin,
+                                        temperature=temp))
+    truth = np.where(truth == "", "unknown", truth).astype(object)
+    stats = {"mean": by_temp(g.back(mean, "mean")), "sem": by_temp(g.back(sem, "sem"))}
     codes = reg["regime"].transpose(temp, *others).values.reshape(truth.shape)
     advised = np.vectorize(lambda c: ADVICE[NAMES[int(c)]] or "unknown",
                            otypes=[object])(codes)

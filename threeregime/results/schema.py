@@ -9,9 +9,12 @@ re-exported by ``storage``.  It imports neither torch nor anything above
 """
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import functools
 import importlib.metadata
+import importlib.resources
+import io
 import itertools
 import json
 import platform
@@ -268,30 +271,14 @@ def make_point_dataset(*, retrain_seeds: Sequence[int], test_error: Any, train_e
 
 # --------------------------------------------------------------------------- CF-1.10
 #: long_name and units of the cell variables that the analysis modules add (cell summaries of
-#: :mod:`threeregime.features`, a rule's features); :func:`cf_complete` sets them on a variable
+#: :mod:`threeregime.analysis.features`, a rule's features), a table shipped as data in
+#: ``cell_vars.csv`` next to this module; :func:`cf_complete` sets them on a variable
 #: that has none.  A variable in neither this table nor its own attrs gets its name as
 #: ``long_name`` and units ``1``.
 CELL_VARS: dict[str, tuple[str, str]] = {
-    "test_error_mean": ("cell mean test error over dense and retraining seeds", "1"),
-    "test_error_sem": ("standard error of the cell mean test error", "1"),
-    "train_error_mean": ("cell mean train error over dense and retraining seeds", "1"),
-    "lmc_mean": ("mean linear mode connectivity over valid pairs", "1"),
-    "lmc_sem": ("standard error of the mean linear mode connectivity", "1"),
-    "cka_mean": ("mean CKA over valid pairs", "1"),
-    "cka_sem": ("standard error of the mean CKA", "1"),
-    "n_valid_pairs": ("number of valid pairs of retrained models", "1"),
-    "lmc_z": ("mean LMC over its standard error (floored): the barrier against its noise", "1"),
-    "lmc_rel_chance": ("mean LMC as a fraction of the chance error 1 - 1/num_classes", "1"),
-    "lmc_rel_error": ("mean LMC relative to the cell mean test error", "1"),
-    "cka_rel_max": ("mean CKA minus its maximum over the temperature column", "1"),
-    "cka_pos": ("position of the mean CKA within its column's range (0 = min, 1 = max)", "1"),
-    "headroom_lost": ("test error above the column's best, as a fraction of the gap from the "
-                      "best to chance", "1"),
-    "step_cold": ("1 on the cold side of the LMC change point along temperature, else 0", "1"),
-    "step_z": ("significance of the LMC change point (hot minus cold mean over its standard "
-               "error)", "1"),
-    "lmc_noise": ("LMC standard error used by the rule (floored at lmc_floor)", "1"),
-    "cka_noise": ("CKA standard error used by the rule (floored at cka_floor)", "1"),
+    row["name"]: (row["long_name"], row["units"])
+    for row in csv.DictReader(io.StringIO(
+        (importlib.resources.files(__package__) / "cell_vars.csv").read_text(encoding="utf-8")))
 }
 
 #: flag attributes of the flag variables that carry none of their own

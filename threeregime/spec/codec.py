@@ -27,7 +27,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -35,9 +35,9 @@ from typing import Any, Union
 from ..errors import FieldError, SpecError, did_you_mean
 
 __all__ = ["to_dict", "from_dict", "canonical_json", "spec_hash", "read_yaml", "dump_yaml",
-           "check_pos_int", "check_float", "check_choice", "Axis", "AXES", "AXIS_ALIASES",
-           "METHOD_OPTIONS", "nm_pattern", "axis_values", "apply_axis", "cell_exists",
-           "replace_path", "same_value", "field_error"]
+           "check_pos_int", "check_float", "check_choice", "choose_one", "Axis", "AXES",
+           "AXIS_ALIASES", "METHOD_OPTIONS", "nm_pattern", "axis_values", "apply_axis",
+           "cell_exists", "replace_path", "same_value", "field_error"]
 
 
 def to_dict(spec: Any, *, drop_defaults: bool = False, extras: bool = True) -> Any:
@@ -305,6 +305,18 @@ def check_choice(name: str, v: Any, choices: tuple[str, ...]) -> None:
     if v not in choices:
         raise FieldError(name, f"{name} must be one of {', '.join(choices)}; got {v!r}"
                                f"{did_you_mean(str(v), choices)}")
+
+
+def choose_one(name: str, v: Any, choices: Sequence[str], what: str) -> str:
+    """``v`` if it is one of ``choices``; the only choice when ``v`` is None; else a FieldError
+    (``what`` names the choices, e.g. "the temperature dims")."""
+    if v is None:
+        if len(choices) != 1:
+            raise FieldError(name, f"{name} must name one of {what} "
+                                   f"({', '.join(choices) or 'none'}); got None")
+        return choices[0]
+    check_choice(name, v, tuple(choices))
+    return v
 
 
 # --------------------------------------------------------------------------- methods, axes
