@@ -34,12 +34,17 @@ from threeregime.analysis.rules import RULES, Rule, advice_of, classify_with_rul
 
 TABLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "zhou2023_figure2_partial.csv"
 START = {"step": {"z_barrier": 2.0, "z_step": 3.0, "z_cka": 1.0},
-         "level": {"z_barrier": 2.0, "barrier_chance": 0.05, "z_cka": 1.0}}
+         "level": {"z_barrier": 2.0, "barrier_chance": 0.05, "z_cka": 1.0},
+         # protocol v1 amendment 1 (issue 18): fixed test-level significance, magnitudes fitted
+         "step_t": {"barrier_chance": 0.02, "step_chance": 0.05, "z_cka": 1.0},
+         "level_t": {"barrier_chance": 0.05, "z_cka": 1.0}}
 VARIANTS = {  # name: (family, settings)
     "paper_step": ("step", {"scope": "joint"}),
     "paper_step_column": ("step", {"scope": "column"}),
     "paper_step_both_unresolved": ("step", {"scope": "joint", "unresolved_side": "both"}),
     "level": ("level", {}),
+    "step_v2": ("step_t", {"scope": "joint"}),     # amendment 1
+    "level_v2": ("level_t", {}),                   # amendment 1
     "legacy": ("legacy", {}),    # not fitted: the pre-issue-11 defaults
 }
 

@@ -7,7 +7,8 @@
 2. starts JupyterLab there, headless, on 127.0.0.1 with a random token (``--allow-root``, an
    empty settings and workspace folder, news fetching off), with
    ``THREEREGIME_NOTEBOOK_TINY=1`` in the kernels' environment (the tiny setting, selected the
-   way ``tests/test_notebooks.py`` selects it) and without ``MPLBACKEND`` (so that the
+   way ``tests/test_notebooks.py`` selects it; ``--full RUNS``: the full setting, sweeps in
+   ``RUNS``) and without ``MPLBACKEND`` (so that the
    kernel uses the inline backend, as a user's would);
 3. opens every notebook in headless Chromium through selenium (the system ``chromium`` and
    ``chromedriver``: Debian's packages), runs all cells (``notebook:run-all-cells``), waits
@@ -101,8 +102,12 @@ def _copy_tree(dest: Path, nb_dir: Path) -> None:
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
 
 
-def start_lab(tmp: Path, port: int, token: str, log) -> subprocess.Popen:
-    """JupyterLab in ``tmp`` (headless, 127.0.0.1, token, --allow-root); returns the process."""
+def start_lab(tmp: Path, port: int, token: str, log, full_runs: Path | None = None
+              ) -> subprocess.Popen:
+    """JupyterLab in ``tmp`` (headless, 127.0.0.1, token, --allow-root); returns the process.
+
+    ``full_runs``: the notebooks' full setting (no ``THREEREGIME_NOTEBOOK_TINY``), their sweeps
+    in that folder (``THREEREGIME_NOTEBOOK_RUNS``; finished stages found there are reused)."""
     env = dict(os.environ, THREEREGIME_NOTEBOOK_TINY="1", OMP_NUM_THREADS="1",
                PYDEVD_DISABLE_FILE_VALIDATION="1",
                JUPYTERLAB_SETTINGS_DIR=str(tmp / ".lab" / "settings"),
@@ -110,6 +115,9 @@ def start_lab(tmp: Path, port: int, token: str, log) -> subprocess.Popen:
                JUPYTER_RUNTIME_DIR=str(tmp / ".lab" / "runtime"))
     env.pop("MPLBACKEND", None)              # the Makefile exports Agg; a user's kernel is inline
     env.pop("THREEREGIME_NOTEBOOK_RUNS", None)
+    if full_runs is not None:
+        env.pop("THREEREGIME_NOTEBOOK_TINY")
+        env["THREEREGIME_NOTEBOOK_RUNS"] = str(full_runs)
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}",
@@ -298,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="note outputs longer than this many lines (40)")
     p.add_argument("--notebook-dir", type=Path, default=NB_DIR,
                    help="folder of the NN_*.ipynb notebooks (default: notebooks/)")
+    p.add_argument("--full", metavar="RUNS", type=Path, default=None,
+                   help="the full setting instead of the tiny one, the notebooks' sweeps in "
+                        "the folder RUNS (reused when already run there)")
     args = p.parse_args(argv)
 
     names = sorted(n.stem for n in args.notebook_dir.glob("[0-9][0-9]_*.ipynb"))
@@ -319,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             open(args.full_out / "jupyterlab.log", "w") as log:
         try:
             _copy_tree(Path(tmp), args.notebook_dir)
-            proc = start_lab(Path(tmp), port, token, log)
+            proc = start_lab(Path(tmp), port, token, log, args.full)
             driver = start_browser(args.width)
             base = f"http://127.0.0.1:{port}"
             for name in names:

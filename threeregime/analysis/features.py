@@ -28,6 +28,9 @@ Torch-free (numpy / xarray / scipy).  Two steps:
    ``step_cold``           1 on the cold side of the LMC change point along temperature
    ``step_z``              significance of that change point: t over dense seeds of each
                            seed's hot mean - cold mean (means-only: over the cells' se)
+   ``step_rel_chance``     size of that step (hot mean - cold mean) as a fraction of chance
+   ``lmc_df``, ``step_df`` degrees of freedom of ``lmc_z`` and ``step_z`` (dense seeds - 1;
+                           inf for a means-only table: its reading error is a normal se)
    ======================= ==============================================================
 
 The change point (:func:`change_point`) is the split of a temperature-ordered sequence into a
@@ -510,6 +513,27 @@ def change_point(x: np.ndarray, se: np.ndarray, *, scope: str = "joint",
     return ks, np.where(ks > 0, zs[np.arange(n_col), ks], 0.0)
 
 
+def _step_size(x: np.ndarray, ks: np.ndarray, units: np.ndarray | None, scope: str
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: the LMC step at its split ``ks`` (hot-side mean minus cold-side mean; 0
+    without a split) and the degrees of freedom of its test (units with a value in the column
+    minus 1; inf without units).  ``scope="joint"``: the largest step and the smallest degrees
+    of freedom over the columns (the event is the grid's, as for its z)."""
+    n_col = x.shape[0]
+    size = np.zeros(n_col)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # an all-NaN side: no step
+        for i, k in enumerate(ks):
+            if k > 0:
+                d = np.nanmean(x[i, :k]) - np.nanmean(x[i, k:])
+                size[i] = d if np.isfinite(d) else 0.0
+    df = (np.isfinite(units).any(1).sum(-1) - 1.0 if units is not None
+          else np.full(n_col, np.inf))
+    if scope == "joint" and n_col:
+        size, df = np.full(n_col, size.max()), np.full(n_col, df.min())
+    return size, df
+
+
 # --------------------------------------------------------------------------- features
 def features(stats: xr.Dataset, *, lmc_floor: float = 0.0, cka_floor: float = 0.0,
              scope: str = "joint", num_classes: int | None = None, noise: str = "column",
@@ -565,6 +589,14 @@ def features(stats: xr.Dataset, *, lmc_floor: float = 0.0, cka_floor: float = 0.
     idx = np.arange(g.n_temp)[None, :]
     feats["step_cold"] = np.where(ks[:, None] > 0, (idx >= ks[:, None]).astype(float), 0.0)
     feats["step_z"] = np.broadcast_to(zs[:, None], lmc.shape).copy()
+    # magnitudes on the chance scale and the degrees of freedom of the tests (protocol v1,
+    # amendment 1): the step's size at the split, and dense seeds - 1 (inf without units: a
+    # means-only table, whose reading error is a normal standard error)
+    size, step_df = _step_size(lmc, ks, units, scope)
+    feats["step_rel_chance"] = np.broadcast_to((size / chance)[:, None], lmc.shape).copy()
+    feats["step_df"] = np.broadcast_to(step_df[:, None], lmc.shape).copy()
+    feats["lmc_df"] = (np.isfinite(units).sum(-1) - 1.0 if units is not None
+                       else np.full(lmc.shape, np.inf))
     out = stats.copy()
     for name, a in feats.items():
         out[name] = g.back(np.asarray(a, dtype=np.float64), name)

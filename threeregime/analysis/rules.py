@@ -21,6 +21,14 @@ mean CKA exceeds the hot side's by more than ``z_cka`` standard errors, else **u
 (``settings.unresolved_side = "both"`` makes the hot side unresolved too).  A column whose
 Regime II cells all lie on the hot side (Regime I fills its cold side) is II-A.  Without a
 significant step, the split of the Regime II cells is the CKA change point of the column.
+``step_t`` and ``level_t`` (protocol v1, amendment 1, issue 18): the same constructions with
+the significances fixed at a test level instead of fitted, and magnitudes on the chance scale
+fitted instead.  A barrier counts when ``lmc_z`` is below minus the two-sided
+:data:`SIGNIFICANCE` quantile of Student's t with ``lmc_df`` degrees of freedom (the normal
+quantile for a means-only table) *and* ``lmc_rel_chance < -barrier_chance``; for ``step_t`` the
+change point is significant when ``step_z`` passes the same quantile with ``step_df`` *and* the
+step is at least ``step_chance`` of chance (``step_rel_chance``).  A magnitude relative to chance
+transfers between settings and between the paper's table and a sweep; a fitted z does not.
 ``legacy`` (the rule of releases before issue 11, kept so old results can be reproduced bit for
 bit; :func:`_classify_legacy`): Regime I when mean mc < ``-tau_lmc``; Regime II split at the
 midpoint of its column's CKA range (``settings.cka_rule = "relative"``; all II-B when the range
@@ -67,7 +75,7 @@ import xarray as xr
 
 from ..errors import ResultsError, SpecError, did_you_mean
 from ..results.schema import REPLICATE_DIMS, STATUS
-from ..stats import mean_sem, one_sample_t
+from ..stats import mean_sem, one_sample_t, t_quantile
 from .features import Grid, cell_stats, features, find_dims
 
 __all__ = ["ADVICE", "DEFAULT_RULE", "FAMILIES", "FLAG_MEANINGS", "FLAG_VALUES", "LEGACY_DEFAULTS",
@@ -86,6 +94,8 @@ ADVICE = {"I": "hotter", "II-A": "colder", "II-B": "keep", "II-unresolved": "kee
           "undetermined": None}
 FAMILIES: dict[str, tuple[str, ...]] = {"step": ("z_barrier", "z_step", "z_cka"),
                                         "level": ("z_barrier", "barrier_chance", "z_cka"),
+                                        "step_t": ("barrier_chance", "step_chance", "z_cka"),
+                                        "level_t": ("barrier_chance", "z_cka"),
                                         "legacy": ("tau_lmc", "min_cka_spread",
                                                    "collapse_margin")}
 #: fixed settings.  The noise of a cell is measured in the sweep (its standard error over dense
@@ -96,6 +106,9 @@ FAMILIES: dict[str, tuple[str, ...]] = {"step": ("z_barrier", "z_step", "z_cka")
 SETTINGS: dict[str, Any] = {"lmc_floor": 0.0, "cka_floor": 0.0, "noise": "column",
                             "scope": "joint", "unresolved_side": "cold", "collapse_frac": 0.5,
                             "chance_fraction": 0.9}
+#: the fixed test level of the ``*_t`` families (two-sided): a barrier or a change point
+#: counts when its t over dense seeds passes this quantile (protocol v1, amendment 1)
+SIGNIFICANCE = 0.95
 #: fixed settings of the legacy family (module docstring; ``tau_cka``: the absolute CKA
 #: threshold, used by ``cka_rule="absolute"`` and by the single-cell variant; None in
 #: ``tau_cka``, ``chance_fraction`` or the threshold ``collapse_margin``: no such check)
@@ -106,6 +119,10 @@ _CHOICES = {"scope": ("joint", "column"), "unresolved_side": ("cold", "both"),
             "noise": ("column", "grid", "cell"), "cka_rule": ("relative", "absolute")}
 _FEATURES = {"step": ("lmc_z", "step_cold", "step_z", "cka_mean", "cka_noise", "headroom_lost"),
              "level": ("lmc_z", "lmc_rel_chance", "cka_mean", "cka_noise", "headroom_lost"),
+             "step_t": ("lmc_z", "lmc_df", "lmc_rel_chance", "step_cold", "step_z", "step_df",
+                        "step_rel_chance", "cka_mean", "cka_noise", "headroom_lost"),
+             "level_t": ("lmc_z", "lmc_df", "lmc_rel_chance", "cka_mean", "cka_noise",
+                         "headroom_lost"),
              "legacy": ("lmc_mean", "cka_mean", "test_error_mean")}
 
 
@@ -133,7 +150,7 @@ class Rule:
     Attributes
     ----------
     name : str
-    family : {"step", "level", "legacy"}
+    family : {"step", "level", "step_t", "level_t", "legacy"}
     thresholds : dict
         The fitted numbers (keys: :data:`FAMILIES` ``[family]``), each finite and >= 0
         (legacy's ``collapse_margin`` may be None: no such check).
@@ -272,6 +289,15 @@ def _split_by_cka(cka: np.ndarray, cse: np.ndarray, two: np.ndarray) -> np.ndarr
     return best
 
 
+def z_barrier_of(rule: Rule, df: Any) -> Any:
+    """The barrier's z threshold: the fitted ``z_barrier``, or for the ``*_t`` families the
+    two-sided :data:`SIGNIFICANCE` quantile of Student's t with ``df`` degrees of freedom (the
+    normal quantile where ``df`` is inf: a means-only table)."""
+    if "z_barrier" in rule.thresholds:
+        return rule.thresholds["z_barrier"]
+    return t_quantile(SIGNIFICANCE, df)
+
+
 def _label_grid(f: xr.Dataset, rule: Rule) -> tuple[np.ndarray, np.ndarray, Grid, np.ndarray]:
     """(n_col, n_temp) regime codes, undetermined reasons, the grid, and per column the CKA
     difference (cold - hot Regime II cells) over its standard error (NaN: not computed)."""
@@ -282,7 +308,8 @@ def _label_grid(f: xr.Dataset, rule: Rule) -> tuple[np.ndarray, np.ndarray, Grid
     g = Grid(f, list(f["lmc_mean"].dims), f.attrs["temperature"])
     G = {k: g.grid(f[k]) for k in ("lmc_z", "lmc_mean", "cka_mean", "cka_noise", "step_cold",
                                    "step_z", "headroom_lost", "lmc_rel_chance",
-                                   "train_error_mean", "reason")}
+                                   "train_error_mean", "reason", "lmc_df", "step_df",
+                                   "step_rel_chance")}
     reason = G["reason"].astype(np.int8)
     chance = 1.0 - 1.0 / int(f.attrs.get("num_classes", 10))
     with np.errstate(invalid="ignore"):
@@ -293,11 +320,14 @@ def _label_grid(f: xr.Dataset, rule: Rule) -> tuple[np.ndarray, np.ndarray, Grid
     det = reason == 0
     lab = np.full(reason.shape, UNDETERMINED, dtype=np.int8)
     with np.errstate(invalid="ignore"):
-        barrier = G["lmc_z"] < -th["z_barrier"]
-    if rule.family == "level":
-        with np.errstate(invalid="ignore"):
+        barrier = G["lmc_z"] < -z_barrier_of(rule, G["lmc_df"])
+        if "barrier_chance" in th:
             barrier &= G["lmc_rel_chance"] < -th["barrier_chance"]
+    if rule.family in ("level", "level_t"):
         has_step = np.zeros(g.n_col, dtype=bool)
+    elif rule.family == "step_t":   # a significant step (fixed level) of a fitted size
+        has_step = ((G["step_z"][:, 0] >= t_quantile(SIGNIFICANCE, G["step_df"][:, 0]))
+                    & (G["step_rel_chance"][:, 0] >= th["step_chance"]))
     else:
         has_step = G["step_z"][:, 0] >= th["z_step"]
     cold = G["step_cold"] > 0
@@ -401,7 +431,7 @@ def classify_with_rule(ds: xr.Dataset, rule: Rule | str | None = None, *,
         # change point is an event of the grid, tested over all dense seeds: kept as it is
         root_n = np.sqrt(f["n_used"].where(f["n_used"] > 0))
         unit_sd = (f["lmc_noise"] * root_n, f["cka_noise"] * root_n)
-        step = {k: f[k] for k in ("step_z", "step_cold")}
+        step = {k: f[k] for k in ("step_z", "step_cold", "step_df", "step_rel_chance")}
         per = [_label_grid(_features_of(ds.isel(dense_seed=[j]), rule, temperature,
                                         unit_sd).assign(step), rule)[0]
                for j in range(len(seeds))]
@@ -409,7 +439,7 @@ def classify_with_rule(ds: xr.Dataset, rule: Rule | str | None = None, *,
         agree = same.mean(0)
         flips = ~same.all(0)
     with np.errstate(invalid="ignore"):
-        near_thr = np.abs(g.grid(f["lmc_z"]) + rule.thresholds["z_barrier"]) < 1.0
+        near_thr = np.abs(g.grid(f["lmc_z"]) + z_barrier_of(rule, g.grid(f["lmc_df"]))) < 1.0
     uncertain = ((flips | near_thr) & (lab != UNDETERMINED)).astype(np.int8)
     out = xr.Dataset(coords={k: v for k, v in f.coords.items()})
     flags = {"flag_values": FLAG_VALUES.copy(), "flag_meanings": FLAG_MEANINGS,
@@ -701,9 +731,10 @@ def classify_cell_with_rule(lmc: Any, *, lmc_sem: float | None = None, cka: Any 
     ok = np.isfinite(x) & (np.isfinite(c) if cka is not None else True)
     x, c = x[ok], c[ok]
     chance = 1.0 - 1.0 / (num_classes or 10)
+    and_chance = " and chance" if "barrier_chance" in rule.thresholds else ""
     out = {"variant": f"{rule.family}/single-cell: I vs II from the barrier vs its noise"
-                      f"{' and chance' if rule.family == 'level' else ''}; II-A vs II-B "
-                      "unresolved without a column", "n_valid_pairs": int(x.size),
+                      f"{and_chance}; II-A vs II-B unresolved without a column",
+           "n_valid_pairs": int(x.size),
            "cka_mean": float(c.mean()) if cka is not None and c.size else None,
            "cka_sem": float(mean_sem(c)[1]) if c.size else float("nan"),
            "confidence": float("nan"),
@@ -721,8 +752,8 @@ def classify_cell_with_rule(lmc: Any, *, lmc_sem: float | None = None, cka: Any 
     if train_error is not None and train_error >= rule.settings["chance_fraction"] * chance:
         return {**out, "regime": "undetermined", "advice": None, "reason": "near_chance",
                 "lmc_mean": m, "lmc_z": z}
-    one = z < -rule.thresholds["z_barrier"]
-    if rule.family == "level":
+    one = bool(z < -z_barrier_of(rule, x.size - 1))
+    if "barrier_chance" in rule.thresholds:
         one = one and m / chance < -rule.thresholds["barrier_chance"]
     name = "I" if one else "II-unresolved"
     return {**out, "regime": name, "advice": ADVICE[name], "reason": "none", "lmc_mean": m,

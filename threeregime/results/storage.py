@@ -112,8 +112,9 @@ freedom: ``lmc_mean``/``lmc_sem``, ``cka_mean``/``cka_sem``, ``test_error_mean``
 column; the one-sample t statistic where its own standard error binds), ``cka_noise``,
 ``step_z`` (t over dense seeds of the LMC step at the change point), and the truth of
 :func:`threeregime.analysis.calibrate.measured_directions` (which
-:func:`threeregime.analysis.validation.validate_advice` uses too).  Before any of them, a dense seed whose dense model is at chance on its
-training data and a retrained model at chance (with the pairs it is in) are left out; the
+:func:`threeregime.analysis.validation.validate_advice` uses too).  Before any of them, a
+dense seed whose dense model is at chance on its training data and a retrained model at chance
+(with the pairs it is in) are left out; the
 legacy rule (``rule="legacy"``) is kept bit for bit and does neither.  ``n_valid_pairs`` and
 the ``*_pooled`` variables are diagnostics.
 
