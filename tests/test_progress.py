@@ -4,6 +4,7 @@ bars would reach a notebook as red stderr boxes)."""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from test_sweep import TINY as TINY_SWEEP
@@ -33,6 +34,10 @@ def test_inline_sweep_shows_fit_bars(tmp_path, capfd):
     err = capfd.readouterr().err
     assert all(s in err for s in STAGE_BARS), err[-2000:]
     assert all(s in err for s in FIT_BARS), err[-2000:]
+    # the stage bars count models and points, as the status line does (issue 20): one task
+    # retrains both retraining seeds of the point together
+    assert re.search(r"retrain :\s*100%[^\n]*\b2/2\b[^\n]*model", err), err[-2000:]
+    assert re.search(r"measure :\s*100%[^\n]*\b1/1\b[^\n]*point", err), err[-2000:]
 
 
 @pytest.mark.timeout(120)

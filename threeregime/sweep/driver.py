@@ -181,16 +181,21 @@ def _stage(name: str, tasks: list, fn: Callable, executor, store: Store, opts: R
     """Run one stage's tasks; return the failure messages (the sweep goes on).
 
     Tasks in other processes get ``progress=False``: their per-fit bars would reach a
-    notebook as stderr text; this process's stage bar shows the progress.
+    notebook as stderr text; this process's stage bar shows the progress.  The bar counts
+    models (points for the measure stage), as the status line does, not tasks: a task trains
+    a chunk of models together.
     """
     errors: list[str] = []
     if not tasks:
         return errors
     if not isinstance(executor, InlineExecutor):
         opts = dataclasses.replace(opts, progress=False)
-    bar = progress_bar(progress)(total=len(tasks), desc=f"{name:8s}", unit="task", leave=True,
+    unit = "point" if name == "measure" else "model"
+    total = sum(len(_keys(t)) for t in tasks)
+    bar = progress_bar(progress)(total=total, desc=f"{name:8s}", unit=unit, leave=True,
                                  disable=(None if progress is None else not progress))
-    log.info("%s: %d task(s) to run on %r", name, len(tasks), executor)
+    log.info("%s: %d %s(s) in %d task(s) to run on %r", name, total, unit, len(tasks),
+             executor)
     t0 = time.monotonic()
     try:
         for i, (task, outcome) in enumerate(
@@ -207,7 +212,7 @@ def _stage(name: str, tasks: list, fn: Callable, executor, store: Store, opts: R
                 _clear_failures(store, keys)
                 log.info("%s: %d/%d task(s) done (%.0f s)", name, i, len(tasks),
                          time.monotonic() - t0)
-            bar.update(1)
+            bar.update(len(keys))
     finally:
         bar.close()
     return errors
