@@ -395,3 +395,35 @@ def test_legacy_is_a_rule_like_the_others(tmp_path):
     assert 0.5 < one["confidence"] <= 1 and one["rule"]["cka_rule"] == "absolute"
     assert classify_cell_with_rule([0.0, -0.002, 0.001], cka=[0.8, 0.82, 0.81])[
         "regime"] == "II-unresolved"
+
+
+def test_every_fitted_threshold_draws_candidates_from_its_own_feature():
+    """Each threshold of the step / level families is searched over the values of the feature
+    it cuts (a new threshold without its own feature once fell back to the CKA split's z)."""
+    from threeregime.analysis.calibrate import _candidates
+    from threeregime.analysis.rules import FAMILIES, _features_of
+
+    t = read_table(DATA / "zhou2023_figure2_partial.csv")
+    own = {"z_barrier": -t_feat(t, "lmc_z"), "barrier_chance": -t_feat(t, "lmc_rel_chance"),
+           "z_step": t_feat(t, "step_z"), "step_chance": t_feat(t, "step_rel_chance")}
+    for family, keys in FAMILIES.items():
+        if family == "legacy":
+            continue
+        start = {k: 1.0 for k in keys}
+        rule = Rule("r", family, start, {})
+        f = _features_of(t, rule, None)
+        for key in keys:
+            cand = _candidates([(f, None, None)], rule, key)
+            if key in own:
+                v = own[key][np.isfinite(own[key]) & (own[key] >= 0)]
+                assert cand.min() >= v.min() / 2 - 1e-6 and cand.max() <= v.max() * 1.5 + 1e-5
+    with pytest.raises(SpecError, match="no candidate values for threshold 'z_nothing'"):
+        _candidates([(f, None, None)], rule, "z_nothing")
+
+
+def t_feat(t, name):
+    from threeregime.analysis.rules import Rule as R
+    from threeregime.analysis.rules import _features_of
+
+    rule = R("r", "step_t", {"barrier_chance": 1.0, "step_chance": 1.0, "z_cka": 1.0}, {})
+    return np.round(np.asarray(_features_of(t, rule, None)[name].values, float).ravel(), 9)

@@ -351,8 +351,13 @@ def _candidates(prepared: list, rule: Rule, key: str) -> np.ndarray:
             vals.append(-np.asarray(f["lmc_rel_chance"].values).ravel())
         elif key == "z_step":
             vals.append(np.asarray(f["step_z"].values).ravel())
-        else:
+        elif key == "step_chance":
+            vals.append(np.asarray(f["step_rel_chance"].values).ravel())
+        elif key == "z_cka":
             vals.append(np.asarray(_label_grid(f, rule)[3]).ravel())
+        else:
+            raise SpecError(f"calibrate has no candidate values for threshold {key!r}; "
+                            f"allowed: z_barrier, barrier_chance, z_step, step_chance, z_cka")
     v = np.unique(np.round(np.concatenate(vals), 9))
     v = v[np.isfinite(v) & (v >= 0)]
     if v.size == 0:
