@@ -171,7 +171,7 @@ def test_advise_from_dataset():
     assert f"rule {DEFAULT_RULE})" in str(adv) and "against its noise" in str(adv)
     leg = advise_dataset(ds, {"epochs": 20, "density": 0.05}, rule="legacy")
     assert leg.regime == "I" and leg.rule["cka_rule"] == "relative"
-    assert "Regime I below -0.02" in str(leg)
+    assert "Regime I below -2 %" in str(leg) and "LMC mc  -" in str(leg) and " %   (" in str(leg)
     adv = advise_dataset(ds, {"epochs": 5, "density": 0.5})
     assert (adv.regime, adv.move) == ("II-A", "train more epochs")
     adv = advise_dataset(ds, {"epochs": 40, "density": 0.5})

@@ -159,10 +159,14 @@ def _f(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
-def _pm(mean: Any, sem: Any, digits: int = 4) -> str:
+def _pm(mean: Any, sem: Any, digits: int = 4, percent: bool = False) -> str:
+    """``mean +/- sem``; ``percent``: both x 100 with 2 decimals and a sign (LMC mc, in % as
+    the notebooks' tables print it)."""
     mean, sem = _f(mean), _f(sem)
     if not np.isfinite(mean):
         return "n/a"
+    if percent:
+        return f"{100 * mean:+.2f}" + (f" +/- {100 * sem:.2f}" if np.isfinite(sem) else "") + " %"
     s = f"{mean:+.{digits}f}" if digits == 4 else f"{mean:.{digits}f}"
     return s + (f" +/- {sem:.{digits}f}" if np.isfinite(sem) else "")
 
@@ -170,15 +174,20 @@ def _pm(mean: Any, sem: Any, digits: int = 4) -> str:
 def _rule_lines(rule: Mapping, ev: Mapping) -> tuple[str, str]:
     """The (LMC, CKA) criteria of the rule that labelled the cell, in words."""
     th = rule.get("thresholds")
-    if isinstance(th, Mapping) and "z_barrier" in th:
+    if isinstance(th, Mapping) and ("z_barrier" in th or "barrier_chance" in th):
         z = ev.get("lmc_z")
         z_s = f"z = {float(z):.1f} against its noise; " if z is not None and np.isfinite(z) else ""
-        return (f"({z_s}Regime I below z = -{th['z_barrier']:.3g}, rule {rule.get('name')})",
+        crit = (f"Regime I below z = -{th['z_barrier']:.3g}" if "z_barrier" in th else
+                "Regime I when significant (t test at 5 %)")
+        if "barrier_chance" in th:
+            crit += f" and beyond {100 * th['barrier_chance']:.2g} % of chance error"
+        return (f"({z_s}{crit}, rule {rule.get('name')})",
                 f"(II-B: the colder side's CKA above the hotter side's by > {th['z_cka']:.2g} "
                 "standard errors, else unresolved)")
     cka = (f"II-B at or above {rule.get('tau_cka'):g}" if rule.get("cka_rule") == "absolute"
            else "II-B in the upper half of its density column")
-    return f"(Regime I below -{rule.get('tau_lmc', float('nan')):g})", f"({cka})"
+    return (f"(Regime I below -{100 * rule.get('tau_lmc', float('nan')):g} %)",
+            f"({cka})")
 
 
 @dataclass(frozen=True)
@@ -413,7 +422,7 @@ class Selection:
             te = r["test_error"]
             te_s = f"{100 * te:8.2f}%" if np.isfinite(te) else f"{'n/a':>9s}"
             lines.append(f"  {i:>4d}  {str(r['name'])[:16]:<16s} {r['regime']:<13s} "
-                         f"{r['lmc_mean']:+9.4f} {r['cka_mean']:7.3f} {te_s}"
+                         f"{100 * r['lmc_mean']:+8.2f}% {r['cka_mean']:7.3f} {te_s}"
                          f"{'' if r['eligible'] else '  (dropped)'}")
         return "\n".join(lines)
 

@@ -121,7 +121,8 @@ def text_lines(adv: Any, rule_lines: tuple[str, str], pm: Any) -> list[str]:
     conf = confidence_text(adv.confidence, adv.confidence_kind, ev.get("n_dense_seeds"))
     lines = [f"Advice: {adv.move} ({adv.direction}; regime {adv.regime}, {conf})",
              f"  {adv.hyperparameter}{val}{dens_s}; {ev.get('n_pairs', 0)} seed pair(s)",
-             f"  LMC mc  {pm(ev.get('lmc_mean'), ev.get('lmc_sem'))}   {rule_lines[0]}",
+             f"  LMC mc  {pm(ev.get('lmc_mean'), ev.get('lmc_sem'), percent=True)}   "
+             f"{rule_lines[0]}",
              f"  CKA     {pm(ev.get('cka_mean'), ev.get('cka_sem'), 3)}   {rule_lines[1]}"]
     if ev.get("uncertain"):
         lines.append("  uncertain: the label flips across dense seeds or sits within one "
