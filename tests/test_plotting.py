@@ -154,8 +154,9 @@ def test_regime_panel_and_explicit_regimes():
     art = PhaseDiagram.from_dataset(ds.threeregime.classify(), var="regime").plot()
     texts = [t.get_text().split("\n")[0] for t in art.annotations]
     assert texts.count("I") == 4 and texts.count("II-A") == 8   # STEP_TRUTH
-    assert [t.get_text() for t in art.colorbar.ax.get_yticklabels()] == [
-        "undetermined", "I", "II-A", "II-B", "unresolved"]
+    # the colour bar lists the categories shown (issue 20: not "undetermined" when none is)
+    shown = [c for c in ("I", "II-A", "II-B", "unresolved") if c in texts]
+    assert [t.get_text() for t in art.colorbar.ax.get_yticklabels()] == shown
 
 
 def test_four_panels_and_save(tmp_path):
@@ -360,3 +361,26 @@ def test_cells_with_replicates_at_chance_show_how_many_dense_seeds_remain():
     assert art.excluded[0].get_position() == pytest.approx((j + 0.46, i - 0.44))
     clean = PhaseDiagram.from_dataset(synthetic_sweep(4), var="lmc").plot()
     assert clean.excluded == []
+
+
+def test_regime_colorbar_lists_only_the_categories_shown_and_lines_say_what_they_split():
+    """Issue 20 item 10: the categorical colour bar listed "undetermined" with no such cell,
+    and the dashed line next to unresolved cells was labelled "boundary II-A | II-B"."""
+    labels = np.array([[1, 3], [2, 3], [0, 0]], dtype=np.int8)       # II-A/II-B/unres./I
+    reg = xr.Dataset({"regime": (("epochs", "density"), labels)},
+                     coords={"epochs": ("epochs", [2, 4, 8], {"role": "temperature",
+                                                             "hotter": "decreasing"}),
+                             "density": ("density", [0.1, 0.5], {"role": "load"})})
+    art = PhaseDiagram.from_dataset(reg, var="regime").plot()
+    assert _cbar_ticks(art) == ["I", "II-A", "II-B", "unresolved"]
+    assert [t.get_text() for t in art.legend.get_texts()] == [
+        "boundary Regime I | II", "boundary II-A | II-B",
+        "boundary of unresolved (II-A or II-B undecided)"]
+    # each cell is drawn in its own category's colour
+    colors = art.image.cmap(art.image.norm(art.image.get_array()))
+    assert np.allclose(colors[0, 0, :3], colors[0, 0, :3]) and not np.allclose(
+        colors[0, 0, :3], colors[1, 0, :3])
+    with_undet = reg.copy()
+    with_undet["regime"][0, 0] = -1
+    art = PhaseDiagram.from_dataset(with_undet, var="regime").plot()
+    assert _cbar_ticks(art)[0] == "undetermined"

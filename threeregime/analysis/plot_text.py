@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .regimes import REGIME_I, UNDETERMINED
+from .regimes import REGIME_I, REGIME_II_UNRESOLVED, UNDETERMINED
 
 __all__ = ["CELL_NAMES", "KEY", "REASON_NAMES", "axis_label", "boundary_segments", "cell_label",
            "colorbar_label", "key_text", "nice_ticks", "no_data_text", "rule_name", "sweep_name",
@@ -174,7 +174,8 @@ def sweep_name(ds: xr.Dataset) -> str:
 def boundary_segments(labels: np.ndarray, *, kinds: bool = False) -> list:
     """Line segments (in cell coordinates, cell (i, j) centred at x=j, y=i) between adjacent
     cells whose determined regimes differ; ``kinds=True`` pairs each with ``"I"`` (Regime I on
-    one side only) or ``"II"`` (two Regime II labels)."""
+    one side only), ``"II"`` (II-A next to II-B) or ``"IIu"`` (II-unresolved next to II-A or
+    II-B)."""
     ny, nx = labels.shape
     segs = []
     for i in range(ny):
@@ -185,6 +186,7 @@ def boundary_segments(labels: np.ndarray, *, kinds: bool = False) -> list:
             for b, seg in (((i, j + 1), ((j + 0.5, i - 0.5), (j + 0.5, i + 0.5))),
                            ((i + 1, j), ((j - 0.5, i + 0.5), (j + 0.5, i + 0.5)))):
                 if b[0] < ny and b[1] < nx and labels[b] not in (UNDETERMINED, a):
-                    kind = "I" if REGIME_I in (a, labels[b]) else "II"
+                    kind = ("I" if REGIME_I in (a, labels[b]) else
+                            "IIu" if REGIME_II_UNRESOLVED in (a, labels[b]) else "II")
                     segs.append((seg, kind) if kinds else seg)
     return segs

@@ -67,7 +67,7 @@ _REGIME_COLORS = {UNDETERMINED: "#bdbdbd", 0: "#d95f02", 1: "#7570b3", 2: "#1b9e
                   3: "#a6cee3"}
 _DIVERGING = ("lmc", "lmc_mean")
 #: boundary line (style, width) by kind: between Regime I and II, inside Regime II
-_LINES = {"I": ("solid", 2.8), "II": ((0, (4, 2)), 1.6)}
+_LINES = {"I": ("solid", 2.8), "II": ((0, (4, 2)), 1.6), "IIu": ((0, (1, 1.5)), 1.6)}
 #: hatch -> what it marks, in legend order
 _HATCHES = {"\\\\": "uncertain (dense seeds disagree)", "//": "undetermined",
             "xx": "diverged or failed", "..": "not run"}
@@ -242,9 +242,13 @@ class PhaseDiagram:
         fig = ax.figure
         vals = np.ma.masked_invalid(self.values)
         is_regime = self.var == "regime"
-        if is_regime:
-            cmap = ListedColormap([_REGIME_COLORS[c] for c in (-1, 0, 1, 2, 3)])
-            vmin, vmax = -1.5, 3.5
+        if is_regime:   # the colour bar lists the categories the diagram shows, no others
+            codes = [c for c in (-1, 0, 1, 2, 3) if (self.values == c).any()] or [-1]
+            cmap = ListedColormap([_REGIME_COLORS[c] for c in codes])
+            vals = np.ma.masked_invalid(np.vectorize(
+                lambda v: codes.index(int(v)) if np.isfinite(v) and int(v) in codes
+                else np.nan, otypes=[float])(self.values))
+            vmin, vmax = -0.5, len(codes) - 0.5
         elif cmap is None:
             cmap = "RdBu" if self.var in _DIVERGING else "viridis"
             if self.var in _DIVERGING and vmin is None and vmax is None and vals.count():
@@ -263,7 +267,8 @@ class PhaseDiagram:
         empty = not is_regime and vals.count() == 0
         cbar = fig.colorbar(image, ax=ax) if colorbar and not empty else None
         if cbar is not None and is_regime:
-            cbar.set_ticks([-1, 0, 1, 2, 3], labels=["undetermined", *CELL_NAMES.values()])
+            cbar.set_ticks(range(len(codes)), labels=[
+                "undetermined" if c == -1 else CELL_NAMES[c] for c in codes])
         elif cbar is not None:
             lo, hi = image.norm.vmin, image.norm.vmax
             ticks, labels = nice_ticks(lo, hi, 100.0 if self.var in PERCENT else 1.0)
@@ -356,7 +361,9 @@ def _key(fig: Any, diagram: PhaseDiagram, lines: bool, width_in: float, size: fl
     kinds = {k for _, k in boundary_segments(diagram.regime, kinds=True)} if lines else set()
     handles = [Line2D([], [], color="black", linestyle=_LINES[k][0], linewidth=_LINES[k][1],
                       label=lab) for k, lab in (("I", "boundary Regime I | II"),
-                                                ("II", "boundary II-A | II-B")) if k in kinds]
+                                                ("II", "boundary II-A | II-B"),
+                                                ("IIu", "boundary of unresolved (II-A or II-B "
+                                                        "undecided)")) if k in kinds]
     undet = diagram.regime == UNDETERMINED
     unc = diagram.uncertain if diagram.uncertain is not None else np.zeros(undet.shape, bool)
     reason = (diagram.reason if diagram.reason is not None
