@@ -120,6 +120,15 @@ decode(reg["regime"]).to_pandas()
 reg["regime_confidence"].round(2).to_pandas()
 
 # %% [markdown]
+# What the full setting shows (read in JupyterLab, 2026-12-06): the step along temperature is far
+# too small here to pass the rule's `z_step` (fitted on the paper's table, where the step is 103
+# reading errors), so the rule acts on the barrier alone. The low-density columns carry large
+# barriers (mc of -5 to -12 % at 5-10 % density and 8 epochs or more), but they vary so much
+# between the 4 dense seeds that only one or two cells pass `z_barrier`; the rest are
+# *II-unresolved*, hatched as uncertain. The Regime I region of the paper's Figure 2 is visible
+# in the numbers, not in the labels: more dense seeds would be needed to label it
+# (`docs/advice_validation.md` has the per-setting statistics).
+#
 # The thresholds are a choice, not a fact: the same rule with a stricter barrier threshold
 # (`z_barrier` 4 instead of the fitted value) calls fewer cells Regime I:
 

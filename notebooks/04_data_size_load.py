@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -66,6 +66,12 @@ print({d: ds[d].attrs["role"] for d in spec.axes})
 
 # %%
 fig, _ = plot_phase_diagrams(ds, x="train_size", y="epochs")
+
+# %% [markdown]
+# With one dense seed (`dense_seeds: [0]`) the labels below cannot show Regime I or split
+# II-A from II-B: the dense seed is the statistical unit, and one unit has no spread to test a
+# barrier against (notebook 03 says more). Read the LMC and test-error panels; add dense seeds
+# to the spec to label them.
 
 # %%
 decode(ds["regime"]).to_pandas()

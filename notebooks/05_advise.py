@@ -107,8 +107,9 @@ print("regime    :", advice.regime)
 print("direction :", advice.direction)
 print("move      :", advice.move)
 print(f"confidence: {advice.confidence:.2f} ({advice.confidence_kind})")
-for k in ("lmc", "cka", "test_error"):       # one value per retrained pair / model
-    print(f"{k:10s}:", np.round(np.asarray(advice.evidence[k], dtype=float), 4).tolist())
+for k, unit in (("lmc", "% points"), ("cka", ""), ("test_error", "%")):  # per pair / model
+    v = np.asarray(advice.evidence[k], dtype=float) * (1 if k == "cka" else 100)
+    print(f"{k:10s}:", np.round(v, 2 if unit else 4).tolist(), unit)
 if advice.regime == "undetermined":
     print("undetermined reason:", advice.evidence.get("undetermined_reason"))
 
@@ -135,6 +136,15 @@ selection = tr.select_model_to_prune(candidates, data, target_density=TARGET_DEN
                                      retrain=RETRAIN, device=DEVICE, cache_dir=CACHE)
 print(selection)
 print("prune:", selection.best)
+
+# %% [markdown]
+# Read the ranking, not only the winner: the rule drops a candidate because its retrained copies
+# are disconnected, not because its test error is high. At the full setting here the dropped
+# 5-epoch model has the *lowest* retrained test error, while a 20-epoch model with a much larger
+# barrier stays in, because with 3 retraining seeds its barrier is too noisy to be significant.
+# Case study 2 of the paper picks by CKA among connected candidates; on this small CPU problem that
+# choice is not the best by test error, and the library says so instead of hiding it (the
+# measured worth of the advice: `docs/advice.md`).
 
 # %% [markdown]
 # ## 3. Tuning SAM's rho for pruning
@@ -167,8 +177,9 @@ print("best rho:", tuned.best_value, "| stopped:", tuned.stopped)
 # earned its keep. Undetermined cells count as misses. This first check labels every cell with
 # the **legacy single-model rule** (`validate_advice`'s default `rule="advise"`: a fixed barrier
 # and CKA threshold per cell), the rule `advise(model)` used before issue 17; compare its
-# agreement with the naive rules printed under it: on the quick sweep it does not beat all of
-# them, which is the point of checking.
+# agreement with the naive rules printed under it. Over 24 cells a difference of two or three
+# cells is within noise: the protocol's sign tests on the whole corpus are in
+# `docs/advice_validation.md`, and the regret of following the advice in `docs/tuning.md`.
 
 # %%
 report = validate_advice(ds)
