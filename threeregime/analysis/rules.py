@@ -63,6 +63,7 @@ error of ``z_barrier``.
 """
 from __future__ import annotations
 
+import importlib.resources
 import json
 import math
 from collections.abc import Sequence
@@ -761,103 +762,16 @@ def classify_cell_with_rule(lmc: Any, *, lmc_sem: float | None = None, cka: Any 
 
 
 # --------------------------------------------------------------------------- shipped rules
-# Figures printed by ``benchmarks/paper_table.py --emit`` (thresholds fitted there, scores held
-# out by column) and ``benchmarks/corpus_validation.py --emit`` (corpus scores), condensed by
-# ``_scores``.  Settings left out are the defaults.
-_TABLE = {"calibrated_on": ["data"], "target": "regions",
-          "data": ("Zhou et al. ICML 2023 Figure 2 (5 density columns x 16 epoch rows), drawn "
-                   "regions"),
-          "method": ("coordinate-wise 1-D searches (midpoint candidates, median of the best "
-                     "plateau), 2 passes; leave-one-group-out over 5 groups")}
-_CORPUS = ["bn_batch_size", "demo_epochs", "lr", "sam_rho", "train_size"]
-
-
-def _scores(k: int, wilson: list, i_vs_ii: float, advice: float, per_group: str,
-            corpus: tuple[int, int, list]) -> dict:
-    """Held-out scores of a table-fitted rule: regions k/80 (Wilson), I vs II, advice on 70
-    scored cells, per held-out column k/16 (columns 0.05 0.07 0.1 0.2 0.8), corpus (k, n,
-    Wilson) pooled leave-one-setting-out advice."""
-    cols = ("0.05", "0.07", "0.1", "0.2", "0.8")
-    return {"held_out_accuracy": k / 80, "held_out_k": k, "held_out_n": 80,
-            "held_out_wilson": wilson, "target": "regions",
-            "note": "all paper_table_* figures are leave-one-column-out",
-            "paper_table_regions": k / 80, "paper_table_I_vs_II": i_vs_ii,
-            "paper_table_advice": advice, "paper_table_advice_n": 70,
-            "per_group": {c: f"{g}/16" for c, g in zip(cols, per_group.split())},
-            "corpus": {"held_out_advice": round(corpus[0] / corpus[1], 6), "k": corpus[0],
-                       "n": corpus[1], "wilson": corpus[2], "settings": _CORPUS}}
-
-
-_SHIPPED: list[dict] = [
-    {"name": "paper_step", "family": "step", "settings": {},
-     "thresholds": {"z_barrier": 2.5, "z_cka": 0.771677, "z_step": 51.497659},
-     "description": ("The paper's construction: Regime I = significant barrier on the cold side of "
-                     "the LMC change point along temperature (shared by the load columns: the "
-                     "first learning-rate drop); II-A = Regime II hot of it; II-B = Regime II cold "
-                     "of it with CKA above the hot side beyond noise, else unresolved."),
-     "provenance": {**_TABLE, "why_default": (
-         "highest pooled held-out advice accuracy on the validation corpus (scores.corpus; "
-         "docs/advice_validation.md) among the shipped rules and the corpus-calibrated step/level "
-         "families (5 settings, 180 scored cells: 53.9 %, level 51.7 %, corpus_level 51.1 %, "
-         "corpus_step 50.6 %, legacy 46.7 %); it misses the 75 % target and does not beat "
-         "'always keep' (52.8 %)")},
-     "scores": _scores(72, [0.814893, 0.948452], 0.9625, 0.228571, "16 15 13 15 13",
-                       (97, 180, [0.466014, 0.610138]))},
-    {"name": "level", "family": "level", "settings": {}, "provenance": dict(_TABLE),
-     "scores": _scores(49, [0.502937, 0.711754], 0.8375, 0.542857, "8 12 6 10 13",
-                       (93, 180, [0.444081, 0.588555])),
-     "thresholds": {"barrier_chance": 0.038889, "z_barrier": 1.5, "z_cka": 1.341641},
-     "description": "No temperature structure: Regime I = barrier significant against its noise "
-                    "and larger than a fraction of chance error; Regime II split at its column's "
-                    "CKA change point, unresolved inside noise. Its I-vs-II part is the "
-                    "single-model variant."},
-]
-
-# protocol v1 amendment 1 (issue 18): ``benchmarks/refit_amendment1.py --emit``; thresholds fitted
-# on all five table columns, every score held out (table: by column; corpus: never fitted there)
-_SHIPPED.append(
-    {"name": "step_v2", "family": "step_t", "settings": {},
-     "thresholds": {"barrier_chance": 0.016667, "step_chance": 0.28836, "z_cka": 0.771677},
-     "description": ("paper_step with the significances fixed at a 5 % t test over dense seeds and "
-                     "magnitudes on the chance scale fitted instead: Regime I needs a significant "
-                     "barrier of at least 1.67 % of chance error; the change point needs a "
-                     "significant step of at least 28.8 % of chance error."),
-     "provenance": {**_TABLE, "amendment": "docs/validation_protocol.md, Amendment 1",
-                    "why": ("the amendment's default: eligible (held-out table 90.0 % regions, "
-                            "96.2 % I vs II) with the highest corpus advice accuracy among the "
-                            "eligible (69.7 % vs paper_step 63.2 %); the switch of DEFAULT_RULE "
-                            "and the relabelling are pending")},
-     "scores": {"target": "regions", "held_out_accuracy": 0.9, "held_out_k": 72,
-                "held_out_n": 80, "held_out_wilson": [0.814893, 0.948452],
-                "note": "paper_table_* figures leave-one-column-out; corpus: thresholds fitted "
-                        "on the table only (held out)",
-                "paper_table_regions": 0.9, "paper_table_I_vs_II": 0.9625,
-                "corpus": {"held_out_advice": 0.697297, "k": 129, "n": 185,
-                           "wilson": [0.627635, 0.758933],
-                           "settings": [*_CORPUS, "v2_epochs"]}}})
-
-_LEGACY = {
-    "name": "legacy", "family": "legacy", "settings": dict(LEGACY_SETTINGS),
-    "thresholds": {"tau_lmc": 0.02, "min_cka_spread": 0.01, "collapse_margin": 0.30},
-    "description": "The rule of releases before issue 11: Regime I when mean mc < -tau_lmc; "
-                   "Regime II split at the midpoint of its column's CKA range (all II-B when "
-                   "the range is below min_cka_spread); collapsed when test error exceeds the "
-                   "column's best by collapse_margin. For one model (its single-cell variant) "
-                   "II-B when CKA >= tau_cka. Kept to reproduce old results.",
-    "provenance": {"calibrated_on": ["PROBE.md (one MNIST-1D CPU probe setting)"],
-                   "method": "set by hand from the probe's tables "
-                             "(threeregime.analysis.regimes module docstring); not fitted to "
-                             "any of the data it is scored on"},
-    "scores": {"target": "regions", "held_out_accuracy": 0.55, "held_out_k": 44,
-               "held_out_n": 80, "held_out_wilson": [0.441195, 0.654223],
-               "note": "paper_table_* figures: benchmarks/paper_table.py (no fit: the "
-                       "thresholds never saw the table)",
-               "paper_table_regions": 0.55, "paper_table_I_vs_II": 0.8,
-               "paper_table_advice": 0.528571, "paper_table_advice_n": 70,
-               "corpus": {"held_out_advice": 0.466667, "k": 84, "n": 180,
-                          "wilson": [0.395244, 0.539482],
-                          "settings": _CORPUS}}}
-RULES: dict[str, Rule] = {d["name"]: Rule.from_dict(d) for d in [*_SHIPPED, _LEGACY]}
+#: the shipped rules as data, ``shipped_rules.json`` next to this module: each a dict of
+#: :meth:`Rule.from_dict` with its thresholds, provenance and held-out scores as printed by
+#: ``benchmarks/paper_table.py --emit`` (thresholds fitted on the paper's table, scores held out by
+#: column), ``benchmarks/corpus_validation.py --emit`` (corpus scores) and
+#: ``benchmarks/refit_amendment1.py --emit`` (``step_v2``, protocol v1 amendment 1); settings left
+#: out are the defaults.  ``legacy`` was set by hand (its provenance says how).
+_SHIPPED_FILE = "shipped_rules.json"
+RULES: dict[str, Rule] = {
+    d["name"]: Rule.from_dict(d) for d in json.loads(
+        (importlib.resources.files(__package__) / _SHIPPED_FILE).read_text(encoding="utf-8"))}
 #: THE defaults of the legacy rule, flat (its thresholds and settings): the keywords
 #: ``tau_lmc`` ... of :func:`threeregime.analysis.regimes.classify` and ``advise`` start here
 LEGACY_DEFAULTS: dict[str, Any] = {**RULES["legacy"].thresholds, **RULES["legacy"].settings}
