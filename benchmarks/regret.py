@@ -27,6 +27,7 @@ from scipy import stats
 CHANCE_TRAIN_ERROR = 0.85      # a replicate at/above this train error is collapsed (10 classes)
 BUDGETS = (1, 2, 3, 4)
 HOTTER, KEEP, COLDER = -1, 0, 1  # row steps; rows are ordered hottest first
+WW_COLDER, WW_HOTTER = 6.0, 2.0  # protocol v2: mean layer alpha > 6 -> colder, < 2 -> hotter
 
 # the library's direction of a regime (rules.ADVICE) -> row step; undetermined (None) -> keep
 _STEP_OF_DIRECTION = {"hotter": HOTTER, "colder": COLDER, "keep": KEEP, None: KEEP}
@@ -61,7 +62,33 @@ def _labels(ds: xr.Dataset) -> xr.DataArray:
     return tr.classify(ds)["regime"]
 
 
-def column_views(ds: xr.Dataset, seen: list, scored: list) -> list[dict]:
+def ww_steps(alpha: dict | None, rows: list, seen: list) -> list[int] | None:
+    """Protocol v2's weightwatcher rule per temperature row, from the seen half's dense models:
+    mean layer alpha (over the seen dense seeds) above 6 -> colder, below 2 -> hotter, else
+    keep; None without an alpha table (``<setting>_ww_alpha.csv``, benchmarks/ww_alpha.py)."""
+    if alpha is None:
+        return None
+    out = []
+    for r in rows:
+        a = [alpha[(float(r), int(s))] for s in seen if (float(r), int(s)) in alpha]
+        m = float(np.mean(a)) if a else float("nan")
+        out.append(COLDER if m > WW_COLDER else HOTTER if m < WW_HOTTER else KEEP)
+    return out
+
+
+def read_alpha(path: Path) -> dict | None:
+    """``{(temperature value, dense seed): alpha}`` from a benchmarks/ww_alpha.py CSV."""
+    import csv
+
+    if not path.is_file():
+        return None
+    with path.open() as fh:
+        return {(float(r["value"]), int(r["dense_seed"])): float(r["alpha"])
+                for r in csv.DictReader(fh)}
+
+
+def column_views(ds: xr.Dataset, seen: list, scored: list, alpha: dict | None = None
+                 ) -> list[dict]:
     """One dict per load column: row steps and validation error (seen seeds), test error (scored)."""
     from threeregime.analysis.regimes import decode
     from threeregime.analysis.rules import ADVICE
@@ -83,7 +110,7 @@ def column_views(ds: xr.Dataset, seen: list, scored: list) -> list[dict]:
         te = np.array([float(test.sel(sel).sel({t: r})) for r in rows])
         v = np.where(np.isfinite(v), v, np.inf)          # a failed cell is infinitely bad to pick
         out.append({"load": c, "steps": [_STEP_OF_DIRECTION[ADVICE[n]] for n in names],
-                    "names": names, "val": v, "test": te,
+                    "names": names, "val": v, "test": te, "ww": ww_steps(alpha, rows, seen),
                     "walks": tune_walks(seen_ds, sel, rows, max(BUDGETS))})
     return out
 
@@ -145,6 +172,23 @@ def tune_walk_full_grid(col: dict, start: int, budget: int) -> int:
     return int(walk.chosen)
 
 
+def step_walk(steps: list[int], val: np.ndarray, start: int, budget: int) -> int:
+    """Walk like tune on fixed per-row directions (the weightwatcher baseline): evaluate the
+    start, step the way its row says, stop on keep, a reversal, the edge, a validation error
+    worse than the previous point's, or the budget; report the best visited by validation."""
+    visited, prev = [start], None
+    while len(visited) < budget:
+        pos = visited[-1]
+        d = steps[pos]
+        if d == KEEP or (prev is not None and d == -prev) or not 0 <= pos + d < len(val):
+            break
+        visited.append(pos + d)
+        prev = d
+        if val[visited[-1]] > val[pos]:
+            break
+    return _best(visited, val)
+
+
 def one_step(val: np.ndarray, start: int, budget: int, d: int) -> int:
     visited = [start]
     if budget >= 2 and 0 <= start + d < len(val):
@@ -187,7 +231,8 @@ def random_regret(val: np.ndarray, test_regret: np.ndarray, start: int, budget: 
 
 
 POLICIES = ("tune", "tune (full-grid labels)", "keep", "one step hotter", "one step colder", "always hotter",
-            "always colder", "always hotter (best)", "always colder (best)", "random", "greedy")
+            "always colder", "always hotter (best)", "always colder (best)", "random", "greedy",
+            "weightwatcher")
 
 
 def start_cell_regrets(col: dict, start: int, budget: int) -> dict[str, float]:
@@ -205,6 +250,8 @@ def start_cell_regrets(col: dict, start: int, budget: int) -> dict[str, float]:
         "always hotter (best)": to_edge(val, start, budget, HOTTER, "best"),
         "always colder (best)": to_edge(val, start, budget, COLDER, "best"),
     }
+    if col.get("ww") is not None:
+        pick["weightwatcher"] = step_walk(col["ww"], val, start, budget)
     out = {k: float(reg[i]) for k, i in pick.items()}
     out["random"] = random_regret(val, reg, start, budget)
     out["greedy"] = float(np.mean([reg[greedy(val, start, budget, f)] for f in (HOTTER, COLDER)]))
@@ -220,10 +267,10 @@ def halves(seeds: list) -> tuple[list, list]:
     return s[:h], s[h:]
 
 
-def score_setting(ds: xr.Dataset) -> dict:
+def score_setting(ds: xr.Dataset, alpha: dict | None = None) -> dict:
     """Per start cell and budget: policy regrets averaged over the two folds; move precision."""
     a, b = halves(ds["dense_seed"].values.tolist())
-    folds = [column_views(ds, a, b), column_views(ds, b, a)]
+    folds = [column_views(ds, a, b, alpha), column_views(ds, b, a, alpha)]
     cells: dict[tuple, dict[int, dict[str, float]]] = {}
     wins = losses = 0
     for cols in folds:
@@ -272,7 +319,9 @@ def report(results: list[dict], per_setting: bool = False) -> str:
         lines.append("")
         lines.append("| policy | " + " | ".join(f"budget {k}" for k in BUDGETS) + " |")
         lines.append("|---|" + "---|" * len(BUDGETS))
-        for p in POLICIES:
+        policies = [p for p in POLICIES if all(p in c[BUDGETS[0]] for r in rs
+                                               for c in r["cells"].values())]
+        for p in policies:
             vals = []
             for k in BUDGETS:
                 v = [c[k][p] for r in rs for c in r["cells"].values()]
@@ -284,7 +333,7 @@ def report(results: list[dict], per_setting: bool = False) -> str:
         lines.append("")
         lines.append("| baseline | " + " | ".join(f"budget {k}" for k in BUDGETS) + " |")
         lines.append("|---|" + "---|" * len(BUDGETS))
-        for p in POLICIES[1:]:
+        for p in policies[1:]:
             row = []
             for k in BUDGETS:
                 by_set = [np.array([c[k]["tune"] - c[k][p] for c in r["cells"].values()])
@@ -317,8 +366,11 @@ def main(argv: list[str] | None = None) -> None:
     for f in a.files:
         with xr.open_dataset(f) as ds:
             ds = ds.load()
-        r = score_setting(ds)
-        print(f"{f}: {r['name']}, dense seeds {r['halves'][0]} | {r['halves'][1]}", flush=True)
+        alpha = read_alpha(f.with_name(f"{f.stem}_ww_alpha.csv"))
+        r = score_setting(ds, alpha)
+        print(f"{f}: {r['name']}, dense seeds {r['halves'][0]} | {r['halves'][1]}; "
+              f"weightwatcher baseline: {'scored' if alpha else 'not run (no alpha table)'}",
+              flush=True)
         results.append(r)
     print()
     print(report(results, a.per_setting))

@@ -1,0 +1,31 @@
+"""The weightwatcher baseline of protocol v2 (benchmarks/regret.py): its rule per row and its
+walk, on hand-made columns (the benchmark's policies are plain functions of the grid)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import regret  # noqa: E402
+
+
+def test_ww_rule_maps_mean_alpha_of_the_seen_seeds():
+    alpha = {(2.0, 0): 7.0, (2.0, 1): 6.5, (4.0, 0): 1.0, (4.0, 1): 3.5, (8.0, 0): 1.5,
+             (8.0, 1): 1.9, (8.0, 2): 9.0}
+    # row 2: mean 6.75 > 6 -> colder; row 4: mean 2.25 -> keep; row 8 over seeds 0, 1 only: 1.7
+    assert regret.ww_steps(alpha, [2, 4, 8], seen=[0, 1]) == [regret.COLDER, regret.KEEP,
+                                                             regret.HOTTER]
+    assert regret.ww_steps(None, [2, 4], seen=[0]) is None
+
+
+def test_step_walk_stops_on_keep_reversal_edge_worse_and_budget():
+    val = np.array([0.30, 0.20, 0.25, 0.10])
+    C, K, H = regret.COLDER, regret.KEEP, regret.HOTTER
+    assert regret.step_walk([C, C, C, C], val, 0, 4) == 1      # 0 -> 1 -> 2 worse: stop, best 1
+    assert regret.step_walk([C, K, C, C], val, 0, 4) == 1      # keep at row 1
+    assert regret.step_walk([C, H, C, C], val, 0, 4) == 1      # reversal at row 1
+    assert regret.step_walk([C, C, C, C], val, 2, 4) == 3      # edge after row 3
+    assert regret.step_walk([C, C, C, C], val, 0, 1) == 0      # budget 1: the start
+    assert regret.step_walk([H, H, H, H], val, 0, 4) == 0      # no row hotter than the first
