@@ -131,9 +131,7 @@ def per_setting(rules: dict[str, Rule], data: dict) -> list[str]:
             z = r["lmc_z"].values[lab == "I"]
             z = z[np.isfinite(z)]
             temp = [d for d in r["regime"].dims if ds[d].attrs.get("role") == "temperature"][0]
-            step = r["step_cold"].max(temp).values.ravel() > 0 if rule.family.startswith(
-                "step") else np.zeros(1, bool)
-            fires = _fires(r, rule, temp)
+            n_cols = r["regime"].size // r.sizes[temp]
             nc = r["n_collapsed"].values if "n_collapsed" in r else np.zeros(1)
             h1, h2 = halves(ds)
             l1 = label_names(classify(h1, rule=rule)["regime"].values).ravel()
@@ -141,13 +139,10 @@ def per_setting(rules: dict[str, Rule], data: dict) -> list[str]:
             both = np.isin(l1, ("I", "II-A", "II-B")) & np.isin(l2, ("I", "II-A", "II-B"))
             b1, b2 = best_rows(h1), best_rows(h2)
             agree = sum(b1[c][0] == b2[c][0] for c in b1)
+            z_med = f"{np.median(z):.2f}" if z.size else "-"
             out.append(f"| {name} | {s} | {ds.sizes['dense_seed']} | {int((lab == 'I').sum())}"
-                       f"/{lab.size} | {np.median(z):.2f} | {fires}/{step.size} | "
+                       f"/{lab.size} | {z_med} | {_fires(r, rule, temp)}/{n_cols} | "
                        f"{int(np.nansum(nc))} ({int((nc > 0).sum())}) | "
-                       f"{int((l1[both] == l2[both]).sum())}/{int(both.sum())} | "
-                       f"{agree}/{len(b1)} |" if z.size else
-                       f"| {name} | {s} | {ds.sizes['dense_seed']} | 0/{lab.size} | - | "
-                       f"{fires}/{step.size} | {int(np.nansum(nc))} ({int((nc > 0).sum())}) | "
                        f"{int((l1[both] == l2[both]).sum())}/{int(both.sum())} | "
                        f"{agree}/{len(b1)} |")
     return out

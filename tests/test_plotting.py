@@ -377,9 +377,13 @@ def test_regime_colorbar_lists_only_the_categories_shown_and_lines_say_what_they
         "boundary Regime I | II", "boundary II-A | II-B",
         "boundary of unresolved (II-A or II-B undecided)"]
     # each cell is drawn in its own category's colour
+    from matplotlib.colors import to_rgb
+
+    from threeregime.analysis.plotting import _REGIME_COLORS
+
     colors = art.image.cmap(art.image.norm(art.image.get_array()))
-    assert np.allclose(colors[0, 0, :3], colors[0, 0, :3]) and not np.allclose(
-        colors[0, 0, :3], colors[1, 0, :3])
+    for (i, j), code in np.ndenumerate(labels):
+        assert np.allclose(colors[i, j, :3], to_rgb(_REGIME_COLORS[int(code)])), (i, j, code)
     with_undet = reg.copy()
     with_undet["regime"][0, 0] = -1
     art = PhaseDiagram.from_dataset(with_undet, var="regime").plot()

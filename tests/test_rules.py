@@ -404,13 +404,18 @@ def test_every_fitted_threshold_draws_candidates_from_its_own_feature():
     from threeregime.analysis.rules import FAMILIES, _features_of
 
     t = read_table(DATA / "zhou2023_figure2_partial.csv")
-    own = {"z_barrier": -t_feat(t, "lmc_z"), "barrier_chance": -t_feat(t, "lmc_rel_chance"),
-           "z_step": t_feat(t, "step_z"), "step_chance": t_feat(t, "step_rel_chance")}
+    probe = Rule("r", "step_t", {"barrier_chance": 1.0, "step_chance": 1.0, "z_cka": 1.0}, {})
+    feats = _features_of(t, probe, None)
+
+    def values(name: str, sign: float = 1.0) -> np.ndarray:
+        return np.round(sign * np.asarray(feats[name].values, float).ravel(), 9)
+
+    own = {"z_barrier": values("lmc_z", -1), "barrier_chance": values("lmc_rel_chance", -1),
+           "z_step": values("step_z"), "step_chance": values("step_rel_chance")}
     for family, keys in FAMILIES.items():
         if family == "legacy":
             continue
-        start = {k: 1.0 for k in keys}
-        rule = Rule("r", family, start, {})
+        rule = Rule("r", family, {k: 1.0 for k in keys}, {})
         f = _features_of(t, rule, None)
         for key in keys:
             cand = _candidates([(f, None, None)], rule, key)
@@ -419,14 +424,6 @@ def test_every_fitted_threshold_draws_candidates_from_its_own_feature():
                 assert cand.min() >= v.min() / 2 - 1e-6 and cand.max() <= v.max() * 1.5 + 1e-5
     with pytest.raises(SpecError, match="no candidate values for threshold 'z_nothing'"):
         _candidates([(f, None, None)], rule, "z_nothing")
-
-
-def t_feat(t, name):
-    from threeregime.analysis.rules import Rule as R
-    from threeregime.analysis.rules import _features_of
-
-    rule = R("r", "step_t", {"barrier_chance": 1.0, "step_chance": 1.0, "z_cka": 1.0}, {})
-    return np.round(np.asarray(_features_of(t, rule, None)[name].values, float).ravel(), 9)
 
 
 def test_step_v2_reproduces_the_table_and_needs_a_barrier_of_some_size():
