@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -134,25 +134,29 @@ print("epochs                       :", ds["epochs"].values)
 # %% [markdown]
 # ## How much the labels depend on the threshold
 #
-# The paper drew its boundaries by hand; the default rule (`paper_step`) calls a barrier
-# significant when mc is below zero by more than `z_barrier` standard errors (2.5, fitted on the
-# paper's own Figure 2). Labels that flip between reasonable thresholds deserve less trust than
-# their neighbours; `regime_uncertain` marks the cells whose label flips across dense seeds or
-# whose barrier is within one standard error of the threshold, and `regime_confidence` is the
-# fraction of dense seeds that give the pooled label. The first release's rule (`legacy`, a
-# fixed mc cut-off and a CKA midpoint per column) is shown last for comparison.
+# The paper drew its boundaries by hand; the default rule (`step_v2`) calls a barrier
+# significant when mc is below zero beyond the 5 % level of a t test over dense-seed means and
+# larger than `barrier_chance` of chance error (1.7 %, fitted on the paper's own Figure 2).
+# Labels that flip between reasonable thresholds deserve less trust than their neighbours;
+# `regime_uncertain` marks the cells whose label flips across dense seeds or whose barrier is
+# within one standard error of the threshold, and `regime_confidence` is the fraction of dense
+# seeds that give the pooled label. The default before issue 18 (`paper_step`, a fitted z
+# threshold on the barrier) and the first release's rule (`legacy`, a fixed mc cut-off and a CKA
+# midpoint per column) are shown last for comparison.
 
 # %%
 import dataclasses
 
 from threeregime.analysis.rules import get_rule
 
-step = get_rule("paper_step")
-for z in (1.5, 2.5, 4.0):
-    rule = dataclasses.replace(step, name=f"paper_step_z{z}",
-                               thresholds={**step.thresholds, "z_barrier": z})
-    print(f"z_barrier = {z}")
+step = get_rule("step_v2")
+for b in (0.0, 0.0167, 0.05):
+    rule = dataclasses.replace(step, name=f"step_v2_b{b}",
+                               thresholds={**step.thresholds, "barrier_chance": b})
+    print(f"barrier_chance = {b}")
     print(decode(tr.classify(ds, rule=rule)["regime"]).to_pandas(), end="\n\n")
+print("paper_step (the default before issue 18)")
+print(decode(tr.classify(ds, rule="paper_step")["regime"]).to_pandas(), end="\n\n")
 print("legacy rule (first release)")
 print(decode(tr.classify(ds, rule="legacy")["regime"]).to_pandas())
 

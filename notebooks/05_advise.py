@@ -193,7 +193,7 @@ import pandas as pd
 pd.DataFrame(report["cells"]).round(4)
 
 # %% [markdown]
-# The same check with the library's default rule (`rule="sweep"`: `paper_step`, the rule a
+# The same check with the library's default rule (`rule="sweep"`: `step_v2`, the rule a
 # sweep and `advise(model)` use now, over dense-seed statistics). Neither check is the measure
 # the library reports: that is the regret of `tr.tune` against equal-budget baselines
 # (`docs/validation_protocol_v2.md`, `docs/advice_validation.md`).

@@ -259,13 +259,23 @@ def test_default_rule_flags_and_uncertainty():
     ds = synthetic_sweep(1)
     out = classify(ds)
     # the LMC step of 0.1 between the second and third temperature stands out of the seed
-    # noise (0.003): its t over dense seeds passes z_step, so by the paper's construction the
-    # Regime II cells hot of it are II-A (before issue 18 the step's z was computed against the
-    # paper's reading error 0.01 and missed it)
-    assert float(out["step_z"].max()) > RULES[DEFAULT_RULE].thresholds["z_step"]
-    np.testing.assert_array_equal(_labels(out), np.where(np.arange(4)[:, None] < 2, 1, TRUTH))
-    # without a step the Regime II cells split at each column's CKA change point: TRUTH
-    no_step = RULES[DEFAULT_RULE].replace(thresholds={"z_step": 1e9})
+    # noise (0.003): its t over dense seeds passes the 5 % level by far, but it is 11 % of chance
+    # error, below the default's fitted step_chance (0.29), so the default (step_v2) finds no
+    # change point and splits the Regime II cells at each column's CKA change point: TRUTH
+    assert DEFAULT_RULE == "step_v2"
+    assert float(out["step_z"].max()) > 10
+    assert float(out["step_rel_chance"].max()) < RULES[DEFAULT_RULE].thresholds["step_chance"]
+    np.testing.assert_array_equal(_labels(out), TRUTH)
+    # with a step of 5 % of chance enough, the paper's construction applies: every Regime II
+    # cell hot of the step is II-A
+    small_step = RULES[DEFAULT_RULE].replace(thresholds={"step_chance": 0.05})
+    np.testing.assert_array_equal(_labels(classify(ds, rule=small_step)),
+                                  np.where(np.arange(4)[:, None] < 2, 1, TRUTH))
+    # paper_step (the default before issue 18) decides on the step's z alone
+    paper = classify(ds, rule="paper_step")
+    assert float(paper["step_z"].max()) > RULES["paper_step"].thresholds["z_step"]
+    np.testing.assert_array_equal(_labels(paper), np.where(np.arange(4)[:, None] < 2, 1, TRUTH))
+    no_step = RULES["paper_step"].replace(thresholds={"z_step": 1e9})
     np.testing.assert_array_equal(_labels(classify(ds, rule=no_step)), TRUTH)
     assert out["regime"].attrs["flag_values"].tolist() == FLAG_VALUES.tolist() == [0, 1, 2, 3, -1]
     assert out["regime"].attrs["flag_meanings"].split()[3] == "regime_II_unresolved"

@@ -47,13 +47,15 @@ class ThreeRegimeAccessor:
         ``rule`` (a :class:`threeregime.analysis.rules.Rule` or a shipped rule's name; default the
         library's default rule) and the keyword arguments go to
         :func:`threeregime.analysis.regimes.classify`; its output variables (``regime``,
-        ``regime_confidence``, ``regime_uncertain``, ``lmc_mean``, ...) replace the old regime
-        variables, and the ``regime_rule`` attr says which rule labelled them.
+        ``regime_confidence``, ``regime_uncertain``, ``lmc_mean``, ...) and the new rule's
+        features replace the old regime variables and every rule's features
+        (:data:`~threeregime.analysis.regimes.FEATURE_VARS`), and the ``regime_rule`` attr says
+        which rule labelled them.
         """
-        from .regimes import REGIME_VARS, classify
+        from .regimes import FEATURE_VARS, REGIME_VARS, classify
 
         reg = classify(self._ds, rule=rule, **kwargs)
-        out = self._ds.drop_vars([v for v in REGIME_VARS if v in self._ds])
+        out = self._ds.drop_vars([v for v in (*REGIME_VARS, *FEATURE_VARS) if v in self._ds])
         for name in reg.data_vars:
             out[name] = reg[name]
         out.attrs["regime_rule"] = reg.attrs["regime_rule"]

@@ -68,6 +68,7 @@ __all__ = [
     "FLAG_MEANINGS",
     "FLAG_VALUES",
     "REASONS",
+    "FEATURE_VARS",
     "REGIME_VARS",
     "REGIME_I",
     "REGIME_II_A",
@@ -215,6 +216,10 @@ def _check_args(tau_lmc: Any, cka_rule: Any, tau_cka: Any, min_cka_spread: Any,
 REGIME_VARS = ("regime", "regime_confidence", "regime_uncertain", "lmc_mean", "lmc_sem",
                "cka_mean", "cka_sem", "n_valid_pairs", "undetermined_reason", "n_used",
                "n_collapsed")
+#: the features a rule writes beside :data:`REGIME_VARS` (the union over the rule families): a
+#: relabelling (:meth:`Dataset.threeregime.classify`) drops them with the regime variables
+FEATURE_VARS = tuple(sorted({f for fs in _rules._FEATURES.values() for f in fs}
+                            - set(REGIME_VARS)))
 
 
 def regimes_of(ds: xr.Dataset, *, temperature: str | Sequence[str] | None = None,
