@@ -295,11 +295,14 @@ def test_unresolved_keeps_and_rules_reach_every_entry_point():
     ds = synthetic_sweep(3)
     # flatten the CKA of the 0.5 column: II-A vs II-B inside noise -> unresolved -> keep
     ds["cka"].loc[{"density": 0.5}] = 0.95 + 0.0 * ds["cka"].loc[{"density": 0.5}]
-    out = classify(ds)
-    # the LMC step between 10 and 20 epochs is significant over dense seeds: hot of it II-A,
-    # cold of it II-B only with a CKA rise beyond noise, here none -> unresolved
+    out = classify(ds, rule="paper_step")
+    # paper_step: the LMC step between 10 and 20 epochs is significant over dense seeds: hot of
+    # it II-A, cold of it II-B only with a CKA rise beyond noise, here none -> unresolved
     assert (out["regime"].sel(density=0.5, epochs=[5, 10]) == 1).all()
     assert (out["regime"].sel(density=0.5, epochs=[20, 40]) == 3).all()
+    # the default (step_v2): that step is 11 % of chance error, below step_chance, so no change
+    # point; the column's CKA change point is inside noise too -> the whole column unresolved
+    assert (classify(ds)["regime"].sel(density=0.5) == 3).all()
     adv = advise_dataset(ds, {"epochs": 40, "density": 0.5})
     assert (adv.regime, adv.direction, adv.move) == ("II-unresolved", "keep", "keep epochs")
     assert ADVICE["II-unresolved"] == "keep" and ADVICE["undetermined"] is None
@@ -336,12 +339,15 @@ def test_advice_beats_naive_rules_on_quick_sweep():
     assert out["agreement"] > max(out["naive"]["hotter"], out["naive"]["colder"]), out
     # the hottest 50 % cell is connected with relatively low CKA: II-A, "train more epochs"
     assert advise_dataset(ds, {"epochs": 5, "density": 0.5}, rule="legacy").direction == "colder"
-    # the default rule reads a barrier of -0.38 % that all three dense seeds share: over
-    # dense seeds it is significant (t = -5.7 against a threshold of 2.5) and no change point
-    # fires (its t 1.8), so paper_step says Regime I; before issue 18 the constant floor 0.01
-    # hid it.  A magnitude criterion belongs to the recalibration (issue 18 item 6).
+    # a barrier of -0.38 % that all three dense seeds share: over dense seeds it is
+    # significant (t = -5.7) and no change point fires, so paper_step (the default before
+    # issue 18) says Regime I, "hotter"; the default step_v2 also asks the barrier to be 1.67 %
+    # of chance error (issue 18 item 6), so the cell is Regime II, and hot of its column's CKA
+    # change point: II-A, "colder", as the legacy rule says
+    adv = advise_dataset(ds, {"epochs": 5, "density": 0.5}, rule="paper_step")
+    assert adv.regime == "I" and adv.evidence["lmc_mean"] > -0.01 and adv.evidence["lmc_z"] < -5
     adv = advise_dataset(ds, {"epochs": 5, "density": 0.5})
-    assert adv.regime == "I" and adv.evidence["lmc_mean"] > -0.01
+    assert adv.rule["name"] == "step_v2" and (adv.regime, adv.direction) == ("II-A", "colder")
 
 
 # --------------------------------------------------------------------------- the display

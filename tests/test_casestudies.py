@@ -471,19 +471,20 @@ def half_density_brief(tmp_path_factory):
 
 
 def test_briefly_trained_dense_half_density_is_connected(half_density_brief):
-    """Well connected at 50 % density, so never "hotter" -- under the legacy rule.
+    """Well connected at 50 % density, so never "hotter", under the legacy rule and the
+    default rule.
 
-    NOT under the default rule (issue 17): its single-cell variant decides Regime I on the
-    barrier's significance alone, and this model's barrier is tiny but very significant
-    (measured: mc -0.0037 +/- 0.0003, z = -13.4), so it says Regime I, "hotter".  The physics
-    claim of this test does not hold for ``advise(model)``'s new default; pinned as measured so
-    that a change of it is seen (``rule="level"``, with its barrier-to-chance floor, would not
-    call this Regime I)."""
+    Under ``paper_step`` (advise's default from issue 17 to issue 18) its single-cell variant
+    decided Regime I on the barrier's significance alone, and this model's barrier is tiny but
+    very significant (measured: mc -0.0037 +/- 0.0003, z = -13.4), so it said "hotter".  The
+    default since issue 18, ``step_v2``, also asks the barrier to be 1.67 % of chance error:
+    Regime II, and without a column to split II-A from II-B, unresolved: "keep"."""
     adv, default = half_density_brief
     assert adv.regime in ("II-A", "II-B") and adv.direction != "hotter", str(adv)
     assert adv.evidence["lmc_mean"] > -0.01
     assert default.evidence["from_cache"] and default.evidence["lmc"] == adv.evidence["lmc"]
-    assert default.regime == "I" and default.direction == "hotter", str(default)
+    assert default.rule["name"] == "step_v2"
+    assert default.regime == "II-unresolved" and default.direction == "keep", str(default)
     assert default.evidence["lmc_z"] < -2.5 and default.evidence["lmc_mean"] > -0.01
 
 
