@@ -52,10 +52,8 @@ import torch  # noqa: E402
 
 import threeregime  # noqa: E402
 from threeregime import metrics  # noqa: E402
-from threeregime.data import sources  # noqa: E402
-from threeregime.results import storage  # noqa: E402
 from threeregime.spec.specs import SweepSpec, load_yaml  # noqa: E402
-from threeregime.sweep import driver, stages, torchio  # noqa: E402
+from threeregime.sweep import driver, stages  # noqa: E402
 from threeregime.sweep.executors import InlineExecutor  # noqa: E402
 from threeregime.sweep.plan import plan_sweep  # noqa: E402
 
@@ -235,8 +233,8 @@ def main(argv=None) -> int:
     rows = report(timers, total_cpu, total_wall, part, full)
     print(f"\nrun: {total_cpu:.1f} CPU-s, {total_wall:.1f} s wall; imports {IMPORT_CPU:.1f} "
           f"CPU-s ({IMPORT_WALL:.1f} s wall)\n")
-    print(f"| category | CPU-s (slice) | % of slice | calls | CPU-s full setting (x N) | "
-          f"% of full |\n|---|---|---|---|---|---|")
+    print("| category | CPU-s (slice) | % of slice | calls | CPU-s full setting (x N) | "
+          "% of full |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['category']} | {r['cpu_s']:.1f} | {100 * r['share']:.1f} | {r['calls']} "
               f"| {r['full_cpu_s']:.0f} | {100 * r['full_share']:.1f} |")
