@@ -43,6 +43,7 @@ def test_cell_grouping_puts_a_cells_dense_runs_in_one_ensemble():
     assert _sizes(plan, "dense") == [2, 2, 2]
     assert _sizes(plan, "cell") == [6]
     assert _sizes(plan, "cell", size=4) == [4, 2]             # cut at the ensemble size
+    assert retrain_tasks(plan, lambda p, t: 12) == retrain_tasks(plan, lambda p, t: 12, "dense")
     cell = retrain_tasks(plan, lambda p, t: 12, "cell")
     dense = retrain_tasks(plan, lambda p, t: 12, "dense")
     assert [j.key for t in cell for j in t] == [j.key for t in dense for j in t]   # same jobs
@@ -131,3 +132,24 @@ def test_store_made_per_dense_run_is_reused_by_cell_grouping(tmp_path, monkeypat
     assert calls == [1]                                        # the missing member alone
     again = _mtimes(out)
     assert gone in again and all(again[p] == t for p, t in saved.items() if p != gone)
+
+
+def test_cli_tune_passes_the_grouping(tmp_path, monkeypatch, capsys):
+    import threeregime.tuning_run as tu
+    from threeregime import cli
+
+    seen = {}
+
+    class _Stop(tr.ThreeRegimeError):
+        pass
+
+    def fake(*a, **k):
+        seen.update(k)
+        raise _Stop("stopped here")
+    monkeypatch.setattr(tu, "tune", fake)
+    argv = ["tune", str(_yaml(tmp_path)), "--density", "0.2", "--budget", "1"]
+    assert cli.main(argv) == 2 and seen["ensembles"] == "cell"        # the default
+    assert cli.main([*argv, "--ensembles", "dense"]) == 2 and seen["ensembles"] == "dense"
+    with pytest.raises(SystemExit) as e:                               # argparse: exit 2
+        cli.main([*argv, "--ensembles", "run"])
+    assert e.value.code == 2 and "invalid choice: 'run'" in capsys.readouterr().err
