@@ -199,6 +199,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="validation examples when the spec sets no data.val_size (1000)")
     t.add_argument("--workers", default="1", metavar="auto|N",
                    help="local worker processes (default 1: inline)")
+    t.add_argument("--ensembles", default="cell", choices=("cell", "dense"),
+                   help="retrain all of a cell's models as one ensemble (cell, the default) "
+                   "or one ensemble per dense run (dense: the grouping of releases before "
+                   "it; numbers agree to float rounding amplified by training)")
     t.add_argument("--plot", metavar="FILE.png", default=None,
                    help="draw the walk on the visited column's phase diagram")
     _device(t)
@@ -428,7 +432,7 @@ def _tune(args) -> int:
     try:
         res = tune(args.sweep, density=args.density, budget=args.budget, start=start,
                    axis=args.axis, out=args.out, rule=args.rule, val_size=args.val_size,
-                   executor=executor, device=args.device)
+                   executor=executor, device=args.device, ensembles=args.ensembles)
     except KeyboardInterrupt:
         print("\ninterrupted: finished cells are saved; rerun the same command to continue",
               file=sys.stderr)

@@ -15,7 +15,11 @@ training nor test data, so cached dense and retrained models are reused.
 Cells: the tuned axis keeps the spec's grid; density is set to ``density`` (any value in
 (0, 1]); every other axis of the spec (a category, another load) is dropped and the base
 point's value used.  Each cell's retrainings train as ensembles of that cell only, so a cell's
-numbers do not depend on which cells were visited before it.
+numbers do not depend on which cells were visited before it: by default (``ensembles="cell"``)
+all of a cell's retrainings (dense seeds x retraining seeds) form one ensemble, cut at
+``max_members`` (12 on a CPU); ``ensembles="dense"`` trains one ensemble per dense run, the
+grouping before this option existed (a member's numbers depend in the last bits on its
+ensemble: benchmarks/tune_grouping.py measures the difference).
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from .analysis.advice import check_density
 from .analysis.tuning import PROBE, label_visited, policy_walk
 from .analysis.tuning_trace import TuneTrace
 from .errors import ResultsError, SpecError
-from .spec.codec import AXES, check_pos_int, choose_one
+from .spec.codec import AXES, check_choice, check_pos_int, choose_one
 from .spec.specs import SweepSpec, load_yaml
 
 __all__ = ["tune", "tune_model", "tune_temperature", "DEFAULT_VAL_SIZE"]
@@ -102,7 +106,7 @@ def tune(spec: Any, data: Any = None, *, density: float, budget: int, start: Any
          probe: str | None = PROBE, tol: float = 0.0, val_size: int | None = None,
          executor: Any = None, device: str = "auto", engine: str = "vmap",
          progress: bool | None = False, threads: int | None = None,
-         **model_kwargs: Any) -> TuneTrace:
+         ensembles: str = "cell", **model_kwargs: Any) -> TuneTrace:
     """Tune a temperature-like hyperparameter of a sweep's base point for pruning at ``density``.
 
     ``tune(train_fn, data, hyperparameter=..., start=..., density=..., budget=...)`` tunes a
@@ -130,6 +134,10 @@ def tune(spec: Any, data: Any = None, *, density: float, budget: int, start: Any
     val_size : int, optional
         Validation examples when the spec has no ``data.val_size`` (default 1000).
     executor, device, engine, progress, threads : as in :func:`threeregime.run_sweep`.
+    ensembles : ``"cell"`` or ``"dense"``
+        How a cell's retrainings are grouped into ensembles: all of the cell's together
+        (default; faster on a CPU) or one ensemble per dense run (the grouping before this
+        option; results agree to float rounding amplified by training, not bitwise).
 
     Returns
     -------
@@ -154,9 +162,10 @@ def tune(spec: Any, data: Any = None, *, density: float, budget: int, start: Any
     from .results import artifacts as art
     from .sweep.driver import _preflight, _run_stages, assemble, default_out
     from .sweep.executors import InlineExecutor
-    from .sweep.plan import Store, SweepPlan, plan_sweep
+    from .sweep.plan import RETRAIN_ENSEMBLES, Store, SweepPlan, plan_sweep
     from .sweep.stages import RunOptions
 
+    check_choice("ensembles", ensembles, RETRAIN_ENSEMBLES)
     column, axis, grid, i0, density = _plan_inputs(spec, density, budget, start, axis,
                                                    val_size)
     opts = RunOptions(device=device, engine=engine, progress=progress, threads=threads)
@@ -183,7 +192,7 @@ def tune(spec: Any, data: Any = None, *, density: float, budget: int, start: Any
     def evaluate(i: int) -> float:
         one = plan_sweep(dataclasses.replace(column, axes={axis: [grid[i]],
                                                            "density": [density]}))
-        errors = _run_stages(one, store, executor, opts, progress)
+        errors = _run_stages(one, store, executor, opts, progress, ensembles=ensembles)
         if errors:
             raise ResultsError(f"tune: {len(errors)} stage task(s) of {axis}={grid[i]:g} "
                                f"failed (first: {errors[0]}); details in {root}/failed/")

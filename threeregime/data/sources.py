@@ -5,7 +5,8 @@
 test :class:`TensorData`, the number of classes, the input shape and an optional batch-wise
 training augmentation).  Results are cached in-process by :func:`~threeregime.spec.specs.spec_hash`
 (a small LRU), so every stage of a sweep point shares one copy: treat the returned tensors as
-read-only.
+read-only.  Sources registered with ``disk_cache=True`` (``mnist1d``: generated, ~6 CPU-s) are
+also cached on disk for other processes (:mod:`threeregime.data.disk_cache`).
 
 Every source honours ``train_size`` / ``test_size`` by a seeded subsample (``spec.seed``) of its
 pool of examples.  The subsample is the sorted first ``n`` indices of one seeded permutation,
@@ -65,6 +66,7 @@ from torch import Tensor
 from ..errors import DataError, FieldError, SpecError
 from ..registry import Registry, resolve_options
 from ..spec.specs import DataSpec, spec_hash
+from . import disk_cache
 from .sampling import pick
 
 __all__ = ["TensorData", "Splits", "DATA_SOURCES", "load_data", "as_tensor_data",
@@ -139,11 +141,12 @@ DATA_SOURCES: Registry[Callable[..., _Pools]] = Registry("data source")
 
 
 def _source(name: str, *, augmentable: bool = False, num_classes: int | None = None,
-            **defaults: Any) -> Callable:
+            disk_cache: bool = False, **defaults: Any) -> Callable:
     def deco(fn: Callable) -> Callable:
         fn.defaults = dict(defaults)  # type: ignore[attr-defined]
         fn.augmentable = augmentable  # type: ignore[attr-defined]
         fn.num_classes = num_classes  # type: ignore[attr-defined]
+        fn.disk_cache = disk_cache  # type: ignore[attr-defined]
         return DATA_SOURCES.register(name)(fn)
     return deco
 
@@ -179,7 +182,7 @@ def _opt_fraction(name: str, opts: dict, key: str, lo: float, hi: float,
 
 
 # --------------------------------------------------------------------------- sources
-@_source("mnist1d", num_classes=10, n_train=4000, n_test=1000)
+@_source("mnist1d", num_classes=10, disk_cache=True, n_train=4000, n_test=1000)
 def _mnist1d(spec: DataSpec, opts: dict) -> _Pools:
     n_train = max(_opt_int("mnist1d", opts, "n_train"), spec.train_size or 0)
     n_test = max(_opt_int("mnist1d", opts, "n_test"), spec.test_size or 0)
@@ -385,6 +388,9 @@ def load_data(spec: DataSpec) -> Splits:
         Whole train and test splits (and the validation split when ``spec.val_size`` is set)
         in memory.  Cached in-process by ``spec_hash(spec)`` (the
         last few specs), so the same object may be returned again: do not modify its tensors.
+        A generated source (``mnist1d``) is also cached on disk, one file per spec, so that
+        other processes read it instead of generating it again
+        (:mod:`threeregime.data.disk_cache`; ``THREEREGIME_DATA_CACHE=off`` switches it off).
 
     Raises
     ------
@@ -409,16 +415,26 @@ def load_data(spec: DataSpec) -> Splits:
         raise SpecError(f"augment: data source {spec.name!r} has no training augmentation; "
                         f"set augment: false (sources with augmentation: "
                         f"{', '.join(with_aug)})")
-    pools = source(spec, opts)
-    train, test, val = pick(pools, spec)
-    convert = pools.convert or (lambda v: torch.as_tensor(v, dtype=torch.float32))
+    on_disk = bool(getattr(source, "disk_cache", False)) and not spec.augment
+    cached = disk_cache.read(spec) if on_disk else None
+    if cached is not None:
+        splits = Splits(TensorData(*cached["train"]), TensorData(*cached["test"]),
+                        cached["num_classes"], cached["input_shape"], None,
+                        None if cached["val"] is None else TensorData(*cached["val"]))
+    else:
+        pools = source(spec, opts)
+        train, test, val = pick(pools, spec)
+        convert = pools.convert or (lambda v: torch.as_tensor(v, dtype=torch.float32))
 
-    def tensors(xy: tuple) -> TensorData:
-        return TensorData(convert(xy[0]).contiguous(), torch.as_tensor(xy[1], dtype=torch.int64))
+        def tensors(xy: tuple) -> TensorData:
+            return TensorData(convert(xy[0]).contiguous(),
+                              torch.as_tensor(xy[1], dtype=torch.int64))
 
-    splits = Splits(tensors(train), tensors(test), int(pools.num_classes),
-                    tuple(pools.input_shape), pools.augment if spec.augment else None,
-                    None if val is None else tensors(val))
+        splits = Splits(tensors(train), tensors(test), int(pools.num_classes),
+                        tuple(pools.input_shape), pools.augment if spec.augment else None,
+                        None if val is None else tensors(val))
+        if on_disk:
+            disk_cache.write(spec, splits)
     _CACHE[key] = splits
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)

@@ -265,19 +265,20 @@ def _preflight(plan: SweepPlan) -> None:
 
 def _run_stages(plan: SweepPlan, store: Store, executor, opts: RunOptions,
                 progress: bool | None, *, dense: set | None = None,
-                retrain: set | None = None, points: Sequence[PointJob] | None = None
-                ) -> list[str]:
+                retrain: set | None = None, points: Sequence[PointJob] | None = None,
+                ensembles: str = "dense") -> list[str]:
     """Dense, retrain and measure tasks of the plan (the full plan's chunks, filtered to the
-    jobs with keys in ``dense`` / ``retrain`` when given: chunks equal an undisturbed run's)."""
+    jobs with keys in ``dense`` / ``retrain`` when given: chunks equal an undisturbed run's);
+    ``ensembles``: how retrainings are grouped (:func:`~threeregime.sweep.plan.retrain_tasks`)."""
     def size_of(p, t):
         return chunk_size(p, t, opts)
 
     d_tasks = [t for t in dense_tasks(plan, size_of)
                if dense is None or any(j.key in dense for j in t)]
     errors = _stage("dense", d_tasks, run_dense_group, executor, store, opts, progress)
-    # a retrain chunk shares one dense run; if that failed, its failure is already recorded
-    r_tasks = [t for t in retrain_tasks(plan, size_of)
-               if store.dense(t[0].dense_key).exists()
+    # a chunk whose dense run failed waits (that failure is already recorded)
+    r_tasks = [t for t in retrain_tasks(plan, size_of, ensembles)
+               if all(store.dense(j.dense_key).exists() for j in t)
                and (retrain is None or any(j.key in retrain for j in t))]
     errors += _stage("retrain", r_tasks, run_retrain_group, executor, store, opts, progress)
     ready = [pj for pj in (plan.points if points is None else points) if not pj.done(store)

@@ -43,10 +43,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import SpecError
 from ..spec.specs import PointSpec, SweepSpec, TrainSpec, nm_pattern, spec_hash
 
 __all__ = ["DenseJob", "RetrainJob", "PointJob", "SweepPlan", "Store", "plan_point",
-           "plan_sweep", "dense_tasks", "retrain_tasks", "chunks"]
+           "plan_sweep", "dense_tasks", "retrain_tasks", "chunks", "RETRAIN_ENSEMBLES"]
 
 
 # --------------------------------------------------------------------------- store layout
@@ -152,6 +153,22 @@ class RetrainJob:
         if prune.method == "channel":
             key.update(prune=prune, source=self.source)
         elif nm_pattern(prune.method):
+            key.update(prune=prune)
+        return spec_hash(key)
+
+    @functools.cached_property
+    def cell_group(self) -> str:
+        """Like :attr:`group`, across dense runs: retrainings of one recipe on dense runs of
+        the same data (training part) and model train together (``retrain_tasks(...,
+        ensembles="cell")``); N:M training also shares its pattern and recipe, and channel
+        pruning keeps one group per dense source (its smaller architecture follows the
+        source's weights)."""
+        prune = self.spec.prune
+        if prune.method == "channel":
+            return self.group
+        key = {"data": _training_data(self.spec), "model": self.spec.model,
+               "retrain": self.spec.retrain}
+        if nm_pattern(prune.method):
             key.update(prune=prune)
         return spec_hash(key)
 
@@ -262,9 +279,28 @@ def dense_tasks(plan: SweepPlan, size_of: SizeOf) -> list[list[DenseJob]]:
     return out
 
 
-def retrain_tasks(plan: SweepPlan, size_of: SizeOf) -> list[list[RetrainJob]]:
-    """Retrainings grouped into ensembles: one group per (dense run, retrain recipe)."""
+#: how retrainings are grouped into ensembles (:func:`retrain_tasks`)
+RETRAIN_ENSEMBLES = ("dense", "cell")
+
+
+def retrain_tasks(plan: SweepPlan, size_of: SizeOf, ensembles: str = "dense"
+                  ) -> list[list[RetrainJob]]:
+    """Retrainings grouped into ensembles, in plan order, cut into chunks of ``size_of``.
+
+    ``ensembles="dense"`` (a sweep's grouping): one group per (dense run, retrain recipe)
+    (:attr:`RetrainJob.group`), so a sweep's chunk holds every density and retraining seed of
+    one dense source.  ``"cell"``: one group per retrain recipe across the dense runs of one
+    data and model (:attr:`RetrainJob.cell_group`), so the K retrainings of each of a cell's
+    dense seeds train as one ensemble (``threeregime.tune`` evaluates one cell at a time,
+    whose per-dense-run groups hold only K members; a larger ensemble costs less per model
+    on a CPU, benchmarks/RESULTS.md).  A member's numbers depend in the last bits on its
+    ensemble, so the two groupings agree to float rounding amplified by training, not bitwise
+    (benchmarks/tune_grouping.py measures by how much); the keys of the jobs are the same.
+    """
+    if ensembles not in RETRAIN_ENSEMBLES:
+        raise SpecError(f"ensembles must be one of {', '.join(RETRAIN_ENSEMBLES)}; got "
+                        f"{ensembles!r}")
     groups: dict[str, list[RetrainJob]] = defaultdict(list)
     for j in plan.retrain:
-        groups[j.group].append(j)
+        groups[j.group if ensembles == "dense" else j.cell_group].append(j)
     return [c for g in groups.values() for c in chunks(g, size_of(g[0].spec, g[0].spec.retrain))]
