@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import xarray as xr
-from _results_synth import DENSITY, EPOCHS, STEP_TRUTH, synthetic_sweep
+from _results_synth import DENSITY, EPOCHS, STEP_TRUTH, TRUTH, synthetic_sweep
 
 from threeregime import PhaseDiagram, ResultsError, SpecError
 from threeregime.analysis.plotting import (
@@ -19,13 +19,27 @@ from threeregime.analysis.plotting import (
     plot_phase_diagrams,
     save,
 )
+from threeregime.analysis import rules
 from threeregime.analysis.regimes import classify
+
+#: the library's default rule (step_v2 since issue 18)
+LIBRARY_DEFAULT = rules.DEFAULT_RULE
 
 
 @pytest.fixture(autouse=True)
 def _close_figures():
     yield
     plt.close("all")
+
+
+@pytest.fixture(autouse=True)
+def _paper_construction(monkeypatch):
+    """These tests draw the paper's construction (a significant LMC step, II-A hot of it and
+    II-B cold) on synthetic data whose step is 11 % of chance error.  The default rule since
+    issue 18 (step_v2) asks a step of 29 % of chance, so on these data it draws no step; the
+    drawings below are pinned to paper_step (the default before), which decides on the step's
+    z.  What the library default draws on the same data: the last test of this module."""
+    monkeypatch.setattr(rules, "DEFAULT_RULE", "paper_step")
 
 
 def _ytick_at(ax, pos):
@@ -388,3 +402,16 @@ def test_regime_colorbar_lists_only_the_categories_shown_and_lines_say_what_they
     with_undet["regime"][0, 0] = -1
     art = PhaseDiagram.from_dataset(with_undet, var="regime").plot()
     assert _cbar_ticks(art)[0] == "undetermined"
+
+
+def test_library_default_draws_the_same_data_without_the_step(monkeypatch):
+    """step_v2 on the module's synthetic data: the step is too small to count, so the Regime II
+    cells split at each column's CKA change point (TRUTH, not STEP_TRUTH) and the key names it."""
+    monkeypatch.setattr(rules, "DEFAULT_RULE", LIBRARY_DEFAULT)
+    assert LIBRARY_DEFAULT == "step_v2"
+    ds = synthetic_sweep(0)
+    pd = PhaseDiagram.from_dataset(ds, var="test_error")
+    np.testing.assert_array_equal(pd.regime, TRUTH)
+    art = pd.plot()
+    assert len(art.boundaries.get_segments()) == len(boundary_segments(TRUTH)) == 10
+    assert "Regimes by rule step_v2" in art.key.get_text()
