@@ -1,4 +1,4 @@
-"""Relabel shipped results files with a regime rule (default: the library's default), raw data untouched.
+"""Relabel shipped results files with a regime rule (default: the library default), raw data kept.
 
     python scripts/relabel.py                      # every shipped file labelled by a sweep rule
     python scripts/relabel.py a.nc b.nc            # these files
@@ -29,10 +29,10 @@ import xarray as xr
 import threeregime  # noqa: F401  (registers the .threeregime accessor)
 from threeregime.analysis.regimes import FEATURE_VARS, REGIME_VARS, classify
 from threeregime.analysis.rules import DEFAULT_RULE, get_rule, label_names
-from threeregime.results.storage import ENGINE, cf_complete, provenance, write_dataset
+from threeregime.results.storage import ENGINE, cf_complete, provenance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from upgrade_netcdf import ROOT, same_values, shipped_files  # noqa: E402
+from upgrade_netcdf import ROOT, replace_verified, shipped_files  # noqa: E402
 
 
 def _commit() -> str:
@@ -56,7 +56,8 @@ def relabelled(ds: xr.Dataset, rule: str) -> tuple[xr.Dataset, int, int]:
 def relabel(path: Path, rule: str, *, check: bool = False) -> str:
     """Relabel one file in place (``check``: only report); the line printed for it."""
     orig = xr.load_dataset(path, engine=ENGINE)
-    old_rule = json.loads(orig.attrs["regime_rule"])["name"] if "regime_rule" in orig.attrs else None
+    old_rule = (json.loads(orig.attrs["regime_rule"])["name"] if "regime_rule" in orig.attrs
+                else None)
     new, changed, total = relabelled(orig, rule)
     same_rule = old_rule == rule
     msg = f"{path}: {old_rule} -> {rule}, {changed}/{total} labels changed"
@@ -67,22 +68,11 @@ def relabel(path: Path, rule: str, *, check: bool = False) -> str:
         f"threeregime {now['threeregime_version']} scripts/relabel.py at commit {_commit()}: "
         f"relabelled with rule {rule} (was {old_rule}); {changed} of {total} cells changed "
         "label; raw variables unchanged (checked bit for bit)"))
-    tmp = path.with_name(path.name + ".relabel.nc")
     derived = {*REGIME_VARS, *FEATURE_VARS, *classify(orig, rule=rule).data_vars}
-    try:
-        write_dataset(new, tmp)
-        back = xr.load_dataset(tmp, engine=ENGINE)
-        for name, var in orig.variables.items():
-            if name in derived:
-                continue
-            if name not in back.variables or not same_values(var, back.variables[name]):
-                raise SystemExit(f"{path}: raw variable {name!r} changed; file left as it was")
-        lost = sorted(set(orig.data_vars) - set(back.data_vars))
-        if lost:
-            msg += f"; features of the old rule dropped: {', '.join(lost)}"
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    back = replace_verified(path, new, orig, suffix=".relabel.nc", skip=frozenset(derived))
+    lost = sorted(set(orig.data_vars) - set(back.data_vars))
+    if lost:
+        msg += f"; features of the old rule dropped: {', '.join(lost)}"
     return msg
 
 

@@ -95,21 +95,34 @@ def upgrade(path: Path) -> bool:
     orig = xr.load_dataset(path, engine=ENGINE)
     if not needs_upgrade(orig):
         return False
-    new = upgraded(orig, path)
-    tmp = path.with_name(path.name + ".upgrade.nc")
+    back = replace_verified(path, upgraded(orig, path), orig, suffix=".upgrade.nc",
+                            check=lambda back: sorted(set(back.variables)
+                                                      ^ set(orig.variables)))
+    return back is not None
+
+
+def replace_verified(path: Path, new: xr.Dataset, orig: xr.Dataset, *, suffix: str,
+                     skip: frozenset = frozenset(), check=None) -> xr.Dataset:
+    """Write ``new`` next to ``path``, read it back, and replace ``path`` only when every
+    variable of ``orig`` outside ``skip`` is bit-identical in it (and ``check(back)``, when
+    given, names no added or lost variable); otherwise stop with the file untouched.  Returns
+    the Dataset as read back."""
+    tmp = path.with_name(path.name + suffix)
     try:
         write_dataset(new, tmp)
         back = xr.load_dataset(tmp, engine=ENGINE)
-        changed = sorted(set(back.variables) ^ set(orig.variables))
+        changed = check(back) if check is not None else []
         if changed:
             raise SystemExit(f"{path}: variables added or lost: {changed}; file left as it was")
         for name, var in orig.variables.items():
-            if not same_values(var, back.variables[name]):
+            if name in skip:
+                continue
+            if name not in back.variables or not same_values(var, back.variables[name]):
                 raise SystemExit(f"{path}: values of {name!r} changed; file left as it was")
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-    return True
+    return back
 
 
 def main(argv: list[str] | None = None) -> int:

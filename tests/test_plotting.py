@@ -12,6 +12,7 @@ import xarray as xr
 from _results_synth import DENSITY, EPOCHS, STEP_TRUTH, TRUTH, synthetic_sweep
 
 from threeregime import PhaseDiagram, ResultsError, SpecError
+from threeregime.analysis import rules
 from threeregime.analysis.plotting import (
     PhaseDiagramArtists,
     boundary_segments,
@@ -19,7 +20,6 @@ from threeregime.analysis.plotting import (
     plot_phase_diagrams,
     save,
 )
-from threeregime.analysis import rules
 from threeregime.analysis.regimes import classify
 
 #: the library's default rule (step_v2 since issue 18)
