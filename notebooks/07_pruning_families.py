@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -218,8 +218,8 @@ for f, p in parts.items():
               f"{np.round(mc.sel(density=hi).values, 1).tolist()}")
 
 # %% [markdown]
-# **What the full setting shows** (2 dense seeds x 3 retraining seeds; the tables are in
-# `docs/pruning_families.md`):
+# **What the full setting shows** (2 dense seeds x 3 retraining seeds, labelled with `paper_step`,
+# the default rule when this was read; the tables are in `docs/pruning_families.md`):
 #
 # - *Shared with the unstructured case*: the three regimes appear for N:M training (the joined
 #   1:8 / 1:4 / 2:4 diagram: 7 cells Regime I, 1 II-A, 3 II-B, 1 unresolved) and for channel
