@@ -172,21 +172,19 @@ def tune_walk_full_grid(col: dict, start: int, budget: int) -> int:
     return int(walk.chosen)
 
 
+#: a fixed row step as the regime whose advice it is (for the library's walk)
+_REGIME_OF_STEP = {HOTTER: "I", COLDER: "II-A", KEEP: "II-B"}
+
+
 def step_walk(steps: list[int], val: np.ndarray, start: int, budget: int) -> int:
-    """Walk like tune on fixed per-row directions (the weightwatcher baseline): evaluate the
-    start, step the way its row says, stop on keep, a reversal, the edge, a validation error
-    worse than the previous point's, or the budget; report the best visited by validation."""
-    visited, prev = [start], None
-    while len(visited) < budget:
-        pos = visited[-1]
-        d = steps[pos]
-        if d == KEEP or (prev is not None and d == -prev) or not 0 <= pos + d < len(val):
-            break
-        visited.append(pos + d)
-        prev = d
-        if val[visited[-1]] > val[pos]:
-            break
-    return _best(visited, val)
+    """Walk like tune on fixed per-row directions (the weightwatcher baseline): the library's
+    :func:`threeregime.analysis.tuning.policy_walk` on the regimes those directions advise, so
+    it stops as tune does (keep, a reversal, the edge, a validation error worse than the
+    previous point's, the budget) and reports the best visited by validation."""
+    from threeregime.analysis.tuning import policy_walk
+
+    labels = [_REGIME_OF_STEP[s] for s in steps]
+    return int(policy_walk(labels, val, start, budget, hotter=HOTTER, probe=None).chosen)
 
 
 def one_step(val: np.ndarray, start: int, budget: int, d: int) -> int:

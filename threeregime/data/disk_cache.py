@@ -6,7 +6,7 @@ it (18 % of a tune cell in a profile, docs/tuning.md).  :func:`threeregime.data.
 stores the :class:`~threeregime.data.sources.Splits` of a source registered with
 ``disk_cache=True`` (procedurally generated, no augmentation) in one file per data spec, and
 later processes read it (a few milliseconds).  The file holds the very tensors the generation
-gave, so a cached load equals a fresh one bit for bit (``tests/test_data.py``).
+gave, so a cached load equals a fresh one bit for bit (``tests/test_data_cache.py``).
 
 Where: ``$THREEREGIME_DATA_CACHE`` when set (``off`` or ``0``: no disk cache), else
 ``data/`` under ``$THREEREGIME_CACHE``, else under the platform's user cache folder

@@ -148,13 +148,7 @@ class RetrainJob:
         """Retrainings of one group train together as one ensemble: one dense run and recipe;
         N:M training also shares its pattern and recipe (``prune``), and channel pruning its
         smaller architecture (``prune`` and the dense snapshot ``source``)."""
-        key = {"dense": self.dense_key, "retrain": self.spec.retrain}
-        prune = self.spec.prune
-        if prune.method == "channel":
-            key.update(prune=prune, source=self.source)
-        elif nm_pattern(prune.method):
-            key.update(prune=prune)
-        return spec_hash(key)
+        return self._group_key({"dense": self.dense_key})
 
     @functools.cached_property
     def cell_group(self) -> str:
@@ -163,12 +157,18 @@ class RetrainJob:
         ensembles="cell")``); N:M training also shares its pattern and recipe, and channel
         pruning keeps one group per dense source (its smaller architecture follows the
         source's weights)."""
+        if self.spec.prune.method == "channel":
+            return self.group
+        return self._group_key({"data": _training_data(self.spec), "model": self.spec.model})
+
+    def _group_key(self, base: dict) -> str:
+        """Hash of ``base`` (what the members share besides their recipe) with the retrain
+        recipe and, where the pruning fixes the architecture or its masks train, the pruning."""
+        key = {**base, "retrain": self.spec.retrain}
         prune = self.spec.prune
         if prune.method == "channel":
-            return self.group
-        key = {"data": _training_data(self.spec), "model": self.spec.model,
-               "retrain": self.spec.retrain}
-        if nm_pattern(prune.method):
+            key.update(prune=prune, source=self.source)
+        elif nm_pattern(prune.method):
             key.update(prune=prune)
         return spec_hash(key)
 
