@@ -29,3 +29,22 @@ def test_step_walk_stops_on_keep_reversal_edge_worse_and_budget():
     assert regret.step_walk([C, C, C, C], val, 2, 4) == 3      # edge after row 3
     assert regret.step_walk([C, C, C, C], val, 0, 1) == 0      # budget 1: the start
     assert regret.step_walk([H, H, H, H], val, 0, 4) == 0      # no row hotter than the first
+
+
+def test_continue_greedy_spends_the_budget_from_the_best_visited_row():
+    val = np.array([0.30, 0.20, 0.25, 0.10, 0.40])
+    reg = 100 * (val - val.min())          # test = validation here, regret in pp
+    # the walk visited 0, 1 and stopped; budget 4: from best 1 the only unvisited neighbour is 2
+    # (worse), then best is still 1 with no unvisited neighbour: stop, report 1
+    assert regret.continue_greedy(val, reg, [0, 1], 4) == reg[1]
+    # from 2 alone with budget 3: neighbours 1 and 3, both unvisited -> mean of both branches;
+    # via 1: best 1, next neighbour 0 (worse) -> 1; via 3: best 3, next 4 (worse) -> 3
+    assert regret.continue_greedy(val, reg, [2], 3) == np.mean([reg[1], reg[3]])
+    # a full visited set returns the best visited; budget 1 returns the start
+    assert regret.continue_greedy(val, reg, [0, 4], 2) == reg[0]
+    assert regret.continue_greedy(val, reg, [4], 1) == reg[4]
+
+
+def test_post_hoc_rows_are_kept_apart_from_the_protocol_policies():
+    assert not set(regret.POST_HOC) & set(regret.POLICIES)
+    assert all(p.startswith("post hoc:") for p in regret.POST_HOC)
