@@ -247,6 +247,8 @@ POLICIES = ("tune", "tune (full-grid labels)", "keep", "one step hotter", "one s
             "weightwatcher")
 #: diagnostics added after the protocol's scores were seen (not protocol policies; reported apart)
 POST_HOC = ("post hoc: tune, then greedy", "post hoc: greedy, advised direction first")
+#: not a policy: how many points tune's walk evaluated (it may stop before the budget)
+EVALUATED = "tune: points evaluated"
 
 
 def start_cell_regrets(col: dict, start: int, budget: int) -> dict[str, float]:
@@ -272,6 +274,7 @@ def start_cell_regrets(col: dict, start: int, budget: int) -> dict[str, float]:
     # post hoc: does the walk's stopping rule cost it (spend the rest of the budget climbing),
     # and does the advised direction carry information (greedy starting that way; keep or an
     # undetermined cell gives no direction, so both, as plain greedy)?
+    out[EVALUATED] = float(len(col["walks"][start][:budget]))
     out[POST_HOC[0]] = continue_greedy(val, reg, list(col["walks"][start][:budget]), budget)
     d = col["steps"][start]
     firsts = (d,) if d != KEEP else (HOTTER, COLDER)
@@ -331,6 +334,19 @@ def _bootstrap(diffs_by_setting: list[np.ndarray], n_boot: int = 10_000,
     return float(lo), float(hi)
 
 
+def _difference(rs: list[dict], a: str, b: str) -> list[str]:
+    """Per budget: mean of (a - b) over start cells, its bootstrap interval and sign test."""
+    row = []
+    for k in BUDGETS:
+        by_set = [np.array([c[k][a] - c[k][b] for c in r["cells"].values()]) for r in rs]
+        d = np.concatenate(by_set)
+        lo, hi = _bootstrap(by_set)
+        better, worse = int((d < 0).sum()), int((d > 0).sum())
+        pv = stats.binomtest(better, better + worse).pvalue if better + worse else 1.0
+        row.append(f"{d.mean():+.2f} [{lo:+.2f}, {hi:+.2f}] {better}/{worse} p={pv:.2g}")
+    return row
+
+
 def report(results: list[dict], per_setting: bool = False) -> str:
     lines = []
     groups = [("pooled", results)] + ([(r["name"], [r]) for r in results] if per_setting else [])
@@ -348,6 +364,13 @@ def report(results: list[dict], per_setting: bool = False) -> str:
                 v = [c[k][p] for r in rs for c in r["cells"].values()]
                 vals.append(f"{np.mean(v):.2f}")
             lines.append(f"| {p} | " + " | ".join(vals) + " |")
+        ev = [np.mean([c[k][EVALUATED] for r in rs for c in r["cells"].values()])
+              for k in BUDGETS]
+        lines.append("")
+        lines.append("points tune evaluated (mean over start cells; it stops on keep, a "
+                     "reversal, the edge or a worse validation error): "
+                     + " / ".join(f"{e:.2f}" for e in ev) + " at budgets "
+                     + " / ".join(str(k) for k in BUDGETS))
         lines.append("")
         lines.append("tune minus baseline: mean [95 % bootstrap interval], sign test "
                      "(tune better / worse, p)")
@@ -355,21 +378,23 @@ def report(results: list[dict], per_setting: bool = False) -> str:
         lines.append("| baseline | " + " | ".join(f"budget {k}" for k in BUDGETS) + " |")
         lines.append("|---|" + "---|" * len(BUDGETS))
         for p in policies[1:]:
-            row = []
-            for k in BUDGETS:
-                by_set = [np.array([c[k]["tune"] - c[k][p] for c in r["cells"].values()])
-                          for r in rs]
-                d = np.concatenate(by_set)
-                lo, hi = _bootstrap(by_set)
-                better, worse = int((d < 0).sum()), int((d > 0).sum())
-                pv = stats.binomtest(better, better + worse).pvalue if better + worse else 1.0
-                row.append(f"{d.mean():+.2f} [{lo:+.2f}, {hi:+.2f}] {better}/{worse} "
-                           f"p={pv:.2g}")
-            lines.append(f"| {p} | " + " | ".join(row) + " |")
-        if any(p in POST_HOC for p in policies):
+            lines.append(f"| {p} | " + " | ".join(_difference(rs, "tune", p)) + " |")
+        post_hoc = [p for p in policies if p in POST_HOC]
+        if post_hoc:
             lines.append("")
             lines.append("Rows starting 'post hoc:' were added after the protocol's scores were "
                          "seen; they diagnose what bounds tune and are not protocol policies.")
+            lines.append("")
+            lines.append("post hoc minus baseline (same statistics; negative = the post-hoc "
+                         "policy is better)")
+            lines.append("")
+            lines.append("| post hoc - baseline | " + " | ".join(f"budget {k}" for k in BUDGETS)
+                         + " |")
+            lines.append("|---|" + "---|" * len(BUDGETS))
+            for p in post_hoc:
+                for base in ("random", "greedy"):
+                    lines.append(f"| {p} - {base} | " + " | ".join(_difference(rs, p, base))
+                                 + " |")
         w = sum(r["wins"] for r in rs)
         lo_ = sum(r["losses"] for r in rs)
         if w + lo_:
