@@ -407,11 +407,101 @@ def report(results: list[dict], per_setting: bool = False) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- export, plot
+
+#: the policies the figure draws (always hotter and the one-step policies are in the tables)
+PLOTTED = ("tune", "random", "greedy", "always colder", "weightwatcher", "keep")
+#: the pooled panel's 95 % intervals of the mean (the paired differences are in the tables)
+BANDED = ("tune", "random", "greedy")
+
+
+def to_frame(results: list[dict]):
+    """Tidy per-start-cell regrets: one row per (setting, load, start row, budget, policy),
+    regret in pp averaged over the two folds; ``tune: points evaluated`` is a row too."""
+    import pandas as pd
+
+    rows = [{"setting": r["name"], "load": load, "start": start, "budget": k, "policy": p,
+             "regret": v}
+            for r in results for (load, start), by_k in r["cells"].items()
+            for k, pol in by_k.items() for p, v in pol.items()]
+    return pd.DataFrame(rows)
+
+
+def from_frame(frame) -> list[dict]:
+    """The results structure :func:`report` reads, back from :func:`to_frame`'s table (without
+    the advised-move counts, which the table does not hold)."""
+    out = []
+    for name, g in frame.groupby("setting", sort=False):
+        cells: dict = {}
+        for row in g.itertuples(index=False):
+            cells.setdefault((row.load, int(row.start)), {}).setdefault(int(row.budget), {})[
+                row.policy] = float(row.regret)
+        out.append({"name": name, "cells": cells, "wins": 0, "losses": 0})
+    return out
+
+
+def plot_regret(frame, path: Path | None = None, policies: tuple[str, ...] = PLOTTED):
+    """Regret against budget: pooled (95 % bootstrap intervals of the mean for tune, random and
+    greedy, start cells resampled within settings) and one panel per setting. Returns the figure; saves it when ``path`` is given."""
+    import matplotlib.pyplot as plt
+
+    settings = list(dict.fromkeys(frame["setting"]))
+    fig, axes = plt.subplots(1, len(settings) + 1, figsize=(3.1 * (len(settings) + 1), 3.3),
+                             sharey=False, constrained_layout=True)
+    for ax, title in zip(axes, ["pooled", *settings]):
+        sub = frame if title == "pooled" else frame[frame["setting"] == title]
+        n_cells = sub[["setting", "load", "start"]].drop_duplicates().shape[0]
+        for p in policies:
+            g = sub[sub["policy"] == p]
+            if g.empty:
+                continue
+            mean = g.groupby("budget")["regret"].mean()
+            (line,) = ax.plot(mean.index, mean.values, marker="o", ms=3,
+                              lw=2.4 if p == "tune" else 1.3, label=p, zorder=3 if p == "tune" else 2)
+            if title == "pooled" and p in BANDED:
+                lo, hi = [], []
+                for k in mean.index:
+                    by_set = [gg["regret"].to_numpy() for _, gg in g[g["budget"] == k].groupby(
+                        "setting")]
+                    a, b = _bootstrap(by_set)   # pooled mean, within settings
+                    lo.append(a)
+                    hi.append(b)
+                x = mean.index + 0.06 * (BANDED.index(p) - 1)   # side by side, not on top
+                ax.errorbar(x, mean.values, yerr=[mean.values - lo, np.array(hi) - mean.values],
+                            fmt="none", ecolor=line.get_color(), elinewidth=1, capsize=2)
+        ax.set_title(f"{title} ({n_cells} start cells)", fontsize=9)
+        ax.set_xlabel("budget (trained points)")
+        ax.set_xticks(sorted(frame["budget"].unique()))
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("regret (pp of test error)")
+    axes[0].legend(fontsize=7, frameon=False)
+    if path is not None:
+        fig.savefig(path, dpi=130)
+    return fig
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("files", nargs="+", type=Path, help="exported sweeps (netCDF)")
     ap.add_argument("--per-setting", action="store_true", help="also one table per setting")
+    ap.add_argument("--csv", type=Path, help="also write the per-start-cell regrets (tidy CSV)")
+    ap.add_argument("--plot", type=Path, help="also draw regret against budget (PNG)")
+    ap.add_argument("--from-csv", action="store_true",
+                    help="FILES is one CSV written by --csv: report and plot from it without "
+                         "recomputing (the advised-move counts are not in it)")
     a = ap.parse_args(argv)
+    if a.from_csv:
+        import pandas as pd
+
+        if len(a.files) != 1 or a.files[0].suffix != ".csv":
+            raise SystemExit(f"--from-csv: expected one .csv file, got {[str(f) for f in a.files]}")
+        frame = pd.read_csv(a.files[0])
+        print(report(from_frame(frame), a.per_setting))
+        if a.plot:
+            plot_regret(frame, a.plot)
+            print(f"wrote {a.plot}")
+        return
     results = []
     for f in a.files:
         with xr.open_dataset(f) as ds:
@@ -424,6 +514,14 @@ def main(argv: list[str] | None = None) -> None:
         results.append(r)
     print()
     print(report(results, a.per_setting))
+    if a.csv or a.plot:
+        frame = to_frame(results)
+        if a.csv:
+            frame.to_csv(a.csv, index=False)          # full precision: --from-csv reproduces
+            print(f"wrote {a.csv}")
+        if a.plot:
+            plot_regret(frame, a.plot)
+            print(f"wrote {a.plot}")
 
 
 if __name__ == "__main__":

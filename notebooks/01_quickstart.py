@@ -23,8 +23,8 @@
 # assign every cell to Regime I / II-A / II-B, and draw the phase diagram.
 #
 # **How long.** Full setting: about 3 minutes from scratch on a 2-core CPU (`make demo`: 179 s
-# measured, two worker processes, idle machine; several times longer when other jobs load the
-# machine); a rerun takes seconds, since finished stages are found in `runs/quick`.
+# measured, two worker processes, idle machine; 7 min on a slower host of the same type; several
+# times longer when other jobs load the machine); a rerun takes seconds, since finished stages are found in `runs/quick`.
 # Tiny setting (`THREEREGIME_NOTEBOOK_TINY=1`, what the tests run): `sweeps/smoke.yaml` in a
 # temporary directory, about 15 seconds.
 #
