@@ -9,7 +9,9 @@ Every policy sees one half of the dense seeds (regime labels from LMC/CKA by the
 rule, validation error) and is scored on the test error of the other half; both folds are run and
 averaged per start cell. Regret = test error of the reported point minus the best of its column,
 in percentage points. Intervals: percentile bootstrap of the per-start-cell difference (tune minus
-baseline), resampled within settings, 10,000 resamples, seed 0; sign tests with
+baseline), resampled within settings, 10,000 resamples, seed 0 (the draws follow the order of
+the files, so the reported intervals are for the order given in docs/advice_validation.md's
+command); sign tests with
 ``scipy.stats.binomtest``. The tune policy itself is the library's live walk replayed offline
 (:func:`threeregime.analysis.tuning_trace.walk_dataset` on the seen half, protocol deviation 1),
 so the benchmark scores exactly what users run.

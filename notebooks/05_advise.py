@@ -215,9 +215,9 @@ print(f"agreement: {sweep_rule['agreement']:.2f}; naive:",
 # against baselines that train the same number of points (`docs/validation_protocol_v2.md`,
 # written before any score). The corpus has four settings (temperature = dense epochs, batch
 # size, learning rate, SAM rho; 12 dense x 3 retraining seeds, `validation/corpus_v2/`). Its
-# per-start-cell regrets ship as a table, written by
-# `python benchmarks/regret.py validation/corpus_v2/v2_*.nc --csv validation/corpus_v2/regret_scores.csv`
-# (about 12 minutes on one core); here we only read it.
+# per-start-cell regrets ship as a table, written by `benchmarks/regret.py` with `--csv` (the
+# command is in `docs/advice_validation.md`; about 12 minutes on one core); here we only read
+# it.
 
 # %%
 import matplotlib.pyplot as plt
