@@ -143,6 +143,10 @@ def test_trace_plot_returns_artists(synth):
     res = walk_dataset(synth, {"density": 0.05}, 5, 3)
     art, extra = res.plot(ds=synth)
     assert art.ax is not None and len(extra) == len(res.walk.visited)   # arrows + circle
+    # the circle sits left of the cell's centre (the labels' place), the arrows right of it
+    circle, arrow = extra[-1], extra[0]
+    assert circle.get_marker() == "o"
+    assert np.isclose(circle.get_xdata()[0], arrow.xy[0] - 0.6)
     art2, _ = res.plot()                                  # the visited column alone
     assert art2.ax is not art.ax
 

@@ -180,7 +180,8 @@ class TuneTrace:
 
     def plot(self, ax: Any = None, *, ds: xr.Dataset | None = None, var: str = "test_error"):
         """Draw the walk on the phase diagram of ``ds`` (a sweep Dataset; default the visited
-        column): arrows between visited cells in visit order, the chosen cell circled.
+        column): arrows between visited cells in visit order (right of the cell's labels), the
+        chosen cell circled (left of them).
 
         Returns ``(PhaseDiagramArtists, [arrow and marker artists])``.
         """
@@ -206,8 +207,9 @@ class TuneTrace:
                                                      "lw": 2}, zorder=6))
         best = rows.get(float(self.best_value))
         if best is not None:
-            extra += art.ax.plot([x], [best], "o", ms=22, mfc="none", mec="crimson", mew=2,
-                                 zorder=6)
+            # left of the cell's labels (the arrows run on the right), so no text is covered
+            extra += art.ax.plot([x - 0.3], [best], "o", ms=16, mfc="none", mec="crimson",
+                                 mew=2, zorder=6)
         return art, extra
 
     def advise(self, ds: xr.Dataset | None = None, *, rule: Any = None) -> Step:
