@@ -89,12 +89,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: shipped result files the notebooks read (relative to the repository)
+NOTEBOOK_DATA = ("validation/corpus_v2/regret_scores.csv",)
+
+
 def _copy_tree(dest: Path, nb_dir: Path) -> None:
-    """notebooks/*.ipynb + _nbsetup.py and sweeps/ into ``dest`` (outputs never reach git)."""
+    """notebooks/*.ipynb + _nbsetup.py, sweeps/ and :data:`NOTEBOOK_DATA` into ``dest`` (outputs
+    never reach git)."""
     (dest / "notebooks").mkdir(parents=True)
     for p in [*nb_dir.glob("[0-9][0-9]_*.ipynb"), NB_DIR / "_nbsetup.py"]:
         shutil.copy2(p, dest / "notebooks" / p.name)
     shutil.copytree(ROOT / "sweeps", dest / "sweeps")
+    for rel in NOTEBOOK_DATA:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dest / rel)
     settings = dest / ".lab" / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     # no "would you like to receive Jupyter news?" toast over the screenshots
