@@ -483,12 +483,47 @@ def plot_regret(frame, path: Path | None = None, policies: tuple[str, ...] = PLO
     return fig
 
 
+def parse_drops(items: list[str]) -> list[tuple[str, str, float]]:
+    """``["v2_sam:sam_rho=0.5"]`` -> ``[("v2_sam", "sam_rho", 0.5)]``; a one-line error otherwise."""
+    out = []
+    for it in items:
+        try:
+            setting, rest = it.split(":", 1)
+            axis, value = rest.split("=", 1)
+            out.append((setting, axis, float(value)))
+        except ValueError:
+            raise SystemExit(f"--drop: {it!r} is not SETTING:AXIS=VALUE (e.g. v2_sam:sam_rho=0.5)"
+                             ) from None
+    return out
+
+
+def drop_rows(ds: xr.Dataset, drops: list[tuple[str, str, float]]) -> xr.Dataset:
+    """``ds`` without the rows of ``drops`` that name its sweep; an axis or value it lacks is a
+    one-line error (a typo must not pass as a check that changed nothing)."""
+    name = ds.attrs.get("sweep_name")
+    for setting, axis, value in drops:
+        if setting != name:
+            continue
+        if axis not in ds.dims:
+            raise SystemExit(f"--drop: {name} has no axis {axis!r}; axes: {sorted(map(str, ds.dims))}")
+        values = [float(v) for v in ds[axis].values]
+        hit = [v for v in ds[axis].values if np.isclose(float(v), value)]
+        if not hit:
+            raise SystemExit(f"--drop: {name}.{axis} has no value {value:g}; values: {values}")
+        ds = ds.drop_sel({axis: hit})
+        print(f"{name}: dropped {axis} = {value:g}", flush=True)
+    return ds
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("files", nargs="+", type=Path, help="exported sweeps (netCDF)")
     ap.add_argument("--per-setting", action="store_true", help="also one table per setting")
     ap.add_argument("--csv", type=Path, help="also write the per-start-cell regrets (tidy CSV)")
     ap.add_argument("--plot", type=Path, help="also draw regret against budget (PNG)")
+    ap.add_argument("--drop", nargs="+", default=[], metavar="SETTING:AXIS=VALUE",
+                    help="leave a temperature row out before scoring (a sensitivity check), "
+                         "e.g. v2_sam:sam_rho=0.5")
     ap.add_argument("--from-csv", action="store_true",
                     help="FILES is one CSV written by --csv: report and plot from it without "
                          "recomputing (the advised-move counts are not in it)")
@@ -504,10 +539,12 @@ def main(argv: list[str] | None = None) -> None:
             plot_regret(frame, a.plot)
             print(f"wrote {a.plot}")
         return
+    drops = parse_drops(a.drop)
     results = []
     for f in a.files:
         with xr.open_dataset(f) as ds:
             ds = ds.load()
+        ds = drop_rows(ds, drops)
         alpha = read_alpha(f.with_name(f"{f.stem}_ww_alpha.csv"))
         r = score_setting(ds, alpha)
         print(f"{f}: {r['name']}, dense seeds {r['halves'][0]} | {r['halves'][1]}; "

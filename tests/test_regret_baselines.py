@@ -91,3 +91,22 @@ def test_plot_draws_pooled_and_one_panel_per_setting(tmp_path):
     expect = [np.mean([sh + s + 1.0 / k for sh in (0.0, 1.0) for s in range(3)])
               for k in regret.BUDGETS]
     assert np.allclose(line.get_ydata(), expect)
+
+
+def test_drop_rows_leaves_a_row_out_and_rejects_typos():
+    import pytest
+    import xarray as xr
+
+    ds = xr.Dataset({"x": (("lr", "density"), np.arange(6.0).reshape(3, 2))},
+                    coords={"lr": [0.01, 0.1, 0.2], "density": [0.1, 0.5]},
+                    attrs={"sweep_name": "v2_lr"})
+    drops = regret.parse_drops(["v2_lr:lr=0.2", "v2_sam:sam_rho=0.5"])
+    assert drops == [("v2_lr", "lr", 0.2), ("v2_sam", "sam_rho", 0.5)]
+    out = regret.drop_rows(ds, drops)          # the v2_sam entry does not apply to this file
+    assert out["lr"].values.tolist() == [0.01, 0.1]
+    with pytest.raises(SystemExit, match="no value 0.3"):
+        regret.drop_rows(ds, regret.parse_drops(["v2_lr:lr=0.3"]))
+    with pytest.raises(SystemExit, match="no axis 'rho'"):
+        regret.drop_rows(ds, regret.parse_drops(["v2_lr:rho=0.2"]))
+    with pytest.raises(SystemExit, match="SETTING:AXIS=VALUE"):
+        regret.parse_drops(["v2_lr-lr=0.2"])
