@@ -257,8 +257,9 @@ def start_cell_regrets(col: dict, start: int, budget: int) -> dict[str, float]:
     """Regret (pp) of every policy from one start cell at one budget."""
     val, test = col["val"], col["test"]
     reg = 100.0 * (test - np.nanmin(test))
+    walk = col["walks"][start][:budget]           # the points tune evaluated at this budget
     pick = {
-        "tune": _best(col["walks"][start][:budget], col["walks"]["val"]),
+        "tune": _best(walk, col["walks"]["val"]),
         "tune (full-grid labels)": tune_walk_full_grid(col, start, budget),
         "keep": start,
         "one step hotter": one_step(val, start, budget, HOTTER),
@@ -275,9 +276,11 @@ def start_cell_regrets(col: dict, start: int, budget: int) -> dict[str, float]:
     out["greedy"] = float(np.mean([reg[greedy(val, start, budget, f)] for f in (HOTTER, COLDER)]))
     # post hoc: does the walk's stopping rule cost it (spend the rest of the budget climbing),
     # and does the advised direction carry information (greedy starting that way; keep or an
-    # undetermined cell gives no direction, so both, as plain greedy)?
-    out[EVALUATED] = float(len(col["walks"][start][:budget]))
-    out[POST_HOC[0]] = continue_greedy(val, reg, list(col["walks"][start][:budget]), budget)
+    # undetermined cell gives no direction, so both, as plain greedy)? Both climb on ``val``, the
+    # validation error the search baselines use (collapsed replicates left out), not on tune's
+    # cell mean; the two differ only in cells with collapsed replicates.
+    out[EVALUATED] = float(len(walk))
+    out[POST_HOC[0]] = continue_greedy(val, reg, list(walk), budget)
     d = col["steps"][start]
     firsts = (d,) if d != KEEP else (HOTTER, COLDER)
     out[POST_HOC[1]] = float(np.mean([reg[greedy(val, start, budget, f)] for f in firsts]))
@@ -444,12 +447,14 @@ def from_frame(frame) -> list[dict]:
 
 def plot_regret(frame, path: Path | None = None, policies: tuple[str, ...] = PLOTTED):
     """Regret against budget: pooled (95 % bootstrap intervals of the mean for tune, random and
-    greedy, start cells resampled within settings) and one panel per setting. Returns the figure; saves it when ``path`` is given."""
+    greedy, start cells resampled within settings) and one panel per setting.
+
+    Returns the figure; saves it when ``path`` is given."""
     import matplotlib.pyplot as plt
 
     settings = list(dict.fromkeys(frame["setting"]))
     fig, axes = plt.subplots(1, len(settings) + 1, figsize=(3.1 * (len(settings) + 1), 3.3),
-                             sharey=False, constrained_layout=True)
+                             constrained_layout=True)
     for ax, title in zip(axes, ["pooled", *settings]):
         sub = frame if title == "pooled" else frame[frame["setting"] == title]
         n_cells = sub[["setting", "load", "start"]].drop_duplicates().shape[0]
@@ -458,8 +463,9 @@ def plot_regret(frame, path: Path | None = None, policies: tuple[str, ...] = PLO
             if g.empty:
                 continue
             mean = g.groupby("budget")["regret"].mean()
-            (line,) = ax.plot(mean.index, mean.values, marker="o", ms=3,
-                              lw=2.4 if p == "tune" else 1.3, label=p, zorder=3 if p == "tune" else 2)
+            main = p == "tune"
+            (line,) = ax.plot(mean.index, mean.values, marker="o", ms=3, lw=2.4 if main else 1.3,
+                              label=p, zorder=3 if main else 2)
             if title == "pooled" and p in BANDED:
                 lo, hi = [], []
                 for k in mean.index:
@@ -484,7 +490,8 @@ def plot_regret(frame, path: Path | None = None, policies: tuple[str, ...] = PLO
 
 
 def parse_drops(items: list[str]) -> list[tuple[str, str, float]]:
-    """``["v2_sam:sam_rho=0.5"]`` -> ``[("v2_sam", "sam_rho", 0.5)]``; a one-line error otherwise."""
+    """``["v2_sam:sam_rho=0.5"]`` -> ``[("v2_sam", "sam_rho", 0.5)]``; a one-line error
+    otherwise."""
     out = []
     for it in items:
         try:
@@ -505,11 +512,12 @@ def drop_rows(ds: xr.Dataset, drops: list[tuple[str, str, float]]) -> xr.Dataset
         if setting != name:
             continue
         if axis not in ds.dims:
-            raise SystemExit(f"--drop: {name} has no axis {axis!r}; axes: {sorted(map(str, ds.dims))}")
-        values = [float(v) for v in ds[axis].values]
+            raise SystemExit(f"--drop: {name} has no axis {axis!r}; axes: "
+                             f"{sorted(map(str, ds.dims))}")
         hit = [v for v in ds[axis].values if np.isclose(float(v), value)]
         if not hit:
-            raise SystemExit(f"--drop: {name}.{axis} has no value {value:g}; values: {values}")
+            raise SystemExit(f"--drop: {name}.{axis} has no value {value:g}; values: "
+                             f"{[float(v) for v in ds[axis].values]}")
         ds = ds.drop_sel({axis: hit})
         print(f"{name}: dropped {axis} = {value:g}", flush=True)
     return ds
