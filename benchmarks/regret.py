@@ -4,6 +4,9 @@ Implements ``docs/validation_protocol_v2.md`` on exported sweeps (netCDF)::
 
     python benchmarks/regret.py validation/corpus_v2/*.nc            # the primary table
     python benchmarks/regret.py validation/corpus_v2/*.nc --per-setting
+    python benchmarks/regret.py FILES --csv scores.csv --plot regret.png  # also a table, a figure
+    python benchmarks/regret.py --from-csv scores.csv --per-setting       # tables again, seconds
+    python benchmarks/regret.py FILES --drop v2_sam:sam_rho=0.5           # a row left out
 
 Every policy sees one half of the dense seeds (regime labels from LMC/CKA by the library's default
 rule, validation error) and is scored on the test error of the other half; both folds are run and
